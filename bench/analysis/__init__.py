@@ -1,0 +1,1 @@
+"""Analysis of stored runs: summaries now; statistics and comparisons build on these."""

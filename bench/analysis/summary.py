@@ -1,0 +1,48 @@
+"""Per-backend, per-case summaries of a run's samples (what ``bench run`` prints at the end)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """Median/min/max of one (metric, backend, case), measured samples only."""
+
+    metric: str
+    backend: str
+    case: str
+    unit: str
+    n: int
+    failed: int
+    median: float | None
+    minimum: float | None
+    maximum: float | None
+
+
+def summarize(frame: pd.DataFrame) -> list[SummaryRow]:
+    """Summarise measured (non-warmup) samples; failures are counted, never averaged in."""
+    if frame.empty:
+        return []
+    measured = frame[~frame["warmup"].astype(bool)]
+    rows = []
+    for (metric, backend, case), group in measured.groupby(
+        ["metric", "backend", "case"], sort=True
+    ):
+        good = group[group["ok"].astype(bool)]["value"].dropna().astype(float)
+        rows.append(
+            SummaryRow(
+                metric=str(metric),
+                backend=str(backend),
+                case=str(case),
+                unit=str(group["unit"].iloc[0]),
+                n=int(good.size),
+                failed=int((~group["ok"].astype(bool)).sum()),
+                median=float(good.median()) if good.size else None,
+                minimum=float(good.min()) if good.size else None,
+                maximum=float(good.max()) if good.size else None,
+            )
+        )
+    return rows

@@ -1,0 +1,1 @@
+"""What instances boot from: the probe payload and the container image, built before timing."""

@@ -1,0 +1,128 @@
+"""The backend protocol: one lifecycle for every kind of instance, stamping monotonic times.
+
+Like PerfKitBenchmarker's resource template, the public methods (``start``,
+``wait_ready``, ``wait_exit``, ``stop``) stamp ``time.monotonic_ns()`` around private
+steps each backend implements. Metrics are then pure arithmetic on ``Instance.t_ns``.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from bench.scenario import InstanceSpec
+
+BENCH_LABEL = "io.bench.managed"
+BENCH_RUN_LABEL = "io.bench.run_id"
+NAME_PREFIX = "bench-"
+
+
+def now_ns() -> int:
+    """Host monotonic clock in nanoseconds: the only clock bench times with."""
+    return time.monotonic_ns()
+
+
+@dataclass
+class Instance:
+    """One running (or finished) instance and the times its lifecycle stages were reached.
+
+    ``t_ns`` keys: create (before the create call), created (it returned), started (start
+    returned / process spawned), ready (READY read on the host), exited, removed; backends
+    may add their own (e.g. docker's ``attached``).
+    """
+
+    backend: str
+    name: str
+    spec: InstanceSpec
+    run_id: str
+    t_ns: dict[str, int] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    handle: Any = None
+    exit_code: int | None = None
+    output: bytearray = field(default_factory=bytearray)
+    stopped: bool = False
+
+    def output_text(self, limit: int = 2000) -> str:
+        """Return the tail of what the instance printed, decoded leniently."""
+        return bytes(self.output[-limit:]).decode(errors="replace")
+
+
+class Backend(ABC):
+    """A kind of instance bench can start: process, docker (and, later, libvirt)."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def check_available(self) -> None:
+        """Raise BackendUnavailable (why, how to fix) unless the backend can run now."""
+
+    @abstractmethod
+    def prepare(self, specs: Sequence[InstanceSpec]) -> dict[str, str]:
+        """Build or fetch what instances boot from (never timed); return labels to record."""
+
+    @abstractmethod
+    def versions(self) -> dict[str, Any]:
+        """Return versions of the software under this backend, for run.json."""
+
+    def start(self, spec: InstanceSpec, name: str, run_id: str) -> Instance:
+        """Create and start an instance, stamping create, created and started."""
+        instance = Instance(self.name, name, spec, run_id)
+        instance.t_ns["create"] = now_ns()
+        self._create(instance)
+        instance.t_ns["created"] = now_ns()
+        self._before_start(instance)
+        self._start(instance)
+        instance.t_ns["started"] = now_ns()
+        return instance
+
+    def wait_ready(self, instance: Instance, timeout_s: float) -> None:
+        """Block until the instance printed READY; stamps ready at the moment it was read."""
+        instance.t_ns["ready"] = self._wait_ready(instance, time.monotonic() + timeout_s)
+
+    def wait_exit(self, instance: Instance, timeout_s: float) -> int:
+        """Block until the instance's payload exited; stamps exited, returns its exit code."""
+        code = self._wait_exit(instance, time.monotonic() + timeout_s)
+        instance.t_ns["exited"] = now_ns()
+        instance.exit_code = code
+        return code
+
+    def stop(self, instance: Instance) -> None:
+        """Kill and remove the instance on every path (idempotent); stamps removed."""
+        if instance.stopped:
+            return
+        try:
+            self._remove(instance)
+        finally:
+            instance.stopped = True
+            instance.t_ns["removed"] = now_ns()
+
+    @abstractmethod
+    def _create(self, instance: Instance) -> None: ...
+
+    def _before_start(self, instance: Instance) -> None:
+        """Optional step between create and start (docker attaches its output stream here)."""
+
+    @abstractmethod
+    def _start(self, instance: Instance) -> None: ...
+
+    @abstractmethod
+    def _wait_ready(self, instance: Instance, deadline: float) -> int:
+        """Return the monotonic ns at which READY was read."""
+
+    @abstractmethod
+    def _wait_exit(self, instance: Instance, deadline: float) -> int:
+        """Return the payload's exit code."""
+
+    @abstractmethod
+    def _remove(self, instance: Instance) -> None: ...
+
+    @abstractmethod
+    def sweep(self) -> list[str]:
+        """Remove every instance bench ever left behind on this host; return their names."""
+
+    @abstractmethod
+    def leftovers(self) -> list[str]:
+        """List instances of bench's that exist now (for tests and ``bench clean --dry-run``)."""

@@ -1,0 +1,226 @@
+"""Containers through the Docker Engine API (docker SDK), timed stage by stage.
+
+Lifecycle per instance: create the container (labelled, named ``bench-...``), attach to
+its output stream before starting it (so READY cannot be missed), start, read READY
+from the attach stream, wait for exit, remove. Network mode defaults to none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from bench.artifacts.image import IMAGE_LABEL, ProbeImage, build_probe_image
+from bench.artifacts.probe import build_probe
+from bench.backends.base import BENCH_LABEL, BENCH_RUN_LABEL, NAME_PREFIX, Backend, Instance, now_ns
+from bench.backends.stream import READY_MARKER, DockerStreamDemuxer, wait_for_marker
+from bench.errors import BackendUnavailable, InstanceError, InstanceTimeout
+from bench.scenario import InstanceSpec
+
+DOCKER_FIX = "start the engine with ansible/up.sh (or check /var/run/docker.sock)"
+MIB = 1024 * 1024
+
+
+class DockerBackend(Backend):
+    """Run the probe in a FROM-scratch container through the Engine API."""
+
+    name = "docker"
+
+    def __init__(self, base_url: str | None = None) -> None:
+        self._base_url = base_url
+        self._client: Any = None
+        self._image: ProbeImage | None = None
+
+    @property
+    def client(self) -> Any:
+        """The docker SDK client (connects on first use)."""
+        if self._client is None:
+            self.check_available()
+        return self._client
+
+    def check_available(self) -> None:
+        """Import the SDK and ping the engine; explain how to fix either failing."""
+        try:
+            import docker
+        except ImportError:
+            raise BackendUnavailable(
+                self.name, "the docker Python SDK is not installed", "pip install docker"
+            ) from None
+        try:
+            if self._base_url:
+                client = docker.DockerClient(base_url=self._base_url, version="auto", timeout=60)
+            else:
+                client = docker.from_env(version="auto", timeout=60)
+            client.ping()
+        except Exception as exc:
+            reason = str(exc).splitlines()[0][:200]
+            raise BackendUnavailable(
+                self.name, f"cannot reach the Docker engine ({reason})", DOCKER_FIX
+            ) from None
+        self._client = client
+
+    def prepare(self, specs: Sequence[InstanceSpec]) -> dict[str, str]:
+        """Build the probe and the FROM-scratch image (cached by content hash)."""
+        probe = build_probe()
+        self._image = build_probe_image(self.client, probe)
+        return {"image": self._image.image_id, "image_tag": self._image.tag}
+
+    @property
+    def image(self) -> ProbeImage:
+        """The prepared image (prepare() must have run)."""
+        if self._image is None:
+            self.prepare([])
+        assert self._image is not None
+        return self._image
+
+    def versions(self) -> dict[str, Any]:
+        """Engine, API, containerd and runc versions as the engine reports them."""
+        info = self.client.version()
+        components = {c.get("Name"): c.get("Version") for c in info.get("Components", [])}
+        return {
+            "docker_engine": info.get("Version"),
+            "docker_api": info.get("ApiVersion"),
+            "containerd": components.get("containerd"),
+            "runc": components.get("runc"),
+            "docker_sdk": _sdk_version(),
+            "storage_driver": self.client.info().get("Driver"),
+            "cgroup_driver": self.client.info().get("CgroupDriver"),
+        }
+
+    def _create(self, instance: Instance) -> None:
+        api = self.client.api
+        spec = instance.spec
+        host_config = api.create_host_config(
+            network_mode=spec.network,
+            mem_limit=spec.memory_mib * MIB if spec.memory_mib is not None else None,
+            memswap_limit=spec.memory_mib * MIB if spec.memory_mib is not None else None,
+            nano_cpus=round(spec.cpus * 1e9) if spec.cpus is not None else None,
+        )
+        created = api.create_container(
+            image=self.image.tag,
+            command=spec.payload.argv(),
+            name=instance.name,
+            labels={BENCH_LABEL: "true", BENCH_RUN_LABEL: instance.run_id},
+            host_config=host_config,
+            network_disabled=spec.network == "none",
+        )
+        instance.handle = {"id": created["Id"], "sock": None, "demux": DockerStreamDemuxer()}
+        instance.labels["container_id"] = created["Id"][:12]
+        instance.labels["image"] = self.image.image_id
+
+    def _before_start(self, instance: Instance) -> None:
+        # attach before start so no output can be missed; stamped as its own stage
+        sock = self.client.api.attach_socket(
+            instance.handle["id"], params={"stdout": 1, "stderr": 1, "stream": 1, "logs": 1}
+        )
+        instance.handle["sock"] = sock
+        instance.t_ns["attached"] = now_ns()
+
+    def _start(self, instance: Instance) -> None:
+        self.client.api.start(instance.handle["id"])
+
+    def _raw_socket(self, instance: Instance) -> socket.socket:
+        sock = instance.handle["sock"]
+        return getattr(sock, "_sock", sock)  # type: ignore[no-any-return]
+
+    def _read_chunk(self, instance: Instance) -> bytes | None:
+        data = self._raw_socket(instance).recv(65536)
+        if not data:
+            return None
+        demux: DockerStreamDemuxer = instance.handle["demux"]
+        return b"".join(payload for _stream, payload in demux.feed(data))
+
+    def _wait_ready(self, instance: Instance, deadline: float) -> int:
+        raw = self._raw_socket(instance)
+        return wait_for_marker(
+            raw.fileno(),
+            lambda: self._read_chunk(instance),
+            instance.output,
+            READY_MARKER,
+            deadline,
+            f"container {instance.name}",
+        )
+
+    def _wait_exit(self, instance: Instance, deadline: float) -> int:
+        remaining = max(1, int(deadline - time.monotonic() + 0.999))
+        try:
+            result = self.client.api.wait(instance.handle["id"], timeout=remaining)
+        except Exception as exc:
+            if "timed out" in str(exc).lower() or "timeout" in type(exc).__name__.lower():
+                raise InstanceTimeout(
+                    f"container {instance.name}: did not exit before the timeout"
+                ) from None
+            raise InstanceError(f"container {instance.name}: wait failed: {exc}") from exc
+        self._drain(instance)
+        return int(result.get("StatusCode", -1))
+
+    def _drain(self, instance: Instance) -> None:
+        raw = self._raw_socket(instance)
+        with contextlib.suppress(OSError):
+            raw.setblocking(False)
+            while True:
+                data = raw.recv(65536)
+                if not data:
+                    break
+                demux: DockerStreamDemuxer = instance.handle["demux"]
+                instance.output.extend(b"".join(p for _s, p in demux.feed(data)))
+
+    def _remove(self, instance: Instance) -> None:
+        handle = instance.handle or {}
+        sock = handle.get("sock")
+        if sock is not None:
+            with contextlib.suppress(Exception):
+                sock.close()
+        container_id = handle.get("id")
+        if container_id is None:
+            # create failed before an id came back: the name still finds it
+            container_id = instance.name
+        try:
+            self.client.api.remove_container(container_id, force=True)
+        except Exception as exc:
+            if type(exc).__name__ != "NotFound":
+                raise InstanceError(f"container {instance.name}: remove failed: {exc}") from exc
+
+    def _bench_containers(self) -> list[Any]:
+        found = self.client.containers.list(all=True, filters={"label": BENCH_LABEL})
+        named = self.client.containers.list(all=True, filters={"name": NAME_PREFIX})
+        by_id = {
+            c.id: c
+            for c in [*found, *named]
+            if c.name.startswith(NAME_PREFIX) or c.labels.get(BENCH_LABEL)
+        }
+        return list(by_id.values())
+
+    def sweep(self) -> list[str]:
+        """Force-remove every container labelled by bench (or named with its prefix)."""
+        removed = []
+        for container in self._bench_containers():
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
+            removed.append(container.name)
+        return sorted(removed)
+
+    def leftovers(self) -> list[str]:
+        """Names of bench's containers that exist now."""
+        return sorted(c.name for c in self._bench_containers())
+
+    def remove_images(self) -> list[str]:
+        """Remove bench's probe images (``bench clean --images``)."""
+        removed = []
+        for image in self.client.images.list(filters={"label": f"{IMAGE_LABEL}=true"}):
+            with contextlib.suppress(Exception):
+                self.client.images.remove(image.id, force=True)
+                removed.extend(image.tags or [image.id])
+        return removed
+
+
+def _sdk_version() -> str | None:
+    try:
+        import docker
+
+        return str(docker.__version__)
+    except ImportError:
+        return None

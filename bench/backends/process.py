@@ -1,0 +1,172 @@
+"""The native baseline: the probe as a plain host process in its own cgroup.
+
+This is the floor every other backend is judged against (IBM's "native"). The process
+joins its cgroup between fork and exec, so nothing it does runs outside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.artifacts.probe import ProbeBinary, build_probe
+from bench.backends.base import Backend, Instance
+from bench.backends.stream import READY_MARKER, wait_for_marker
+from bench.cgroups import layout as cgroup_layout
+from bench.cgroups.instance import InstanceCgroup, bench_cgroup_dirs, sweep_bench_cgroups
+from bench.errors import BackendUnavailable, InstanceError, InstanceTimeout
+from bench.scenario import InstanceSpec
+
+MIB = 1024 * 1024
+
+
+class ProcessBackend(Backend):
+    """Run the probe directly on the host, each instance in a cgroup of its own."""
+
+    name = "process"
+
+    def __init__(self) -> None:
+        self._probe: ProbeBinary | None = None
+        self._layout: cgroup_layout.CgroupLayout | None = None
+
+    def check_available(self) -> None:
+        """Need root and a cgroup hierarchy bench can create directories in."""
+        if os.geteuid() != 0:
+            raise BackendUnavailable(
+                self.name, "not running as root, cannot create cgroups", "run bench as root"
+            )
+        try:
+            self._layout = cgroup_layout.detect()
+        except (OSError, cgroup_layout.CgroupLayoutError) as exc:
+            raise BackendUnavailable(
+                self.name, f"no usable cgroup hierarchy ({exc})", "mount cgroups (v1 or v2)"
+            ) from None
+
+    @property
+    def layout(self) -> cgroup_layout.CgroupLayout:
+        """The host's cgroup layout (detected once)."""
+        if self._layout is None:
+            self._layout = cgroup_layout.detect()
+        return self._layout
+
+    def prepare(self, specs: Sequence[InstanceSpec]) -> dict[str, str]:
+        """Build the static probe (cached by content hash)."""
+        self._probe = build_probe()
+        return {"probe_sha256": self._probe.sha256}
+
+    def versions(self) -> dict[str, Any]:
+        """The process backend has no software of its own beyond the kernel."""
+        return {"cgroup_layout": self.layout.mode}
+
+    def probe_path(self) -> Path:
+        """Path of the built probe (after prepare)."""
+        if self._probe is None:
+            self._probe = build_probe()
+        return self._probe.path
+
+    def _create(self, instance: Instance) -> None:
+        group = InstanceCgroup.create(self.layout, instance.name)
+        instance.handle = {"cgroup": group, "proc": None}
+        spec = instance.spec
+        if spec.memory_mib is not None:
+            group.set_memory_limit(spec.memory_mib * MIB)
+        if spec.cpus is not None:
+            group.set_cpu_quota(spec.cpus)
+        instance.labels["cgroup"] = instance.name
+
+    def _start(self, instance: Instance) -> None:
+        group: InstanceCgroup = instance.handle["cgroup"]
+        # The probe joins its cgroup as its first act (BENCH_CGROUP_PROCS): a preexec_fn
+        # would force fork() instead of vfork() and add ~1.2 ms to every spawn.
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "BENCH_CGROUP_PROCS": ":".join(map(str, group.procs_files())),
+        }
+        proc = subprocess.Popen(
+            [str(self.probe_path()), *instance.spec.payload.argv()],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        instance.handle["proc"] = proc
+        instance.labels["pid"] = str(proc.pid)
+
+    def _read_chunk(self, instance: Instance) -> bytes | None:
+        proc: subprocess.Popen[bytes] = instance.handle["proc"]
+        assert proc.stdout is not None
+        data = os.read(proc.stdout.fileno(), 65536)
+        return data or None
+
+    def _wait_ready(self, instance: Instance, deadline: float) -> int:
+        proc: subprocess.Popen[bytes] = instance.handle["proc"]
+        assert proc.stdout is not None
+        return wait_for_marker(
+            proc.stdout.fileno(),
+            lambda: self._read_chunk(instance),
+            instance.output,
+            READY_MARKER,
+            deadline,
+            f"process {instance.name}",
+        )
+
+    def _wait_exit(self, instance: Instance, deadline: float) -> int:
+        proc: subprocess.Popen[bytes] = instance.handle["proc"]
+        # a pidfd wakes us the moment the child exits; Popen.wait(timeout) polls with
+        # growing sleeps and would add up to a millisecond to the exit stamp
+        pidfd = os.pidfd_open(proc.pid)
+        try:
+            ready, _, _ = select.select([pidfd], [], [], max(0.0, deadline - time.monotonic()))
+        finally:
+            os.close(pidfd)
+        if not ready:
+            raise InstanceTimeout(f"process {instance.name}: did not exit before the timeout")
+        code = proc.wait()
+        self._drain(instance)
+        return code
+
+    def _drain(self, instance: Instance) -> None:
+        proc: subprocess.Popen[bytes] = instance.handle["proc"]
+        if proc.stdout is None or proc.stdout.closed:
+            return
+        with contextlib.suppress(OSError):
+            os.set_blocking(proc.stdout.fileno(), False)
+            while chunk := os.read(proc.stdout.fileno(), 65536):
+                instance.output.extend(chunk)
+
+    def _remove(self, instance: Instance) -> None:
+        handle = instance.handle or {}
+        proc: subprocess.Popen[bytes] | None = handle.get("proc")
+        group: InstanceCgroup | None = handle.get("cgroup")
+        try:
+            if proc is not None:
+                if proc.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=10)
+                if proc.stdout is not None:
+                    proc.stdout.close()
+        finally:
+            if group is not None:
+                try:
+                    group.remove()
+                except OSError as exc:
+                    raise InstanceError(
+                        f"process {instance.name}: cgroup not removed: {exc}"
+                    ) from exc
+
+    def sweep(self) -> list[str]:
+        """Kill and remove every cgroup under bench's parent (leftovers of killed runs)."""
+        return sweep_bench_cgroups(self.layout)
+
+    def leftovers(self) -> list[str]:
+        """Names of instance cgroups of bench's that exist now."""
+        return sorted({d.name for d in bench_cgroup_dirs(self.layout)})

@@ -1,0 +1,152 @@
+"""Per-instance cgroups that bench itself creates (the process backend's own cgroup).
+
+Every cgroup bench makes lives under a ``bench`` parent so ``bench clean`` can find it:
+``/sys/fs/cgroup/<controller>/bench/<name>`` on v1, ``/sys/fs/cgroup/bench/<name>`` on v2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.cgroups.layout import CgroupLayout
+
+BENCH_PARENT = "bench"
+V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids")
+V2_CONTROLLERS = ("memory", "cpu", "pids")
+CFS_PERIOD_US = 100_000
+
+
+@dataclass
+class InstanceCgroup:
+    """The cgroup directories of one instance: controller -> directory (v2: key 'unified')."""
+
+    name: str
+    layout: CgroupLayout
+    dirs: dict[str, Path] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, layout: CgroupLayout, name: str) -> InstanceCgroup:
+        """Create the instance's cgroup in every resource hierarchy bench uses."""
+        group = cls(name, layout)
+        try:
+            if layout.version == 1:
+                for controller in V1_CONTROLLERS:
+                    mount = layout.v1_controller_dir(controller)
+                    if mount is None:
+                        continue
+                    directory = Path(mount) / BENCH_PARENT / name
+                    directory.mkdir(parents=True, exist_ok=False)
+                    group.dirs[controller] = directory
+            else:
+                assert layout.v2_mount is not None
+                parent = Path(layout.v2_mount) / BENCH_PARENT
+                _enable_v2_controllers(Path(layout.v2_mount), parent)
+                directory = parent / name
+                directory.mkdir(exist_ok=False)
+                group.dirs["unified"] = directory
+        except BaseException:
+            group.remove()
+            raise
+        return group
+
+    def procs_files(self) -> list[Path]:
+        """Return the cgroup.procs files a process writes to join this cgroup."""
+        return [d / "cgroup.procs" for d in dict.fromkeys(self.dirs.values())]
+
+    def join_self(self) -> None:
+        """Move the calling process into this cgroup (used between fork and exec)."""
+        for procs in self.procs_files():
+            with open(procs, "w") as handle:
+                handle.write("0")
+
+    def set_memory_limit(self, limit_bytes: int) -> None:
+        """Set a hard memory limit (v1 memory.limit_in_bytes, v2 memory.max)."""
+        if self.layout.version == 1:
+            (self.dirs["memory"] / "memory.limit_in_bytes").write_text(str(limit_bytes))
+        else:
+            (self.dirs["unified"] / "memory.max").write_text(str(limit_bytes))
+
+    def set_cpu_quota(self, cores: float, period_us: int = CFS_PERIOD_US) -> None:
+        """Set a CFS quota of ``cores`` CPUs (v1 cpu.cfs_quota_us, v2 cpu.max)."""
+        quota_us = max(1000, round(cores * period_us))
+        if self.layout.version == 1:
+            (self.dirs["cpu"] / "cpu.cfs_period_us").write_text(str(period_us))
+            (self.dirs["cpu"] / "cpu.cfs_quota_us").write_text(str(quota_us))
+        else:
+            (self.dirs["unified"] / "cpu.max").write_text(f"{quota_us} {period_us}")
+
+    def pids(self) -> set[int]:
+        """Return the pids currently in the cgroup (empty once it is gone)."""
+        found: set[int] = set()
+        for procs in self.procs_files():
+            with contextlib.suppress(OSError):
+                found.update(int(p) for p in procs.read_text().split())
+        return found
+
+    def remove(self, timeout_s: float = 5.0) -> None:
+        """Kill whatever is left inside, then remove the directories (idempotent)."""
+        remove_cgroup_dirs(list(self.dirs.values()), timeout_s)
+        self.dirs.clear()
+
+
+def _enable_v2_controllers(root: Path, parent: Path) -> None:
+    wanted = " ".join(f"+{c}" for c in V2_CONTROLLERS)
+    with contextlib.suppress(OSError):
+        (root / "cgroup.subtree_control").write_text(wanted)
+    parent.mkdir(exist_ok=True)
+    (parent / "cgroup.subtree_control").write_text(wanted)
+
+
+def remove_cgroup_dirs(directories: list[Path], timeout_s: float = 5.0) -> None:
+    """SIGKILL every process in the given cgroup dirs, then rmdir them once empty."""
+    deadline = time.monotonic() + timeout_s
+    for directory in dict.fromkeys(directories):
+        if not directory.exists():
+            continue
+        while True:
+            try:
+                pids = [int(p) for p in (directory / "cgroup.procs").read_text().split()]
+            except OSError:
+                pids = []
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            try:
+                directory.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                # EBUSY while killed tasks are still exiting
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+
+
+def bench_cgroup_dirs(layout: CgroupLayout) -> list[Path]:
+    """List every instance cgroup under bench's parent, in every hierarchy."""
+    parents: list[Path] = []
+    if layout.version == 1:
+        for controller in V1_CONTROLLERS:
+            mount = layout.v1_controller_dir(controller)
+            if mount:
+                parents.append(Path(mount) / BENCH_PARENT)
+    elif layout.v2_mount:
+        parents.append(Path(layout.v2_mount) / BENCH_PARENT)
+    found: list[Path] = []
+    for parent in dict.fromkeys(parents):
+        if parent.is_dir():
+            found.extend(sorted(p for p in parent.iterdir() if p.is_dir()))
+    return found
+
+
+def sweep_bench_cgroups(layout: CgroupLayout) -> list[str]:
+    """Remove every leftover instance cgroup bench created; return their names."""
+    directories = bench_cgroup_dirs(layout)
+    remove_cgroup_dirs(directories)
+    return sorted({d.name for d in directories})

@@ -1,0 +1,239 @@
+"""The command line: thin typer commands that call library code and own the console (rich).
+
+Exit codes: 0 success, 1 a run had failed samples or a check failed, 2 bad input
+(scenario or results files), 3 a backend or artefact is unavailable, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from bench import __version__
+from bench.errors import BenchError
+
+app = typer.Typer(
+    name="bench",
+    help="Measure VMs against containers and a native baseline on this host.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+DEFAULT_RESULTS = Path("results")
+ResultsOption = Annotated[Path, typer.Option("--results", help="Results root directory.")]
+
+
+def _fail(exc: BenchError) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+    return typer.Exit(exc.exit_code)
+
+
+@app.command()
+def run(
+    scenario_file: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
+    results: ResultsOption = DEFAULT_RESULTS,
+) -> None:
+    """Run a scenario and record every sample under results/<host>/<run_id>/."""
+    from bench.analysis.summary import summarize
+    from bench.results import load
+    from bench.runner import RunEvent, run_scenario
+    from bench.scenario import load_scenario
+
+    try:
+        scenario, text = load_scenario(scenario_file)
+    except BenchError as exc:
+        raise _fail(exc) from None
+    interactive = console.is_terminal
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not interactive,
+    )
+    task_id = None
+
+    def on_event(event: RunEvent) -> None:
+        nonlocal task_id
+        if event.kind == "phase" or event.kind == "warning":
+            style = "yellow" if event.kind == "warning" else "dim"
+            console.print(f"[{style}]{event.message}[/]")
+        elif event.kind == "planned":
+            console.print(f"{event.message}: {event.total} instances")
+            task_id = progress.add_task(scenario.name, total=event.total)
+        elif event.kind == "sample" and event.sample is not None:
+            sample = event.sample
+            if task_id is not None:
+                progress.advance(task_id)
+            if not interactive or not sample.ok:
+                value = f"{sample.value * 1000:.1f} ms" if sample.value is not None else "-"
+                tag = " warmup" if sample.warmup else ""
+                line = f"{sample.seq:>4} {sample.backend:<8} {sample.case}{tag}: {value}"
+                if not sample.ok:
+                    line += f"  FAILED: {sample.error}"
+                console.print(line, highlight=False, markup=False)
+
+    try:
+        with progress:
+            outcome = run_scenario(scenario, text, str(scenario_file), results, on_event)
+    except BenchError as exc:
+        raise _fail(exc) from None
+    frame = load(outcome.directory)
+    table = Table(title=f"{scenario.name}: startup to READY (measured samples, warmups excluded)")
+    for column in ("backend", "case", "n", "failed", "median", "min", "max"):
+        table.add_column(column, justify="right" if column not in {"backend", "case"} else "left")
+    for row in summarize(frame):
+
+        def ms(value: float | None) -> str:
+            return f"{value * 1000:.1f} ms" if value is not None else "-"
+
+        table.add_row(
+            row.backend,
+            row.case,
+            str(row.n),
+            str(row.failed),
+            ms(row.median),
+            ms(row.minimum),
+            ms(row.maximum),
+        )
+    console.print(table)
+    console.print(
+        f"results: {outcome.directory}  (status {outcome.status}, "
+        f"{outcome.counts.get('samples', 0)} samples, {outcome.counts.get('failed', 0)} failed)",
+        highlight=False,
+    )
+    if outcome.counts.get("failed", 0):
+        raise typer.Exit(1)
+
+
+@app.command()
+def validate(
+    scenario_files: Annotated[list[Path], typer.Argument(help="Scenario YAML files.")],
+) -> None:
+    """Validate scenario files without running anything."""
+    from bench.scenario import expand_cases, load_scenario
+
+    for path in scenario_files:
+        try:
+            scenario, _ = load_scenario(path)
+        except BenchError as exc:
+            raise _fail(exc) from None
+        cases = ", ".join(c.name for c in expand_cases(scenario))
+        console.print(
+            f"{path}: ok ({len(scenario.backends)} backends; cases: {cases})", highlight=False
+        )
+
+
+@app.command()
+def schema(
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Where to write the JSON schema.")
+    ] = Path("scenarios/schema.json"),
+) -> None:
+    """Write the scenario JSON schema (for editor completion)."""
+    from bench.scenario import json_schema
+
+    output.write_text(json.dumps(json_schema(), indent=2) + "\n")
+    console.print(f"wrote {output}")
+
+
+@app.command()
+def doctor() -> None:
+    """Check this host: engines reachable, cgroups, KVM, disk, memory; say how to fix failures."""
+    from bench.doctor import run_checks
+
+    checks = run_checks()
+    table = Table(title=f"bench {__version__} doctor")
+    for column in ("check", "status", "detail", "fix"):
+        table.add_column(column, overflow="fold")
+    colours = {"ok": "green", "warn": "yellow", "fail": "red"}
+    for check in checks:
+        table.add_row(
+            check.name, f"[{colours[check.status]}]{check.status}[/]", check.detail, check.fix
+        )
+    console.print(table)
+    if any(check.status == "fail" for check in checks):
+        raise typer.Exit(1)
+
+
+@app.command()
+def clean(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List, do not remove.")] = False,
+    images: Annotated[bool, typer.Option("--images", help="Also remove bench's images.")] = False,
+) -> None:
+    """Remove every instance bench created (found by label or name prefix)."""
+    from bench.backends import backend_names, get_backend
+
+    failed = False
+    for name in backend_names():
+        try:
+            backend = get_backend(name)
+            backend.check_available()
+            found = backend.leftovers() if dry_run else backend.sweep()
+            if images and not dry_run and hasattr(backend, "remove_images"):
+                found += backend.remove_images()
+        except BenchError as exc:
+            console.print(f"{name}: skipped ({exc})", highlight=False)
+            continue
+        except Exception as exc:
+            console.print(f"{name}: clean failed: {exc}", highlight=False)
+            failed = True
+            continue
+        verb = "would remove" if dry_run else "removed"
+        console.print(
+            f"{name}: {verb} {len(found)}" + (f": {', '.join(found)}" if found else ""),
+            highlight=False,
+        )
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("ls")
+def list_runs_command(results: ResultsOption = DEFAULT_RESULTS) -> None:
+    """List runs on disk, newest first."""
+    from bench.results import list_runs
+
+    runs = list_runs(results)
+    if not runs:
+        console.print(f"no runs under {results}")
+        return
+    table = Table()
+    for column in ("run_id", "host", "scenario", "status", "samples", "failed", "path"):
+        table.add_column(column, overflow="fold")
+    for run_info in runs:
+        if "error" in run_info:
+            table.add_row("?", "", "", f"[red]{run_info['error']}[/]", "", "", run_info["path"])
+            continue
+        table.add_row(
+            *(
+                str(run_info.get(k) if run_info.get(k) is not None else "-")
+                for k in ("run_id", "host", "scenario", "status", "samples", "failed", "path")
+            )
+        )
+    console.print(table)
+
+
+@app.command()
+def version() -> None:
+    """Print bench's version."""
+    console.print(__version__)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except BenchError as exc:  # anything a command did not map itself
+        err_console.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(exc.exit_code)

@@ -1,0 +1,1 @@
+"""Metrics drive a backend through its lifecycle and turn stamped times into Samples."""

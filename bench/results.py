@@ -1,0 +1,248 @@
+"""The results store: ``results/<host>/<run_id>/{run.json, samples.jsonl}``.
+
+run.json carries ``schema_version``, the scenario (text, parsed, sha256), host facts and
+software versions once per run, and the run's status. samples.jsonl gets one Sample per
+line, appended and flushed as each is taken, so an interrupted run keeps what it
+measured. Files of an older schema are migrated by small ``_update_to_N`` functions;
+files of a newer one are refused with a clear message (like asv's util.load_json).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import pandas as pd
+
+from bench.errors import ResultsError
+from bench.samples import SAMPLE_SCHEMA_VERSION, Sample
+
+RUN_SCHEMA_VERSION = 1
+RUN_FILE = "run.json"
+SAMPLES_FILE = "samples.jsonl"
+
+# schema_version N-1 -> N migrations for run.json; empty until the format changes
+_RUN_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def utc_now_iso() -> str:
+    """Wall-clock time in UTC, ISO 8601, for humans (never used for durations)."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def safe_component(text: str) -> str:
+    """Make a string safe as one path component (hostnames, scenario names)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")
+    return cleaned[:64] or "unnamed"
+
+
+def new_run_id(scenario_name: str) -> str:
+    """Return a sortable, unique run id: ``20261130T061500Z-quick-a1b2c3``."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{safe_component(scenario_name)}-{secrets.token_hex(3)}"
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON via a temporary file and rename, so readers never see half a file."""
+    partial = path.with_suffix(path.suffix + ".partial")
+    partial.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    os.replace(partial, path)
+
+
+class ResultStore:
+    """One run directory being written: run.json rewritten on status changes, samples appended."""
+
+    def __init__(self, directory: Path, run: dict[str, Any]) -> None:
+        self.directory = directory
+        self.run = run
+        self._samples: IO[str] | None = None
+        self.counts = {"samples": 0, "ok": 0, "failed": 0, "warmup": 0}
+
+    @classmethod
+    def create(cls, root: Path, host: str, run_id: str, run: dict[str, Any]) -> ResultStore:
+        """Create ``root/<host>/<run_id>/`` and write run.json with status 'running'."""
+        directory = Path(root) / safe_component(host) / run_id
+        directory.mkdir(parents=True, exist_ok=False)
+        record = {"schema_version": RUN_SCHEMA_VERSION, "run_id": run_id, **run}
+        record.setdefault("status", "running")
+        store = cls(directory, record)
+        write_json_atomic(directory / RUN_FILE, record)
+        store._samples = open(directory / SAMPLES_FILE, "a", buffering=1)  # noqa: SIM115
+        return store
+
+    def append(self, sample: Sample) -> None:
+        """Append one sample line and flush it to the OS at once."""
+        assert self._samples is not None, "store is closed"
+        self._samples.write(sample.to_json() + "\n")
+        self._samples.flush()
+        self.counts["samples"] += 1
+        if sample.warmup:
+            self.counts["warmup"] += 1
+        self.counts["ok" if sample.ok else "failed"] += 1
+
+    def update(self, **fields: Any) -> None:
+        """Merge fields into run.json and rewrite it atomically."""
+        self.run.update(fields)
+        write_json_atomic(self.directory / RUN_FILE, self.run)
+
+    def finish(self, status: str, **fields: Any) -> None:
+        """Record the final status (complete, failed, interrupted) and close the samples file."""
+        if self._samples is not None:
+            self._samples.close()
+            self._samples = None
+        self.update(status=status, counts=dict(self.counts), ended_at_utc=utc_now_iso(), **fields)
+
+
+def migrate_run(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """Bring a run.json dict to the current schema, or refuse one that is newer."""
+    version = data.get("schema_version")
+    if not isinstance(version, int):
+        raise ResultsError(f"{source}: no integer schema_version; not a bench run file")
+    if version > RUN_SCHEMA_VERSION:
+        raise ResultsError(
+            f"{source}: schema_version {version} is newer than this bench reads "
+            f"({RUN_SCHEMA_VERSION}); upgrade bench to read it"
+        )
+    while version < RUN_SCHEMA_VERSION:
+        migrate = _RUN_MIGRATIONS.get(version + 1)
+        if migrate is None:
+            raise ResultsError(f"{source}: no migration from schema_version {version}")
+        data = migrate(data)
+        version += 1
+        data["schema_version"] = version
+    return data
+
+
+def read_run(directory: Path) -> dict[str, Any]:
+    """Read and migrate a run directory's run.json."""
+    path = Path(directory) / RUN_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ResultsError(f"{directory}: not a run directory (no {RUN_FILE})") from None
+    except json.JSONDecodeError as exc:
+        raise ResultsError(f"{path}: not valid JSON ({exc})") from None
+    return migrate_run(data, str(path))
+
+
+@dataclass
+class SamplesRead:
+    """Samples read from one samples.jsonl, and what was wrong with the file, if anything."""
+
+    records: list[dict[str, Any]]
+    warnings: list[str]
+
+
+def read_samples(directory: Path) -> SamplesRead:
+    """Read samples.jsonl; a torn last line (a run killed mid-write) is skipped with a warning."""
+    path = Path(directory) / SAMPLES_FILE
+    records: list[dict[str, Any]] = []
+    warnings: list[str] = []
+    if not path.exists():
+        return SamplesRead(records, [f"{path}: missing; no samples"])
+    lines = path.read_text().splitlines()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):
+                warnings.append(f"{path}:{number}: torn last line skipped (run killed mid-write?)")
+                continue
+            raise ResultsError(f"{path}:{number}: not valid JSON") from None
+        version = record.get("schema_version", 0)
+        if version > SAMPLE_SCHEMA_VERSION:
+            raise ResultsError(
+                f"{path}:{number}: sample schema_version {version} is newer than this bench "
+                f"reads ({SAMPLE_SCHEMA_VERSION}); upgrade bench"
+            )
+        records.append(record)
+    return SamplesRead(records, warnings)
+
+
+def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
+    """Expand paths into run directories: a run dir itself, or any tree containing them."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if (path / RUN_FILE).is_file():
+            found.append(path)
+        elif path.is_dir():
+            found.extend(sorted(p.parent for p in path.rglob(RUN_FILE)))
+        else:
+            raise ResultsError(f"{path}: no such run directory")
+    return list(dict.fromkeys(found))
+
+
+def load(paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
+    """Load runs into one tidy DataFrame: a row per sample, run facts joined as columns.
+
+    Stage durations become ``stage.<name>`` columns and labels ``label.<name>``; run and
+    host facts joined: run_id, host, kernel, scenario_sha256, accel. Warnings about
+    torn files are in ``df.attrs['warnings']``.
+    """
+    if isinstance(paths, str | Path):
+        paths = [paths]
+    rows: list[dict[str, Any]] = []
+    warnings: list[str] = []
+    for directory in find_run_dirs(paths):
+        run = read_run(directory)
+        read = read_samples(directory)
+        warnings.extend(read.warnings)
+        host = run.get("host", {}) or {}
+        run_columns = {
+            "run_id": run.get("run_id"),
+            "host": host.get("hostname"),
+            "kernel": (host.get("kernel") or {}).get("release"),
+            "scenario": (run.get("scenario") or {}).get("name"),
+            "scenario_sha256": run.get("scenario_sha256"),
+            "run_status": run.get("status"),
+        }
+        for record in read.records:
+            row = {
+                k: v for k, v in record.items() if k not in {"stages", "labels", "t_ns", "params"}
+            }
+            row.update(run_columns)
+            row["run_id"] = record.get("run_id", run_columns["run_id"])
+            for name, value in (record.get("stages") or {}).items():
+                row[f"stage.{name}"] = value
+            for name, value in (record.get("labels") or {}).items():
+                row[f"label.{name}"] = value
+            for name, value in (record.get("params") or {}).items():
+                row[f"param.{name}"] = value
+            rows.append(row)
+    frame = pd.DataFrame(rows)
+    frame.attrs["warnings"] = warnings
+    return frame
+
+
+def list_runs(root: Path) -> list[dict[str, Any]]:
+    """Summaries of every run under ``root`` (newest first), unreadable ones flagged."""
+    summaries = []
+    for directory in find_run_dirs([root]) if Path(root).exists() else []:
+        try:
+            run = read_run(directory)
+        except ResultsError as exc:
+            summaries.append({"path": str(directory), "error": str(exc)})
+            continue
+        summaries.append(
+            {
+                "path": str(directory),
+                "run_id": run.get("run_id"),
+                "host": (run.get("host") or {}).get("hostname"),
+                "scenario": (run.get("scenario") or {}).get("name"),
+                "status": run.get("status"),
+                "started_at_utc": run.get("started_at_utc"),
+                "samples": (run.get("counts") or {}).get("samples"),
+                "failed": (run.get("counts") or {}).get("failed"),
+            }
+        )
+    return sorted(summaries, key=lambda s: str(s.get("run_id", "")), reverse=True)

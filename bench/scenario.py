@@ -1,0 +1,294 @@
+"""Scenario files: YAML validated by pydantic models, expanded into readable cases.
+
+A scenario names the backends to compare, the metrics, the sample counts, the instance
+spec, and matrix parameters that expand into one case per combination. Loading is strict
+(``extra="forbid"``): a bad file raises one ScenarioError naming the file, the field path
+and the reason, before anything is started.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bench.errors import ScenarioError
+
+SCENARIO_SCHEMA_VERSION = 1
+
+BackendName = Literal["process", "docker"]
+MetricName = Literal["startup"]
+BACKEND_NAMES: tuple[str, ...] = ("process", "docker")
+
+
+class FieldPathError(ValueError):
+    """A validation error that knows the exact field path it belongs to (e.g. a matrix entry)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(reason)
+        self.path = path
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Payload(_Strict):
+    """What the probe does inside the instance (see bench/artifacts/probe.c)."""
+
+    mode: Literal["ready", "idle", "alloc", "burn", "fork"] = Field(
+        "ready",
+        description="ready: print READY and exit; idle: READY then wait; "
+        "alloc/burn/fork: READY then allocate memory, burn CPU, or fork children.",
+    )
+    alloc_mib: Annotated[int, Field(ge=1, le=1 << 20)] | None = Field(
+        None, description="MiB to allocate and touch (mode alloc)."
+    )
+    threads: Annotated[int, Field(ge=1, le=1024)] | None = Field(
+        None, description="Busy threads (mode burn)."
+    )
+    seconds: Annotated[float, Field(gt=0, le=3600)] | None = Field(
+        None, description="How long to burn (mode burn) or hold (alloc, fork)."
+    )
+    forks: Annotated[int, Field(ge=1, le=100000)] | None = Field(
+        None, description="Children to fork (mode fork)."
+    )
+
+    @model_validator(mode="after")
+    def _arguments_match_mode(self) -> Payload:
+        needed = {"alloc": ("alloc_mib",), "burn": ("threads", "seconds"), "fork": ("forks",)}
+        for name in needed.get(self.mode, ()):
+            if getattr(self, name) is None:
+                raise ValueError(f"mode {self.mode!r} needs {name}")
+        return self
+
+    def argv(self) -> list[str]:
+        """Return the probe's arguments for this payload (no shell is ever involved)."""
+        if self.mode == "alloc":
+            args = ["alloc", str(self.alloc_mib)]
+            return args + ([_fmt(self.seconds)] if self.seconds is not None else [])
+        if self.mode == "burn":
+            return ["burn", str(self.threads), _fmt(self.seconds)]
+        if self.mode == "fork":
+            args = ["fork", str(self.forks)]
+            return args + ([_fmt(self.seconds)] if self.seconds is not None else [])
+        return [self.mode]
+
+
+def _fmt(value: float | None) -> str:
+    return f"{value:g}" if value is not None else "0"
+
+
+class DockerOptions(_Strict):
+    """Options only the docker backend reads."""
+
+    network: Literal["none", "bridge"] = Field(
+        "none", description="Container network mode; none unless a scenario needs a network."
+    )
+
+
+class InstanceSpec(_Strict):
+    """What one instance looks like; matrix parameters override these fields."""
+
+    memory_mib: Annotated[int, Field(ge=4, le=1 << 20)] | None = Field(
+        None, description="Memory limit of the instance in MiB (none: unlimited)."
+    )
+    cpus: Annotated[float, Field(gt=0, le=1024)] | None = Field(
+        None, description="CPU quota of the instance in cores (none: unlimited)."
+    )
+    network: Literal["none", "bridge"] = Field(
+        "none", description="Network mode for backends that have one (docker)."
+    )
+    payload: Payload = Field(default_factory=Payload)
+
+
+MATRIX_KEYS: tuple[str, ...] = ("memory_mib", "cpus", "network")
+
+
+class Scenario(_Strict):
+    """One scenario file: what to compare, how often, and on what instances."""
+
+    schema_version: Literal[1] = Field(
+        SCENARIO_SCHEMA_VERSION, description="Scenario file format version."
+    )
+    name: Annotated[str, Field(min_length=1, max_length=120)]
+    description: str = ""
+    backends: Annotated[list[BackendName], Field(min_length=1)]
+    metrics: Annotated[list[MetricName], Field(min_length=1)] = Field(
+        default_factory=lambda: ["startup"]
+    )
+    samples: Annotated[int, Field(ge=1, le=100000)] = Field(
+        10, description="Measured samples per backend and case."
+    )
+    warmups: Annotated[int, Field(ge=0, le=1000)] = Field(
+        1, description="Warmup samples per backend and case, recorded and marked, not mixed in."
+    )
+    timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        60, description="Per-instance timeout for each lifecycle stage."
+    )
+    start: Literal["warm", "cold"] = Field(
+        "warm", description="cold drops the host page cache before every sample (root only)."
+    )
+    seed: int | None = Field(None, description="Seed of the randomized block order.")
+    instance: InstanceSpec = Field(default_factory=InstanceSpec)
+    matrix: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(
+        default_factory=dict,
+        description=f"Instance fields to vary, one case per combination: {', '.join(MATRIX_KEYS)}.",
+    )
+
+    @field_validator("backends", "metrics")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("entries must be unique")
+        return value
+
+    @field_validator("matrix")
+    @classmethod
+    def _matrix_keys(cls, value: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in value.items():
+            if key not in MATRIX_KEYS:
+                raise ValueError(
+                    f"unknown matrix parameter {key!r}; valid: {', '.join(MATRIX_KEYS)}"
+                )
+            if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
+                raise ValueError(f"matrix parameter {key!r} repeats a value")
+        return value
+
+    @model_validator(mode="after")
+    def _matrix_values_valid(self) -> Scenario:
+        base = self.instance.model_dump()
+        for key, values in self.matrix.items():
+            for index, value in enumerate(values):
+                try:
+                    InstanceSpec.model_validate({**base, key: value})
+                except ValidationError as exc:
+                    reason = exc.errors()[0]["msg"]
+                    raise FieldPathError(f"matrix.{key}[{index}]", reason) from None
+        return self
+
+
+class Case(BaseModel):
+    """One expanded point of the matrix: a readable name and the instance spec to run."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    params: dict[str, Any]
+    spec: InstanceSpec
+
+
+def expand_cases(scenario: Scenario) -> list[Case]:
+    """Expand the matrix into cases named like ``startup(memory_mib=64,network=none)``."""
+    metric = "+".join(scenario.metrics)
+    keys = list(scenario.matrix)
+    combos = itertools.product(*(scenario.matrix[k] for k in keys)) if keys else [()]
+    base = scenario.instance.model_dump()
+    cases = []
+    for combo in combos:
+        params = dict(zip(keys, combo, strict=True))
+        label = ",".join(f"{k}={_case_value(v)}" for k, v in params.items())
+        name = f"{metric}({label})" if label else metric
+        cases.append(
+            Case(name=name, params=params, spec=InstanceSpec.model_validate({**base, **params}))
+        )
+    return cases
+
+
+def _case_value(value: Any) -> str:
+    return "none" if value is None else str(value)
+
+
+def scenario_sha256(scenario: Scenario) -> str:
+    """Hash the canonical JSON of a validated scenario: equal hashes mean comparable runs."""
+    canonical = json.dumps(scenario.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _format_location(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def format_validation_error(source: str, exc: ValidationError) -> str:
+    """Render pydantic errors as ``FILE: field PATH: REASON`` lines, one per problem."""
+    lines = []
+    for error in exc.errors():
+        loc = tuple(
+            p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-"))
+        )
+        # pydantic puts union/constraint tags in the path; keep only real field names
+        loc = tuple(
+            p
+            for p in loc
+            if not (
+                isinstance(p, str)
+                and ("[" in p or p in {"int", "float", "constrained-int", "constrained-float"})
+            )
+        )
+        message = error["msg"].removeprefix("Value error, ")
+        original = error.get("ctx", {}).get("error")
+        if isinstance(original, FieldPathError):
+            lines.append(f"{source}: field {original.path}: {original}")
+            continue
+        if error["type"] == "extra_forbidden":
+            message = "unknown field (not allowed here)"
+        if error["type"] == "missing":
+            message = "required field is missing"
+        if "input" in error and error["type"] not in {"missing", "extra_forbidden"}:
+            shown = json.dumps(error["input"], default=str)
+            if len(shown) <= 60:
+                message += f" (got {shown})"
+        lines.append(f"{source}: field {_format_location(loc)}: {message}")
+    return "\n".join(lines)
+
+
+def parse_scenario(text: str, source: str = "<string>") -> Scenario:
+    """Parse and validate scenario YAML text; raise ScenarioError naming source, field, reason."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ScenarioError(f"{source}{where}: YAML syntax error: {problem}") from None
+    if not isinstance(data, dict):
+        kind = "empty" if data is None else type(data).__name__
+        raise ScenarioError(f"{source}: field (top level): expected a mapping, got {kind}")
+    version = data.get("schema_version", SCENARIO_SCHEMA_VERSION)
+    if isinstance(version, int) and version > SCENARIO_SCHEMA_VERSION:
+        raise ScenarioError(
+            f"{source}: field schema_version: {version} is newer than this bench reads "
+            f"({SCENARIO_SCHEMA_VERSION}); upgrade bench"
+        )
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise ScenarioError(format_validation_error(source, exc)) from None
+
+
+def load_scenario(path: str | Path) -> tuple[Scenario, str]:
+    """Read a scenario file; return the validated model and the file's text."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ScenarioError(f"{path}: cannot read scenario: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ScenarioError(f"{path}: cannot read scenario: not UTF-8 text") from None
+    return parse_scenario(text, str(path)), text
+
+
+def json_schema() -> dict[str, Any]:
+    """Return the JSON schema of scenario files, for editor completion."""
+    schema = Scenario.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "bench scenario"
+    return schema
