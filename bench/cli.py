@@ -183,6 +183,7 @@ def clean(
             found = backend.leftovers() if dry_run else backend.sweep()
             if images and not dry_run and hasattr(backend, "remove_images"):
                 found += backend.remove_images()
+            backend.close()
         except BenchError as exc:
             console.print(f"{name}: skipped ({exc})", highlight=False)
             continue

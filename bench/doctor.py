@@ -77,6 +77,7 @@ def check_docker() -> Check:
         backend = get_backend("docker")
         backend.check_available()
         versions = backend.versions()
+        backend.close()
     except BenchError as exc:
         fix = getattr(exc, "fix", "")
         return Check("docker", "fail", str(exc), fix)
@@ -84,7 +85,8 @@ def check_docker() -> Check:
         "docker",
         "ok",
         f"engine {versions.get('docker_engine')}, containerd {versions.get('containerd')}, "
-        f"runc {versions.get('runc')}, {versions.get('storage_driver')}/{versions.get('cgroup_driver')}",
+        f"runc {versions.get('runc')}, storage {versions.get('storage_driver')}, "
+        f"cgroup driver {versions.get('cgroup_driver')}",
     )
 
 

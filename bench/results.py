@@ -226,7 +226,7 @@ def load(paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
 
 def list_runs(root: Path) -> list[dict[str, Any]]:
     """Summaries of every run under ``root`` (newest first), unreadable ones flagged."""
-    summaries = []
+    summaries: list[dict[str, Any]] = []
     for directory in find_run_dirs([root]) if Path(root).exists() else []:
         try:
             run = read_run(directory)

@@ -13,6 +13,7 @@ import platform
 import secrets
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,6 +167,8 @@ def run_scenario(
                     sample.labels["cold"] = not notes
                 store.append(sample)
                 emit(RunEvent("sample", sample=sample))
+                if scenario.settle_s:
+                    time.sleep(scenario.settle_s)
         status = "complete"
     except KeyboardInterrupt:
         status = "interrupted"
@@ -179,6 +182,8 @@ def run_scenario(
             load_end=host_facts.load_snapshot(),
             notes=notes + cleanup_errors,
         )
+        for backend in backends.values():
+            backend.close()
     return RunOutcome(run_id, store.directory, status, dict(store.counts))
 
 
@@ -203,6 +208,7 @@ def sweep_all(names: list[str] | None = None) -> dict[str, Any]:
             backend = get_backend(name)
             backend.check_available()
             report[name] = {"removed": backend.sweep()}
+            backend.close()
         except BenchError as exc:
             report[name] = {"error": str(exc)}
     return report

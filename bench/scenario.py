@@ -113,14 +113,12 @@ MATRIX_KEYS: tuple[str, ...] = ("memory_mib", "cpus", "network")
 class Scenario(_Strict):
     """One scenario file: what to compare, how often, and on what instances."""
 
-    schema_version: Literal[1] = Field(
-        SCENARIO_SCHEMA_VERSION, description="Scenario file format version."
-    )
+    schema_version: Literal[1] = Field(1, description="Scenario file format version.")
     name: Annotated[str, Field(min_length=1, max_length=120)]
     description: str = ""
     backends: Annotated[list[BackendName], Field(min_length=1)]
     metrics: Annotated[list[MetricName], Field(min_length=1)] = Field(
-        default_factory=lambda: ["startup"]
+        default_factory=lambda: list[MetricName](["startup"])
     )
     samples: Annotated[int, Field(ge=1, le=100000)] = Field(
         10, description="Measured samples per backend and case."
@@ -130,6 +128,11 @@ class Scenario(_Strict):
     )
     timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
         60, description="Per-instance timeout for each lifecycle stage."
+    )
+    settle_s: Annotated[float, Field(ge=0, le=600)] = Field(
+        0.5,
+        description="Pause after each instance is removed, so one instance's teardown "
+        "(e.g. containerd-shim exiting) does not land in the next one's timing.",
     )
     start: Literal["warm", "cold"] = Field(
         "warm", description="cold drops the host page cache before every sample (root only)."

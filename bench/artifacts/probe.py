@@ -24,7 +24,7 @@ class ProbeBinary:
 
 
 def cache_dir() -> Path:
-    """Return bench's artefact cache: $BENCH_CACHE_DIR, else $XDG_CACHE_HOME/bench, else ~/.cache/bench."""
+    """Return the artefact cache: $BENCH_CACHE_DIR, $XDG_CACHE_HOME/bench or ~/.cache/bench."""
     explicit = os.environ.get("BENCH_CACHE_DIR")
     if explicit:
         return Path(explicit)

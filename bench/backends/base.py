@@ -102,8 +102,13 @@ class Backend(ABC):
     @abstractmethod
     def _create(self, instance: Instance) -> None: ...
 
+    def close(self) -> None:
+        """Release connections the backend holds (engine clients); safe to call twice."""
+        return None
+
     def _before_start(self, instance: Instance) -> None:
         """Optional step between create and start (docker attaches its output stream here)."""
+        return None
 
     @abstractmethod
     def _start(self, instance: Instance) -> None: ...

@@ -8,6 +8,7 @@ from the attach stream, wait for exit, remove. Network mode defaults to none.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import time
 from collections.abc import Sequence
@@ -49,6 +50,11 @@ class DockerBackend(Backend):
             raise BackendUnavailable(
                 self.name, "the docker Python SDK is not installed", "pip install docker"
             ) from None
+        unreachable = _unix_socket_problem(self._base_url or os.environ.get("DOCKER_HOST"))
+        if unreachable:
+            # checked with our own socket first: docker-py leaks its socket on a failed connect
+            raise BackendUnavailable(self.name, unreachable, DOCKER_FIX)
+        client = None
         try:
             if self._base_url:
                 client = docker.DockerClient(base_url=self._base_url, version="auto", timeout=60)
@@ -56,11 +62,20 @@ class DockerBackend(Backend):
                 client = docker.from_env(version="auto", timeout=60)
             client.ping()
         except Exception as exc:
+            if client is not None:
+                client.close()
             reason = str(exc).splitlines()[0][:200]
             raise BackendUnavailable(
                 self.name, f"cannot reach the Docker engine ({reason})", DOCKER_FIX
             ) from None
         self._client = client
+
+    def close(self) -> None:
+        """Close the SDK client's connection pool."""
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
+            self._client = None
 
     def prepare(self, specs: Sequence[InstanceSpec]) -> dict[str, str]:
         """Build the probe and the FROM-scratch image (cached by content hash)."""
@@ -172,6 +187,11 @@ class DockerBackend(Backend):
         handle = instance.handle or {}
         sock = handle.get("sock")
         if sock is not None:
+            # SocketIO.close() leaves the real socket open (and forgets it): close it first
+            raw = getattr(sock, "_sock", None)
+            with contextlib.suppress(Exception):
+                if raw is not None:
+                    raw.close()
             with contextlib.suppress(Exception):
                 sock.close()
         container_id = handle.get("id")
@@ -209,12 +229,29 @@ class DockerBackend(Backend):
 
     def remove_images(self) -> list[str]:
         """Remove bench's probe images (``bench clean --images``)."""
-        removed = []
+        removed: list[str] = []
         for image in self.client.images.list(filters={"label": f"{IMAGE_LABEL}=true"}):
             with contextlib.suppress(Exception):
                 self.client.images.remove(image.id, force=True)
                 removed.extend(image.tags or [image.id])
         return removed
+
+
+def _unix_socket_problem(base_url: str | None) -> str | None:
+    """Say why the engine's unix socket cannot be connected to, or None if it can (or is TCP)."""
+    url = base_url or "unix:///var/run/docker.sock"
+    if not url.startswith("unix://"):
+        return None
+    path = url.removeprefix("unix://")
+    if not os.path.exists(path):
+        return f"no engine socket at {path} (dockerd is not running?)"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(5)
+        try:
+            probe.connect(path)
+        except OSError as exc:
+            return f"cannot connect to {path} ({exc.strerror or exc})"
+    return None
 
 
 def _sdk_version() -> str | None:

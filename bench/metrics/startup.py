@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
+from typing import Any
 
 from bench.backends.base import Backend, Instance
 from bench.errors import BenchError
@@ -103,7 +104,7 @@ def measure_startup(
     except StageOrderError as exc:
         error = error or str(exc)
     ok = error is None and "ready" in t_ns
-    labels = dict(instance.labels)
+    labels: dict[str, Any] = dict(instance.labels)
     if instance.exit_code is not None:
         labels["exit_code"] = instance.exit_code
     return Sample(
