@@ -130,7 +130,7 @@ class Scenario(_Strict):
         60, description="Per-instance timeout for each lifecycle stage."
     )
     settle_s: Annotated[float, Field(ge=0, le=600)] = Field(
-        0.5,
+        0.25,
         description="Pause after each instance is removed, so one instance's teardown "
         "(e.g. containerd-shim exiting) does not land in the next one's timing.",
     )

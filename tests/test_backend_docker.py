@@ -18,17 +18,19 @@ def test_startup_series_has_every_stage_in_order(docker_backend: Backend) -> Non
     scenario = parse_scenario("name: t\nbackends: [docker]\nsamples: 4\nwarmups: 1\n")
     steps = plan_steps(["docker"], expand_cases(scenario), 4, 1, seed=1)
     live: dict = {}
-    samples = [measure_startup(docker_backend, s, "test-run-000002", f"bench-test-{s.seq}", 30, live)
-               for s in steps]
+    samples = [
+        measure_startup(docker_backend, s, "test-run-000002", f"bench-test-{s.seq}", 30, live)
+        for s in steps
+    ]
     assert not live
     for sample in samples:
         assert sample.ok, sample.error
-        assert {"create", "created", "attached", "started", "ready", "exited", "removed"} == (
+        assert {"create", "created", "attached", "started", "ready", "exited", "removed", "gone"} == (
             set(sample.t_ns) - {"create_abs"}
         )
         stamps = [sample.t_ns[name] for name in STAGE_ORDER]
         assert stamps == sorted(stamps)
-        for stage in ("create_s", "attach_s", "start_s", "to_ready_s", "to_exit_s", "remove_s"):
+        for stage in ("create_s", "attach_s", "start_s", "to_ready_s", "to_exit_s", "remove_s", "teardown_s"):
             assert sample.stages[stage] > 0, stage
         assert sample.labels["image"].startswith("sha256:")
         assert sample.labels["exit_code"] == 0
@@ -66,7 +68,9 @@ def test_bridge_network_when_asked(docker_backend: Backend) -> None:
 
 
 def test_exit_timeout_is_an_error_and_container_is_removed(docker_backend: Backend) -> None:
-    instance = docker_backend.start(InstanceSpec(payload=Payload(mode="idle")), "bench-test-hang", "r")
+    instance = docker_backend.start(
+        InstanceSpec(payload=Payload(mode="idle")), "bench-test-hang", "r"
+    )
     try:
         docker_backend.wait_ready(instance, 30)
         with pytest.raises(InstanceTimeout, match="did not exit"):
@@ -77,7 +81,9 @@ def test_exit_timeout_is_an_error_and_container_is_removed(docker_backend: Backe
 
 
 def test_sweep_finds_containers_by_label(docker_backend: Backend) -> None:
-    instance = docker_backend.start(InstanceSpec(payload=Payload(mode="idle")), "bench-test-orphan", "r")
+    instance = docker_backend.start(
+        InstanceSpec(payload=Payload(mode="idle")), "bench-test-orphan", "r"
+    )
     docker_backend.wait_ready(instance, 30)
     assert "bench-test-orphan" in docker_backend.sweep()
     assert docker_backend.leftovers() == []

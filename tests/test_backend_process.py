@@ -9,9 +9,8 @@ import pytest
 from bench.backends.base import Backend
 from bench.cgroups.instance import BENCH_PARENT
 from bench.errors import InstanceTimeout
-from bench.metrics.startup import STAGE_ORDER
+from bench.metrics.startup import STAGE_ORDER, measure_startup
 from bench.plan import plan_steps
-from bench.metrics.startup import measure_startup
 from bench.scenario import InstanceSpec, Payload, expand_cases, parse_scenario
 
 pytestmark = [pytest.mark.cgroups, pytest.mark.usefixtures("no_leftovers")]
@@ -21,8 +20,10 @@ def test_startup_series_has_every_stage_in_order(process_backend: Backend) -> No
     scenario = parse_scenario("name: t\nbackends: [process]\nsamples: 5\nwarmups: 1\n")
     steps = plan_steps(["process"], expand_cases(scenario), 5, 1, seed=1)
     live: dict = {}
-    samples = [measure_startup(process_backend, s, "test-run-000001", f"bench-test-{s.seq}", 10, live)
-               for s in steps]
+    samples = [
+        measure_startup(process_backend, s, "test-run-000001", f"bench-test-{s.seq}", 10, live)
+        for s in steps
+    ]
     assert not live
     assert [s.warmup for s in samples] == [True] + [False] * 5
     for sample in samples:
@@ -30,7 +31,9 @@ def test_startup_series_has_every_stage_in_order(process_backend: Backend) -> No
         stamps = [sample.t_ns[name] for name in STAGE_ORDER if name in sample.t_ns]
         assert {"create", "created", "started", "ready", "exited", "removed"} <= set(sample.t_ns)
         assert stamps == sorted(stamps)
-        assert 0 < sample.stages["create_s"] < sample.stages["to_ready_s"] < sample.stages["to_exit_s"]
+        assert (
+            0 < sample.stages["create_s"] < sample.stages["to_ready_s"] < sample.stages["to_exit_s"]
+        )
         assert sample.value == sample.stages["to_ready_s"]
         assert sample.labels["exit_code"] == 0
         assert sample.value < 5, "a native process should reach READY well within seconds"
@@ -47,10 +50,15 @@ def test_probe_runs_inside_its_own_cgroup_with_limits(process_backend: Backend) 
         group = instance.handle["cgroup"]
         assert pid in group.pids()
         if group.layout.version == 1:
-            assert int((group.dirs["memory"] / "memory.limit_in_bytes").read_text()) == 64 * 1024 * 1024
+            assert (
+                int((group.dirs["memory"] / "memory.limit_in_bytes").read_text())
+                == 64 * 1024 * 1024
+            )
             assert int((group.dirs["cpu"] / "cpu.cfs_quota_us").read_text()) == 50_000
         else:
-            assert (group.dirs["unified"] / "memory.max").read_text().strip() == str(64 * 1024 * 1024)
+            assert (group.dirs["unified"] / "memory.max").read_text().strip() == str(
+                64 * 1024 * 1024
+            )
         assert "bench-test-cgroup" in process_backend.leftovers()
     finally:
         process_backend.stop(instance)

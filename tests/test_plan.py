@@ -37,7 +37,10 @@ def test_rounds_come_in_mirrored_pairs() -> None:
 
 def test_same_seed_same_plan_other_seed_other_order() -> None:
     def order(seed: int) -> list[tuple[str, str]]:
-        return [(s.backend, s.case.name) for s in plan_steps(["process", "docker"], _cases(3), 10, 1, seed)]
+        return [
+            (s.backend, s.case.name)
+            for s in plan_steps(["process", "docker"], _cases(3), 10, 1, seed)
+        ]
 
     assert order(3) == order(3)
     assert any(order(3) != order(seed) for seed in range(4, 10))

@@ -13,17 +13,33 @@ from bench.samples import Sample
 
 def _sample(seq: int, backend: str, value: float, ok: bool = True, warmup: bool = False) -> Sample:
     return Sample(
-        run_id="r1", seq=seq, metric="startup", backend=backend, case="startup", value=value if ok else None,
-        unit="s", ok=ok, error=None if ok else "boom", warmup=warmup,
-        stages={"to_ready_s": value}, t_ns={"create": 0, "ready": int(value * 1e9)},
-        labels={"image": "sha256:x"}, params={"memory_mib": 64},
+        run_id="r1",
+        seq=seq,
+        metric="startup",
+        backend=backend,
+        case="startup",
+        value=value if ok else None,
+        unit="s",
+        ok=ok,
+        error=None if ok else "boom",
+        warmup=warmup,
+        stages={"to_ready_s": value},
+        t_ns={"create": 0, "ready": int(value * 1e9)},
+        labels={"image": "sha256:x"},
+        params={"memory_mib": 64},
     )
 
 
 def _store(tmp_path, run_id="r1"):
     return ResultStore.create(
-        tmp_path, "host/one", run_id,
-        {"scenario": {"name": "s"}, "scenario_sha256": "abc", "host": {"hostname": "h", "kernel": {"release": "6.1"}}},
+        tmp_path,
+        "host/one",
+        run_id,
+        {
+            "scenario": {"name": "s"},
+            "scenario_sha256": "abc",
+            "host": {"hostname": "h", "kernel": {"release": "6.1"}},
+        },
     )
 
 
@@ -64,7 +80,9 @@ def test_torn_last_line_is_skipped_with_warning(tmp_path) -> None:
 def test_corrupt_middle_line_is_an_error(tmp_path) -> None:
     store = _store(tmp_path)
     store.finish("complete")
-    (store.directory / "samples.jsonl").write_text('{"a": \n' + _sample(0, "docker", 0.2).to_json() + "\n")
+    (store.directory / "samples.jsonl").write_text(
+        '{"a": \n' + _sample(0, "docker", 0.2).to_json() + "\n"
+    )
     with pytest.raises(ResultsError, match=r"samples.jsonl:1: not valid JSON"):
         load(store.directory)
 

@@ -30,20 +30,54 @@ MALFORMED = [
     ("backends: [docker]\n", "field name:", "required field is missing"),
     ("name: t\n", "field backends:", "required field is missing"),
     ("name: t\nbackends: []\n", "field backends:", "at least 1"),
-    ("name: t\nbackends: [docker]\ninstance: {memory_mib: 2}\n", "field instance.memory_mib:", "greater than or equal to 4"),
-    ("name: t\nbackends: [docker]\nmatrix: {memory_mib: [64, 1]}\n", "field matrix.memory_mib[1]:", "4"),
-    ("name: t\nbackends: [docker]\nmatrix: {colour: [1]}\n", "field matrix:", "unknown matrix parameter"),
-    ("name: t\nbackends: [docker]\nmatrix: {memory_mib: []}\n", "field matrix.memory_mib:", "at least 1"),
-    ("name: t\nbackends: [docker]\ninstance: {payload: {mode: alloc}}\n", "field instance.payload:", "needs alloc_mib"),
-    ("name: t\nbackends: [docker]\ninstance: {payload: {mode: burn, threads: 0, seconds: 1}}\n",
-     "field instance.payload.threads:", "greater than or equal to 1"),
+    (
+        "name: t\nbackends: [docker]\ninstance: {memory_mib: 2}\n",
+        "field instance.memory_mib:",
+        "greater than or equal to 4",
+    ),
+    (
+        "name: t\nbackends: [docker]\nmatrix: {memory_mib: [64, 1]}\n",
+        "field matrix.memory_mib[1]:",
+        "4",
+    ),
+    (
+        "name: t\nbackends: [docker]\nmatrix: {colour: [1]}\n",
+        "field matrix:",
+        "unknown matrix parameter",
+    ),
+    (
+        "name: t\nbackends: [docker]\nmatrix: {memory_mib: []}\n",
+        "field matrix.memory_mib:",
+        "at least 1",
+    ),
+    (
+        "name: t\nbackends: [docker]\ninstance: {payload: {mode: alloc}}\n",
+        "field instance.payload:",
+        "needs alloc_mib",
+    ),
+    (
+        "name: t\nbackends: [docker]\ninstance: {payload: {mode: burn, threads: 0, seconds: 1}}\n",
+        "field instance.payload.threads:",
+        "greater than or equal to 1",
+    ),
     ("name: t\nbackends: [docker, docker]\n", "field backends:", "unique"),
     ("name: t\nbackends: [docker]\ntimeout_s: soon\n", "field timeout_s:", "valid number"),
     ("name: t\nbackends: [docker]\nstart: lukewarm\n", "field start:", "'warm' or 'cold'"),
-    ("name: t\nbackends: [docker]\ninstance: {network: host}\n", "field instance.network:", "'none' or 'bridge'"),
-    ("name: t\nbackends: [docker]\nschema_version: 9\n", "field schema_version:", "newer than this bench"),
-    ("name: t\nbackends: [docker]\ninstance: {payload: {mode: ready, colour: red}}\n",
-     "field instance.payload.colour:", "unknown field"),
+    (
+        "name: t\nbackends: [docker]\ninstance: {network: host}\n",
+        "field instance.network:",
+        "'none' or 'bridge'",
+    ),
+    (
+        "name: t\nbackends: [docker]\nschema_version: 9\n",
+        "field schema_version:",
+        "newer than this bench",
+    ),
+    (
+        "name: t\nbackends: [docker]\ninstance: {payload: {mode: ready, colour: red}}\n",
+        "field instance.payload.colour:",
+        "unknown field",
+    ),
     ("- just\n- a list\n", "field (top level):", "expected a mapping"),
     ("", "field (top level):", "expected a mapping, got empty"),
 ]
@@ -124,7 +158,9 @@ def test_every_committed_scenario_is_valid() -> None:
 scenario_dicts = st.fixed_dictionaries(
     {
         "name": st.text(st.characters(categories=["L", "N"]), min_size=1, max_size=20),
-        "backends": st.lists(st.sampled_from(["process", "docker"]), min_size=1, max_size=2, unique=True),
+        "backends": st.lists(
+            st.sampled_from(["process", "docker"]), min_size=1, max_size=2, unique=True
+        ),
         "samples": st.integers(1, 1000),
         "warmups": st.integers(0, 10),
         "timeout_s": st.floats(0.1, 3600, allow_nan=False),

@@ -33,7 +33,13 @@ def test_docker_stages_from_stamps() -> None:
 
 
 def test_process_stages_have_no_attach() -> None:
-    stamps = {"create": 0, "created": 150_000, "started": 450_000, "ready": 1_200_000, "exited": 1_250_000}
+    stamps = {
+        "create": 0,
+        "created": 150_000,
+        "started": 450_000,
+        "ready": 1_200_000,
+        "exited": 1_250_000,
+    }
     stages = startup_stages(stamps)
     assert "attach_s" not in stages and "remove_s" not in stages
     assert stages["to_ready_s"] == pytest.approx(0.0012)

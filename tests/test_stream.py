@@ -57,8 +57,12 @@ def test_wait_for_marker_reads_a_real_pipe() -> None:
         os.write(write_fd, b"hello\nREADY\n")
         buffer = bytearray()
         stamp = wait_for_marker(
-            read_fd, lambda: os.read(read_fd, 100) or None, buffer, "READY",
-            time.monotonic() + 5, "test",
+            read_fd,
+            lambda: os.read(read_fd, 100) or None,
+            buffer,
+            "READY",
+            time.monotonic() + 5,
+            "test",
         )
         assert stamp <= time.monotonic_ns()
         assert buffer == b"hello\nREADY\n"
@@ -71,14 +75,26 @@ def test_wait_for_marker_times_out_and_reports_eof() -> None:
     read_fd, write_fd = os.pipe()
     try:
         with pytest.raises(InstanceTimeout, match="no READY line before the timeout"):
-            wait_for_marker(read_fd, lambda: os.read(read_fd, 100) or None, bytearray(), "READY",
-                            time.monotonic() + 0.05, "test")
+            wait_for_marker(
+                read_fd,
+                lambda: os.read(read_fd, 100) or None,
+                bytearray(),
+                "READY",
+                time.monotonic() + 0.05,
+                "test",
+            )
         os.write(write_fd, b"partial")
         os.close(write_fd)
         write_fd = -1
         with pytest.raises(InstanceError, match="output ended before READY"):
-            wait_for_marker(read_fd, lambda: os.read(read_fd, 100) or None, bytearray(), "READY",
-                            time.monotonic() + 5, "test")
+            wait_for_marker(
+                read_fd,
+                lambda: os.read(read_fd, 100) or None,
+                bytearray(),
+                "READY",
+                time.monotonic() + 5,
+                "test",
+            )
     finally:
         os.close(read_fd)
         if write_fd >= 0:

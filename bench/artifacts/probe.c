@@ -16,6 +16,17 @@
  * moves itself into those cgroups: a host process joins its cgroup before doing any work
  * without the host having to run code between fork and exec (which costs ~1 ms).
  * Exit codes: 0 done, 2 usage error, 3 allocation refused by malloc, 4 cgroup join failed.
+ *
+ * Guest init mode: when the probe is PID 1 and was started as "/init" (the kernel runs an
+ * initramfs's /init that way; a container's PID-1 probe is "/probe"), it is a VM guest's
+ * init. It prints "BENCH_USERSPACE" as its very first output (the host stamps its arrival
+ * as "userspace started"), mounts proc, sysfs and devtmpfs, prints "BENCH_UPTIME <s>" (the
+ * guest kernel's own /proc/uptime: informative only, the host never uses the guest clock),
+ * then runs the mode named after "--" on the kernel command line (e.g. "-- alloc 64") in a
+ * child process, so a usage error or an in-guest OOM kill can never make PID 1 exit (which
+ * would panic the kernel). When that child ends, init prints "BENCH_EXIT <code>" (128+signal
+ * if it was killed), syncs and powers off (needs ACPI in the domain), so the domain ends.
+ * In idle mode the child never ends by itself, so the guest stays up until destroyed.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -25,6 +36,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -178,14 +192,8 @@ static int usage(void) {
     return 2;
 }
 
-int main(int argc, char **argv) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-
-    if (join_cgroups() != 0) return 4;
+/* Run one mode with the same parsing and exit codes as the command line; argv[0] is unused. */
+static int run_mode(int argc, char **argv) {
     if (argc < 2) return usage();
     const char *mode = argv[1];
     if (strcmp(mode, "ready") == 0 && argc == 2) {
@@ -204,4 +212,105 @@ int main(int argc, char **argv) {
     if (strcmp(mode, "fork") == 0 && (argc == 3 || argc == 4))
         return mode_fork(parse_count(argv[2], "count"), argc == 4 ? parse_seconds(argv[3]) : 0);
     return usage();
+}
+
+#define INIT_MAX_ARGS 16
+
+static void init_mount(const char *source, const char *target, const char *fstype) {
+    mkdir(target, 0755);
+    if (mount(source, target, fstype, MS_NOSUID | MS_NOEXEC, NULL) != 0 && errno != EBUSY)
+        say("BENCH_WARN mount %s: %s\n", target, strerror(errno));
+}
+
+static void init_report_uptime(void) {
+    char text[64] = {0};
+    int fd = open("/proc/uptime", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (n <= 0) return;
+    text[strcspn(text, " \n")] = '\0';
+    say("BENCH_UPTIME %s\n", text);
+}
+
+/*
+ * The mode arguments: the words after "--" on /proc/cmdline. The kernel also hands init
+ * every unknown dot-less boot parameter as an argument, so argv alone could carry strays;
+ * argv is the fallback when /proc/cmdline has no "--".
+ */
+static int init_mode_args(char *storage, size_t size, char **args, int argc, char **argv) {
+    int count = 0;
+    args[count++] = argv[0];
+    int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, storage, size - 1) : -1;
+    if (fd >= 0) close(fd);
+    if (n > 0) {
+        storage[n] = '\0';
+        int after_dashes = 0;
+        for (char *save = NULL, *word = strtok_r(storage, " \t\n", &save); word;
+             word = strtok_r(NULL, " \t\n", &save)) {
+            if (after_dashes && count < INIT_MAX_ARGS) args[count++] = word;
+            else if (strcmp(word, "--") == 0) after_dashes = 1;
+        }
+        if (after_dashes) return count;
+    }
+    for (int i = 1; i < argc && count < INIT_MAX_ARGS; i++) args[count++] = argv[i];
+    return count;
+}
+
+static void init_power_off(void) {
+    sync();
+    reboot(RB_POWER_OFF);
+    /* Only reached without ACPI: say so, and stay alive (PID 1 must never exit). */
+    say("BENCH_POWEROFF_FAILED %s\n", strerror(errno));
+    for (;;) pause();
+}
+
+static int init_main(int argc, char **argv) {
+    say("BENCH_USERSPACE\n");
+    init_mount("proc", "/proc", "proc");
+    init_mount("sysfs", "/sys", "sysfs");
+    init_mount("devtmpfs", "/dev", "devtmpfs");
+    init_report_uptime();
+
+    static char cmdline[4096];
+    char *args[INIT_MAX_ARGS + 1] = {0};
+    int count = init_mode_args(cmdline, sizeof cmdline, args, argc, argv);
+
+    pid_t payload = fork();
+    if (payload == 0) {
+        if (join_cgroups() != 0) _exit(4);
+        exit(run_mode(count, args));
+    }
+    int code = 1;
+    if (payload < 0) {
+        say("ERROR fork of the payload failed: %s\n", strerror(errno));
+    } else {
+        /* PID 1 reaps every orphan; the payload's own status decides the exit code. */
+        for (;;) {
+            int status = 0;
+            pid_t done = waitpid(-1, &status, 0);
+            if (done < 0 && errno == EINTR) continue;
+            if (done < 0) break;
+            if (done != payload) continue;
+            code = WIFEXITED(status) ? WEXITSTATUS(status)
+                 : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : 1;
+            break;
+        }
+    }
+    say("BENCH_EXIT %d\n", code);
+    init_power_off();
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+
+    if (getpid() == 1 && argc >= 1 && strcmp(argv[0], "/init") == 0) return init_main(argc, argv);
+    if (join_cgroups() != 0) return 4;
+    return run_mode(argc, argv);
 }

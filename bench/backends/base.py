@@ -102,6 +102,19 @@ class Backend(ABC):
     @abstractmethod
     def _create(self, instance: Instance) -> None: ...
 
+    def wait_gone(self, instance: Instance, timeout_s: float = 10.0) -> None:
+        """Wait until every host process of the instance has exited; stamps ``gone``.
+
+        Removal returning is not the end of teardown (docker's containerd-shim exits after
+        it); waiting here keeps one instance's teardown out of the next one's timing.
+        """
+        self._wait_gone(instance, time.monotonic() + timeout_s)
+        instance.t_ns["gone"] = now_ns()
+
+    def _wait_gone(self, instance: Instance, deadline: float) -> None:
+        """Backends whose teardown outlives removal override this."""
+        return None
+
     def close(self) -> None:
         """Release connections the backend holds (engine clients); safe to call twice."""
         return None

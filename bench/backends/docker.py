@@ -14,6 +14,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import psutil
+
 from bench.artifacts.image import IMAGE_LABEL, ProbeImage, build_probe_image
 from bench.artifacts.probe import build_probe
 from bench.backends.base import BENCH_LABEL, BENCH_RUN_LABEL, NAME_PREFIX, Backend, Instance, now_ns
@@ -204,6 +206,16 @@ class DockerBackend(Backend):
             if type(exc).__name__ != "NotFound":
                 raise InstanceError(f"container {instance.name}: remove failed: {exc}") from exc
 
+    def _wait_gone(self, instance: Instance, deadline: float) -> None:
+        container_id = (instance.handle or {}).get("id")
+        if not container_id:
+            return
+        while time.monotonic() < deadline:
+            if not _processes_mentioning(container_id):
+                return
+            time.sleep(0.002)
+        raise InstanceError(f"container {instance.name}: host processes still alive after removal")
+
     def _bench_containers(self) -> list[Any]:
         found = self.client.containers.list(all=True, filters={"label": BENCH_LABEL})
         named = self.client.containers.list(all=True, filters={"name": NAME_PREFIX})
@@ -235,6 +247,16 @@ class DockerBackend(Backend):
                 self.client.images.remove(image.id, force=True)
                 removed.extend(image.tags or [image.id])
         return removed
+
+
+def _processes_mentioning(container_id: str) -> list[int]:
+    """Host pids whose command line names the container (its containerd-shim)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info.get("cmdline") or []
+        if any(container_id in arg for arg in cmdline):
+            found.append(proc.pid)
+    return found
 
 
 def _unix_socket_problem(base_url: str | None) -> str | None:

@@ -17,7 +17,7 @@ from bench.errors import BenchError
 from bench.plan import Step
 from bench.samples import Sample
 
-STAGE_ORDER = ("create", "created", "attached", "started", "ready", "exited", "removed")
+STAGE_ORDER = ("create", "created", "attached", "started", "ready", "exited", "removed", "gone")
 
 # (stage name, from stamp, to stamp): durations derived from the stamps
 DERIVED_STAGES = (
@@ -28,6 +28,7 @@ DERIVED_STAGES = (
     ("ready_after_start_s", "started", "ready"),
     ("to_exit_s", "create", "exited"),
     ("remove_s", "exited", "removed"),
+    ("teardown_s", "removed", "gone"),
 )
 
 
@@ -93,6 +94,7 @@ def measure_startup(
         if instance is not None:
             try:
                 backend.stop(instance)
+                backend.wait_gone(instance)
             except Exception as exc:
                 error = error or f"cleanup failed: {type(exc).__name__}: {exc}"
             live.pop(instance_name, None)

@@ -1,0 +1,165 @@
+"""The command line end to end, as a user runs it: real engines, real files, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.results import load, read_run
+from tests.conftest import REPO
+
+BENCH = [sys.executable, "-m", "bench"]
+
+
+def bench(*args: str, cwd: Path = REPO, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*BENCH, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def test_help_lists_commands() -> None:
+    result = bench("--help")
+    assert result.returncode == 0
+    for command in ("run", "doctor", "clean", "ls", "schema", "validate"):
+        assert command in result.stdout
+
+
+def test_bad_scenario_one_message_exit_2_nothing_started(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nbackends: [docker]\nsamples: -1\n")
+    results = tmp_path / "results"
+    result = bench("run", str(bad), "--results", str(results))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"error: {bad}: field samples: Input should be greater than or equal to 1 (got -1)"
+    )
+    assert "Traceback" not in result.stderr
+    assert not results.exists(), "a rejected scenario must not create a run"
+
+
+def test_unknown_scenario_file_exit_2(tmp_path: Path) -> None:
+    result = bench("run", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 2
+    assert "cannot read scenario" in result.stderr
+
+
+def test_validate_and_schema(tmp_path: Path) -> None:
+    result = bench("validate", "scenarios/quick.yaml")
+    assert result.returncode == 0 and "ok" in result.stdout
+    out = tmp_path / "schema.json"
+    assert bench("schema", "-o", str(out)).returncode == 0
+    assert json.loads(out.read_text())["title"] == "bench scenario"
+
+
+@pytest.mark.docker
+@pytest.mark.cgroups
+@pytest.mark.usefixtures("docker_backend", "process_backend", "no_leftovers")
+def test_run_records_a_complete_run_and_ls_lists_it(tmp_path: Path) -> None:
+    scenario = tmp_path / "tiny.yaml"
+    scenario.write_text(
+        "name: tiny\nbackends: [process, docker]\nsamples: 2\nwarmups: 1\nsettle_s: 0\ntimeout_s: 30\n"
+    )
+    results = tmp_path / "results"
+    result = bench("run", str(scenario), "--results", str(results))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "startup to READY" in result.stdout
+    run_dirs = list(results.glob("*/*"))
+    assert len(run_dirs) == 1
+    run = read_run(run_dirs[0])
+    assert run["status"] == "complete"
+    assert run["counts"] == {"samples": 6, "ok": 6, "failed": 0, "warmup": 2}
+    assert run["scenario"]["text"] == scenario.read_text()
+    assert len(run["scenario_sha256"]) == 64
+    assert run["host"]["kernel"]["release"] == os.uname().release
+    assert run["software"]["docker"]["docker_engine"]
+    assert run["load_end"]["loadavg"] is not None
+    frame = load(run_dirs[0])
+    assert sorted(frame.groupby("backend").size().items()) == [("docker", 3), ("process", 3)]
+    assert frame["ok"].all() and (frame["value"] > 0).all()
+    listing = bench("ls", "--results", str(results))
+    assert listing.returncode == 0 and run["run_id"] in listing.stdout
+
+
+@pytest.mark.docker
+@pytest.mark.cgroups
+@pytest.mark.usefixtures("docker_backend", "process_backend", "no_leftovers")
+def test_sigterm_mid_run_keeps_samples_and_leaves_nothing(tmp_path: Path) -> None:
+    scenario = tmp_path / "long.yaml"
+    scenario.write_text(
+        "name: long\nbackends: [process, docker]\nsamples: 500\nwarmups: 0\nsettle_s: 0.05\n"
+    )
+    results = tmp_path / "results"
+    proc = subprocess.Popen(
+        [*BENCH, "run", str(scenario), "--results", str(results)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        samples_file = None
+        while time.monotonic() < deadline:
+            found = list(results.glob("*/*/samples.jsonl"))
+            if found and len(found[0].read_text().splitlines()) >= 4:
+                samples_file = found[0]
+                break
+            time.sleep(0.05)
+        assert samples_file is not None, "run never produced samples"
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr
+    run = read_run(samples_file.parent)
+    assert run["status"] == "interrupted"
+    kept = load(samples_file.parent)
+    assert len(kept) >= 4 and len(kept) == run["counts"]["samples"]
+
+
+@pytest.mark.docker
+@pytest.mark.usefixtures("docker_backend")
+def test_doctor_reports_every_check() -> None:
+    from bench.doctor import run_checks
+
+    checks = {check.name: check for check in run_checks()}
+    assert checks["docker"].status == "ok" and "engine" in checks["docker"].detail
+    assert checks["cgroups"].status == "ok"
+    assert checks["kvm"].status != "ok", "KVM is never 'ok' without a real guest boot"
+    result = bench("doctor")
+    for name in checks:
+        assert name in result.stdout
+    failed = any(check.status == "fail" for check in checks.values())
+    assert result.returncode == (1 if failed else 0)
+
+
+@pytest.mark.docker
+@pytest.mark.usefixtures("docker_backend", "no_leftovers")
+def test_clean_removes_labelled_instances(docker_backend) -> None:
+    from bench.scenario import InstanceSpec, Payload
+
+    instance = docker_backend.start(
+        InstanceSpec(payload=Payload(mode="idle")), "bench-test-clean", "r"
+    )
+    docker_backend.wait_ready(instance, 30)
+    dry = bench("clean", "--dry-run")
+    assert "bench-test-clean" in dry.stdout and "would remove" in dry.stdout
+    result = bench("clean")
+    assert result.returncode == 0 and "bench-test-clean" in result.stdout
+    assert docker_backend.leftovers() == []
+    docker_backend.stop(instance)
