@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
 # Bootstrap a bench host from nothing, idempotently: the project's virtualenv
-# (.venv at the repository root, with the dev and provision extras) and then
-# the Ansible provisioning (Debian packages, a running Docker engine).
+# (.venv at the repository root, with the dev, provision and vm extras) and the
+# Ansible provisioning (Debian packages, a running Docker engine, libvirtd with
+# the QEMU driver).
+#
+# The vm extra (libvirt-python) compiles against libvirt-dev and pkg-config,
+# which the playbook installs: on a new host the venv first gets the other
+# extras (ansible among them), the playbook runs, and then the vm extra is
+# added. Once libvirt-dev is installed, step 2 installs all extras at once and
+# step 4 has nothing to do.
 #
 # Usage, as root, from anywhere:  bash ansible/up.sh
 # BENCH_UP_VERBOSE=1 also streams the playbook's output to the terminal.
@@ -38,13 +45,13 @@ done_step() {
 }
 
 if [[ "$(id -u)" -ne 0 ]]; then
-    say "FAILED: must run as root (installs Debian packages and starts dockerd)" >&2
+    say "FAILED: must run as root (installs Debian packages, starts dockerd and libvirtd)" >&2
     exit 1
 fi
 
 # Step 1: a Python that can build a virtualenv. Debian's system python3
 # ships venv's ensurepip only in the python3-venv package.
-begin "1/4 python venv support"
+begin "1/5 python venv support"
 venv_works() {
     "$python" -c 'import sys, ensurepip, venv; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
 }
@@ -71,7 +78,7 @@ fi
 
 # Step 2: the project's virtualenv. A venv whose interpreter or pip is broken
 # (e.g. left half-made by a failed ensurepip) is rebuilt.
-begin "2/4 virtualenv $venv"
+begin "2/5 virtualenv $venv"
 if [[ -x "$venv/bin/python" ]] && "$venv/bin/python" -c 'import pip' 2>/dev/null; then
     venv_note="reused"
 else
@@ -79,13 +86,17 @@ else
     venv_note="created"
 fi
 "$venv/bin/python" -m pip install -qq --disable-pip-version-check --upgrade pip
-"$venv/bin/python" -m pip install -qq --disable-pip-version-check -e '.[dev,provision]'
+extras="dev,provision"
+if pkg-config --exists libvirt 2>/dev/null; then
+    extras="$extras,vm"
+fi
+"$venv/bin/python" -m pip install -qq --disable-pip-version-check -e ".[$extras]"
 # Read the whole version text: a `| head -n 1` would SIGPIPE ansible.
 ansible_version="$("$venv/bin/ansible-playbook" --version)"
-done_step "$venv_note, ${ansible_version%%$'\n'*}"
+done_step "$venv_note, extras $extras, ${ansible_version%%$'\n'*}"
 
 # Step 3: provision this host.
-begin "3/4 ansible-playbook provision.yml"
+begin "3/5 ansible-playbook provision.yml"
 export ANSIBLE_CONFIG="$repo_root/ansible/ansible.cfg"
 export PATH="$venv/bin:$PATH"
 mkdir -p "$log_dir"
@@ -105,8 +116,29 @@ fi
 recap="$(grep -E '^localhost +:' "$playbook_log" | tr -s ' ' || true)"
 done_step "${recap:-no PLAY RECAP found, see $playbook_log}"
 
-# Step 4: the engine answers (the playbook waited for it; this shows it).
-begin "4/4 docker engine"
+# Step 4: the vm extra, now that the playbook installed what it compiles
+# against; then libvirtd answers through it (the playbook waited for it).
+begin "4/5 libvirt-python and libvirtd"
+if "$venv/bin/python" -c 'import libvirt' 2>/dev/null; then
+    vm_note="libvirt-python present"
+else
+    if ! "$venv/bin/python" -m pip install -qq --disable-pip-version-check -e '.[dev,provision,vm]'; then
+        say "FAILED: could not build libvirt-python (needs libvirt-dev, pkg-config, gcc and $python's C headers)" >&2
+        exit 1
+    fi
+    vm_note="installed libvirt-python"
+fi
+libvirt_versions="$("$venv/bin/python" -c '
+import libvirt
+conn = libvirt.open("qemu:///system")
+def dotted(n): return "%d.%d.%d" % (n // 1000000, n // 1000 % 1000, n % 1000)
+print("libvirt", dotted(conn.getLibVersion()), "QEMU", dotted(conn.getVersion()))
+conn.close()
+')"
+done_step "$vm_note, $libvirt_versions, libvirtd pid $(cat /var/run/libvirtd.pid 2>/dev/null || echo unknown)"
+
+# Step 5: the engine answers (the playbook waited for it; this shows it).
+begin "5/5 docker engine"
 server_version="$("$venv/bin/python" -c '
 import docker
 print(docker.DockerClient(base_url="unix:///var/run/docker.sock", version="auto").version()["Version"])

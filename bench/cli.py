@@ -91,21 +91,25 @@ def run(
         raise _fail(exc) from None
     frame = load(outcome.directory)
     table = Table(title=f"{scenario.name}: startup to READY (measured samples, warmups excluded)")
-    for column in ("backend", "case", "n", "failed", "median", "min", "max"):
-        table.add_column(column, justify="right" if column not in {"backend", "case"} else "left")
+    for column in ("backend", "accel", "case", "n", "failed", "median", "min", "max"):
+        left = column in {"backend", "accel", "case"}
+        table.add_column(column, justify="left" if left else "right")
     for row in summarize(frame):
-
-        def ms(value: float | None) -> str:
-            return f"{value * 1000:.1f} ms" if value is not None else "-"
-
+        accel = row.accel.upper() if row.accel == "tcg" else row.accel
         table.add_row(
             row.backend,
+            f"[bold yellow]{accel}[/]" if row.accel == "tcg" else accel,
             row.case,
             str(row.n),
             str(row.failed),
-            ms(row.median),
-            ms(row.minimum),
-            ms(row.maximum),
+            _ms(row.median),
+            _ms(row.minimum),
+            _ms(row.maximum),
+        )
+    if any(row.accel == "tcg" for row in summarize(frame)):
+        console.print(
+            "[bold yellow]VMs ran under TCG (software emulation), not KVM:[/] "
+            "their figures are not hardware-virtualization figures."
         )
     console.print(table)
     console.print(
@@ -115,6 +119,10 @@ def run(
     )
     if outcome.counts.get("failed", 0):
         raise typer.Exit(1)
+
+
+def _ms(value: float | None) -> str:
+    return f"{value * 1000:.1f} ms" if value is not None else "-"
 
 
 @app.command()

@@ -103,21 +103,72 @@ def check_build_tools() -> Check:
     return Check("build tools", "ok", "gcc and busybox present")
 
 
+def check_libvirt() -> Check:
+    """Libvirtd answers on qemu:///system; report libvirt and QEMU versions."""
+    from bench.backends import get_backend
+
+    try:
+        backend = get_backend("libvirt")
+        backend.check_available()
+        conn = backend.conn  # type: ignore[attr-defined]
+        detail = f"libvirt {_packed(conn.getLibVersion())}, QEMU {_packed(conn.getVersion())}"
+        backend.close()
+    except BenchError as exc:
+        return Check("libvirt", "fail", str(exc), getattr(exc, "fix", ""))
+    return Check("libvirt", "ok", detail)
+
+
+def _packed(number: int) -> str:
+    return f"{number // 1_000_000}.{(number // 1000) % 1000}.{number % 1000}"
+
+
+def check_guest_artifacts() -> Check:
+    """The guest kernel and initramfs build (or are cached)."""
+    from bench.artifacts.guest import guest_artifacts
+
+    try:
+        artifacts = guest_artifacts()
+    except BenchError as exc:
+        return Check("guest artefacts", "fail", str(exc), "run ansible/up.sh")
+    kernel = artifacts.kernel
+    return Check(
+        "guest artefacts",
+        "ok",
+        f"kernel {kernel.package} {kernel.version} ({kernel.path.name}), "
+        f"initramfs {artifacts.initramfs.sha256[:12]}",
+    )
+
+
 def check_kvm() -> Check:
-    """Report /dev/kvm; its presence alone is never taken as evidence that KVM boots guests."""
+    """Decide KVM by a real guest boot; /dev/kvm existing is never taken as evidence."""
     if not os.path.exists("/dev/kvm"):
         return Check(
             "kvm",
             "warn",
-            "/dev/kvm absent: VMs would run under TCG (software emulation)",
+            "/dev/kvm absent: VMs run under TCG (software emulation)",
             "enable virtualization extensions or nested KVM if VMs are to be measured",
         )
+    from bench.backends import get_backend
+
+    try:
+        backend = get_backend("libvirt")
+        backend.check_available()
+        decision = backend.accel_decision("auto")  # type: ignore[attr-defined]
+        backend.close()
+    except BenchError as exc:
+        return Check(
+            "kvm",
+            "warn",
+            f"/dev/kvm present, but no guest boot could test it: {exc}",
+            "fix the libvirt check first",
+        )
+    if decision.accel == "kvm":
+        return Check("kvm", "ok", f"KVM boots guests: {decision.reason}")
     return Check(
         "kvm",
         "warn",
-        "/dev/kvm present, but not yet proven by a real guest boot (the libvirt backend that "
-        "runs that boot probe is not installed); treat as unknown",
-        "the libvirt backend's accelerator probe decides KVM vs TCG by booting a guest",
+        f"/dev/kvm present but unusable: {decision.reason}; VMs run under TCG (software emulation)",
+        "on a lab host, enable working (nested) KVM; figures here are TCG figures",
     )
 
 
@@ -175,6 +226,8 @@ ALL_CHECKS: tuple[Callable[[], Check], ...] = (
     check_cgroups,
     check_docker,
     check_build_tools,
+    check_libvirt,
+    check_guest_artifacts,
     check_kvm,
     check_disk,
     check_memory,

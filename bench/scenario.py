@@ -21,9 +21,9 @@ from bench.errors import ScenarioError
 
 SCENARIO_SCHEMA_VERSION = 1
 
-BackendName = Literal["process", "docker"]
+BackendName = Literal["process", "docker", "libvirt"]
 MetricName = Literal["startup"]
-BACKEND_NAMES: tuple[str, ...] = ("process", "docker")
+BACKEND_NAMES: tuple[str, ...] = ("process", "docker", "libvirt")
 
 
 class FieldPathError(ValueError):
@@ -104,10 +104,19 @@ class InstanceSpec(_Strict):
     network: Literal["none", "bridge"] = Field(
         "none", description="Network mode for backends that have one (docker)."
     )
+    guest_memory_mib: Annotated[int, Field(ge=32, le=1 << 20)] = Field(
+        128, description="Guest RAM in MiB (libvirt): the VM's size, not a cgroup limit."
+    )
+    vcpus: Annotated[int, Field(ge=1, le=256)] = Field(1, description="Guest vCPUs (libvirt).")
+    accel: Literal["auto", "kvm", "tcg"] = Field(
+        "auto",
+        description="libvirt accelerator: auto boots a KVM guest once as evidence and falls "
+        "back to TCG (software emulation) when it does not reach userspace.",
+    )
     payload: Payload = Field(default_factory=Payload)
 
 
-MATRIX_KEYS: tuple[str, ...] = ("memory_mib", "cpus", "network")
+MATRIX_KEYS: tuple[str, ...] = ("memory_mib", "cpus", "network", "guest_memory_mib", "vcpus")
 
 
 class Scenario(_Strict):

@@ -60,6 +60,22 @@ def docker_backend() -> Backend:
     return backend
 
 
+@pytest.fixture(scope="session")
+def libvirt_backend() -> Iterator[Backend]:
+    """The libvirt backend against the daemon ansible/up.sh started, guest artefacts built once."""
+    from bench.backends import get_backend
+    from bench.scenario import InstanceSpec
+
+    backend = get_backend("libvirt")
+    try:
+        backend.check_available()
+        backend.prepare([InstanceSpec(accel="tcg")])
+    except BenchError as exc:
+        skip_or_fail(str(exc))
+    yield backend
+    backend.close()
+
+
 @pytest.fixture
 def no_leftovers(request: pytest.FixtureRequest) -> Iterator[None]:
     """After the test, assert bench left no container or cgroup behind (then sweep anyway)."""
@@ -67,7 +83,7 @@ def no_leftovers(request: pytest.FixtureRequest) -> Iterator[None]:
     from bench.backends import get_backend
 
     problems = []
-    for name in ("process", "docker"):
+    for name in ("process", "docker", "libvirt"):
         try:
             backend = get_backend(name)
             backend.check_available()

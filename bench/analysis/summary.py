@@ -20,6 +20,7 @@ class SummaryRow:
     median: float | None
     minimum: float | None
     maximum: float | None
+    accel: str = "n/a"
 
 
 def summarize(frame: pd.DataFrame) -> list[SummaryRow]:
@@ -43,6 +44,15 @@ def summarize(frame: pd.DataFrame) -> list[SummaryRow]:
                 median=float(good.median()) if good.size else None,
                 minimum=float(good.min()) if good.size else None,
                 maximum=float(good.max()) if good.size else None,
+                accel=_accel(group),
             )
         )
     return rows
+
+
+def _accel(group: pd.DataFrame) -> str:
+    """The accelerator(s) the group's samples ran under (``n/a`` for containers, processes)."""
+    if "label.accel" not in group:
+        return "n/a"
+    values = sorted({str(v) for v in group["label.accel"].dropna()})
+    return ",".join(values) or "n/a"

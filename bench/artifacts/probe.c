@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/reboot.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -279,6 +280,8 @@ static int init_main(int argc, char **argv) {
 
     pid_t payload = fork();
     if (payload == 0) {
+        /* Named "probe", so the guest's OOM reports and ps tell the payload from init. */
+        prctl(PR_SET_NAME, "probe", 0, 0, 0);
         if (join_cgroups() != 0) _exit(4);
         exit(run_mode(count, args));
     }

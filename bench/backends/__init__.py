@@ -10,6 +10,7 @@ from bench.errors import BackendUnavailable, BenchError
 BACKEND_CLASSES: dict[str, str] = {
     "process": "bench.backends.process:ProcessBackend",
     "docker": "bench.backends.docker:DockerBackend",
+    "libvirt": "bench.backends.libvirt:LibvirtBackend",
 }
 
 

@@ -39,7 +39,7 @@ class Instance:
     spec: InstanceSpec
     run_id: str
     t_ns: dict[str, int] = field(default_factory=dict)
-    labels: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, Any] = field(default_factory=dict)
     handle: Any = None
     exit_code: int | None = None
     output: bytearray = field(default_factory=bytearray)

@@ -17,13 +17,28 @@ from bench.errors import BenchError
 from bench.plan import Step
 from bench.samples import Sample
 
-STAGE_ORDER = ("create", "created", "attached", "started", "ready", "exited", "removed", "gone")
+STAGE_ORDER = (
+    "create",
+    "created",
+    "attached",
+    "started",
+    "first_console_byte",
+    "userspace",
+    "ready",
+    "exited",
+    "destroyed",
+    "removed",
+    "gone",
+)
 
 # (stage name, from stamp, to stamp): durations derived from the stamps
 DERIVED_STAGES = (
     ("create_s", "create", "created"),
     ("attach_s", "created", "attached"),
     ("start_s", "created", "started"),
+    ("to_first_byte_s", "create", "first_console_byte"),
+    ("to_userspace_s", "create", "userspace"),
+    ("userspace_to_ready_s", "userspace", "ready"),
     ("to_ready_s", "create", "ready"),
     ("ready_after_start_s", "started", "ready"),
     ("to_exit_s", "create", "exited"),
@@ -107,6 +122,7 @@ def measure_startup(
         error = error or str(exc)
     ok = error is None and "ready" in t_ns
     labels: dict[str, Any] = dict(instance.labels)
+    labels.setdefault("accel", "n/a")  # only VMs have an accelerator; recorded on every sample
     if instance.exit_code is not None:
         labels["exit_code"] = instance.exit_code
     return Sample(
