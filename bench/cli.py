@@ -239,6 +239,18 @@ def version() -> None:
     console.print(__version__)
 
 
+def _register_extra_commands() -> None:
+    """Add the analysis commands (compare, check, baseline, report) from their own module."""
+    try:
+        from bench.cli_analysis import register
+    except ImportError:
+        return
+    register(app, console, err_console)
+
+
+_register_extra_commands()
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
