@@ -26,7 +26,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 DEFAULT_RESULTS = Path("results")
@@ -77,7 +77,13 @@ def run(
             if task_id is not None:
                 progress.advance(task_id)
             if not interactive or not sample.ok:
-                value = f"{sample.value * 1000:.1f} ms" if sample.value is not None else "-"
+                value = _format_value(sample.value, sample.unit)
+                view = sample.labels.get("view")
+                if view:
+                    role = sample.labels.get("role")
+                    value = (
+                        f"{view}{':' + str(role) if role not in (None, 'total') else ''} {value}"
+                    )
                 tag = " warmup" if sample.warmup else ""
                 line = f"{sample.seq:>4} {sample.backend:<8} {sample.case}{tag}: {value}"
                 if not sample.ok:
@@ -90,28 +96,38 @@ def run(
     except BenchError as exc:
         raise _fail(exc) from None
     frame = load(outcome.directory)
-    table = Table(title=f"{scenario.name}: startup to READY (measured samples, warmups excluded)")
-    for column in ("backend", "accel", "case", "n", "failed", "median", "min", "max"):
-        left = column in {"backend", "accel", "case"}
-        table.add_column(column, justify="left" if left else "right")
-    for row in summarize(frame):
-        accel = row.accel.upper() if row.accel == "tcg" else row.accel
-        table.add_row(
-            row.backend,
-            f"[bold yellow]{accel}[/]" if row.accel == "tcg" else accel,
-            row.case,
-            str(row.n),
-            str(row.failed),
-            _ms(row.median),
-            _ms(row.minimum),
-            _ms(row.maximum),
-        )
-    if any(row.accel == "tcg" for row in summarize(frame)):
+    rows = summarize(frame)
+    if any(row.accel == "tcg" for row in rows):
         console.print(
             "[bold yellow]VMs ran under TCG (software emulation), not KVM:[/] "
             "their figures are not hardware-virtualization figures."
         )
-    console.print(table)
+    for metric in dict.fromkeys(row.metric for row in rows):
+        title = {
+            "startup": "startup to READY",
+            "memory": "memory per instance (views; *_overhead = view - process baseline)",
+            "density": "density ramp (per step; count_reached = instances READY at stop)",
+        }.get(metric, metric)
+        table = Table(title=f"{scenario.name}: {title} (measured samples, warmups excluded)")
+        for column in ("backend", "accel", "case", "view", "n", "failed", "median", "min", "max"):
+            left = column in {"backend", "accel", "case", "view"}
+            table.add_column(column, justify="left" if left else "right")
+        for row in rows:
+            if row.metric != metric:
+                continue
+            accel = row.accel.upper() if row.accel == "tcg" else row.accel
+            table.add_row(
+                row.backend,
+                f"[bold yellow]{accel}[/]" if row.accel == "tcg" else accel,
+                row.case,
+                row.view or "-",
+                str(row.n),
+                str(row.failed),
+                _format_value(row.median, row.unit),
+                _format_value(row.minimum, row.unit),
+                _format_value(row.maximum, row.unit),
+            )
+        console.print(table)
     console.print(
         f"results: {outcome.directory}  (status {outcome.status}, "
         f"{outcome.counts.get('samples', 0)} samples, {outcome.counts.get('failed', 0)} failed)",
@@ -121,8 +137,15 @@ def run(
         raise typer.Exit(1)
 
 
-def _ms(value: float | None) -> str:
-    return f"{value * 1000:.1f} ms" if value is not None else "-"
+def _format_value(value: float | None, unit: str) -> str:
+    """Seconds as ms; everything else with its own unit."""
+    if value is None:
+        return "-"
+    if unit == "s":
+        return f"{value * 1000:.1f} ms"
+    if unit == "MiB":
+        return f"{value:.1f} MiB"
+    return f"{value:g} {unit}"
 
 
 @app.command()

@@ -9,6 +9,7 @@ goes to an ``on_event`` callback the CLI renders.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import platform
 import secrets
 import signal
@@ -24,6 +25,8 @@ from bench import host as host_facts
 from bench.backends import get_backend
 from bench.backends.base import NAME_PREFIX, Backend, Instance
 from bench.errors import BenchError
+from bench.metrics.density import run_density
+from bench.metrics.memory import measure_memory, overhead_samples
 from bench.metrics.startup import measure_startup
 from bench.plan import Step, plan_steps
 from bench.results import ResultStore, new_run_id, utc_now_iso
@@ -114,7 +117,19 @@ def run_scenario(
     artefacts = {name: b.prepare([c.spec for c in cases]) for name, b in backends.items()}
     versions = {name: b.versions() for name, b in backends.items()}
     seed = scenario.seed if scenario.seed is not None else secrets.randbits(32)
-    steps = plan_steps(list(backends), cases, scenario.samples, scenario.warmups, seed)
+    steps = (
+        plan_steps(list(backends), cases, scenario.samples, scenario.warmups, seed)
+        if "startup" in scenario.metrics
+        else []
+    )
+    memory_groups = (
+        plan_steps(list(backends), cases, scenario.memory.rounds, 0, seed + 1)
+        if "memory" in scenario.metrics
+        else []
+    )
+    density_ramps = (
+        plan_steps(list(backends), cases, 1, 0, seed + 2) if "density" in scenario.metrics else []
+    )
     facts = host_facts.collect_host_facts()
     run_id = new_run_id(scenario.name)
     store = ResultStore.create(
@@ -149,6 +164,14 @@ def run_scenario(
     notes: list[str] = []
     try:
         with _sigterm_as_interrupt():
+            counter = itertools.count(len(steps))
+
+            def next_seq() -> int:
+                return next(counter)
+
+            def next_name() -> str:
+                return f"{NAME_PREFIX}{run_id[-6:]}-{next_seq()}"
+
             for step in steps:
                 if scenario.start == "cold":
                     why_not = drop_page_cache()
@@ -169,6 +192,54 @@ def run_scenario(
                 emit(RunEvent("sample", sample=sample))
                 if scenario.settle_s:
                     time.sleep(scenario.settle_s)
+            memory_samples: list[Sample] = []
+            for group in memory_groups:
+                emit(
+                    RunEvent(
+                        "phase",
+                        f"memory: {scenario.memory.instances} idle "
+                        f"{group.backend} instances, {group.case.name}",
+                    )
+                )
+                taken = measure_memory(
+                    backends[group.backend],
+                    group.case,
+                    scenario.memory,
+                    run_id,
+                    next_name,
+                    live,
+                    next_seq,
+                    group.round,
+                    scenario.timeout_s,
+                    drop_page_cache,
+                )
+                for sample in taken:
+                    store.append(sample)
+                    emit(RunEvent("sample", sample=sample))
+                memory_samples.extend(taken)
+            if memory_groups:
+                overheads = overhead_samples(memory_samples, run_id, next_seq)
+                if not overheads and "process" not in backends:
+                    notes.append("memory overhead not computed: no process baseline in the run")
+                for sample in overheads:
+                    store.append(sample)
+
+            def record(sample: Sample) -> None:
+                store.append(sample)
+                emit(RunEvent("sample", sample=sample))
+
+            for ramp in density_ramps:
+                emit(RunEvent("phase", f"density: ramping {ramp.backend}, {ramp.case.name}"))
+                run_density(
+                    backends[ramp.backend],
+                    ramp.case,
+                    scenario.density,
+                    run_id,
+                    next_name,
+                    live,
+                    next_seq,
+                    on_sample=record,
+                )
         status = "complete"
     except KeyboardInterrupt:
         status = "interrupted"

@@ -22,7 +22,7 @@ from bench.errors import ScenarioError
 SCENARIO_SCHEMA_VERSION = 1
 
 BackendName = Literal["process", "docker", "libvirt"]
-MetricName = Literal["startup"]
+MetricName = Literal["startup", "memory", "density"]
 BACKEND_NAMES: tuple[str, ...] = ("process", "docker", "libvirt")
 
 
@@ -119,6 +119,51 @@ class InstanceSpec(_Strict):
 MATRIX_KEYS: tuple[str, ...] = ("memory_mib", "cpus", "network", "guest_memory_mib", "vcpus")
 
 
+class MemoryOptions(_Strict):
+    """How the memory-overhead metric is taken (MEASURE.md: three views, all recorded)."""
+
+    instances: Annotated[int, Field(ge=1, le=10000)] = Field(
+        4, description="Idle instances per backend and case, measured together."
+    )
+    rounds: Annotated[int, Field(ge=1, le=1000)] = Field(
+        1, description="How many times each backend and case is measured (ABBA order)."
+    )
+    settle_s: Annotated[float, Field(ge=0, le=3600)] = Field(
+        5.0, description="Wait after every instance is READY before reading memory."
+    )
+    drop_caches: bool = Field(
+        True, description="Drop the host page cache before the MemAvailable baseline (root)."
+    )
+
+
+class DensityOptions(_Strict):
+    """The density ramp: add instances at a fixed cadence until a stop rule fires."""
+
+    max_count: Annotated[int, Field(ge=1, le=100000)] = Field(
+        50, description="Stop after this many instances."
+    )
+    interval_s: Annotated[float, Field(ge=0, le=3600)] = Field(
+        0.5,
+        description="Cadence: one new instance every interval, whether or not earlier "
+        "ones are READY yet.",
+    )
+    mem_floor_mib: Annotated[int, Field(ge=0)] = Field(
+        2048, description="Stop when host MemAvailable falls below this (the host must never OOM)."
+    )
+    slo_p99_s: Annotated[float, Field(gt=0)] = Field(
+        60.0, description="Stop when the p99 startup-to-READY of the ramp so far exceeds this."
+    )
+    slo_min_instances: Annotated[int, Field(ge=1)] = Field(
+        5, description="Instances needed before the p99 SLO rule may fire."
+    )
+    max_error_rate: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.1, description="Stop when failed / started exceeds this (after slo_min_instances)."
+    )
+    ready_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        120.0, description="Per-instance READY timeout during the ramp."
+    )
+
+
 class Scenario(_Strict):
     """One scenario file: what to compare, how often, and on what instances."""
 
@@ -148,6 +193,8 @@ class Scenario(_Strict):
     )
     seed: int | None = Field(None, description="Seed of the randomized block order.")
     instance: InstanceSpec = Field(default_factory=InstanceSpec)
+    memory: MemoryOptions = Field(default_factory=MemoryOptions)
+    density: DensityOptions = Field(default_factory=DensityOptions)
     matrix: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(
         default_factory=dict,
         description=f"Instance fields to vary, one case per combination: {', '.join(MATRIX_KEYS)}.",

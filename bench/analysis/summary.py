@@ -21,16 +21,25 @@ class SummaryRow:
     minimum: float | None
     maximum: float | None
     accel: str = "n/a"
+    view: str = ""
 
 
 def summarize(frame: pd.DataFrame) -> list[SummaryRow]:
     """Summarise measured (non-warmup) samples; failures are counted, never averaged in."""
     if frame.empty:
         return []
-    measured = frame[~frame["warmup"].astype(bool)]
+    measured = frame[~frame["warmup"].astype(bool)].copy()
+    view = measured["label.view"].fillna("") if "label.view" in measured else ""
+    role = measured["label.role"].fillna("") if "label.role" in measured else ""
+    measured["_view"] = view
+    if "label.role" in measured:
+        measured["_view"] = measured["_view"].where(
+            (role == "") | (role == "total") | (role == "cgroup") | (role == "host"),
+            measured["_view"] + ":" + role,
+        )
     rows = []
-    for (metric, backend, case), group in measured.groupby(
-        ["metric", "backend", "case"], sort=True
+    for (metric, backend, case, view_name), group in measured.groupby(
+        ["metric", "backend", "case", "_view"], sort=True
     ):
         good = group[group["ok"].astype(bool)]["value"].dropna().astype(float)
         rows.append(
@@ -45,6 +54,7 @@ def summarize(frame: pd.DataFrame) -> list[SummaryRow]:
                 minimum=float(good.min()) if good.size else None,
                 maximum=float(good.max()) if good.size else None,
                 accel=_accel(group),
+                view=str(view_name),
             )
         )
     return rows

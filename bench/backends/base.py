@@ -67,9 +67,15 @@ class Backend(ABC):
     def versions(self) -> dict[str, Any]:
         """Return versions of the software under this backend, for run.json."""
 
-    def start(self, spec: InstanceSpec, name: str, run_id: str) -> Instance:
-        """Create and start an instance, stamping create, created and started."""
-        instance = Instance(self.name, name, spec, run_id)
+    def start(
+        self, spec: InstanceSpec, name: str, run_id: str, instance: Instance | None = None
+    ) -> Instance:
+        """Create and start an instance, stamping create, created and started.
+
+        Pass ``instance`` (already in the caller's cleanup registry) so that whatever the
+        create call left behind is reachable for removal even when a later step raises.
+        """
+        instance = instance or Instance(self.name, name, spec, run_id)
         instance.t_ns["create"] = now_ns()
         self._create(instance)
         instance.t_ns["created"] = now_ns()
@@ -114,6 +120,19 @@ class Backend(ABC):
     def _wait_gone(self, instance: Instance, deadline: float) -> None:
         """Backends whose teardown outlives removal override this."""
         return None
+
+    @abstractmethod
+    def main_pid(self, instance: Instance) -> int | None:
+        """The host pid whose cgroup is the instance's (probe, container init, qemu)."""
+
+    @abstractmethod
+    def host_processes(self, instance: Instance) -> dict[str, list[int]]:
+        """Every host process that exists because of the instance, by role.
+
+        Roles: ``probe`` (process), ``container`` + ``containerd-shim`` (docker; the shim
+        is charged to the caller's cgroup, not the container's, but exists because of it),
+        ``qemu`` (libvirt).
+        """
 
     def close(self) -> None:
         """Release connections the backend holds (engine clients); safe to call twice."""

@@ -20,6 +20,8 @@ from bench.artifacts.image import IMAGE_LABEL, ProbeImage, build_probe_image
 from bench.artifacts.probe import build_probe
 from bench.backends.base import BENCH_LABEL, BENCH_RUN_LABEL, NAME_PREFIX, Backend, Instance, now_ns
 from bench.backends.stream import READY_MARKER, DockerStreamDemuxer, wait_for_marker
+from bench.cgroups.layout import detect as detect_layout
+from bench.cgroups.readers import cgroup_dir_for_pid
 from bench.errors import BackendUnavailable, InstanceError, InstanceTimeout
 from bench.scenario import InstanceSpec
 
@@ -205,6 +207,35 @@ class DockerBackend(Backend):
         except Exception as exc:
             if type(exc).__name__ != "NotFound":
                 raise InstanceError(f"container {instance.name}: remove failed: {exc}") from exc
+
+    def main_pid(self, instance: Instance) -> int | None:
+        """The container's init on the host (inspected once, after READY, never timed)."""
+        handle = instance.handle or {}
+        if handle.get("pid") is None and handle.get("id"):
+            state = self.client.api.inspect_container(handle["id"]).get("State", {})
+            handle["pid"] = state.get("Pid") or None
+        pid = handle.get("pid")
+        return int(pid) if pid else None
+
+    def host_processes(self, instance: Instance) -> dict[str, list[int]]:
+        """The container's processes (its memory cgroup) and its containerd-shim."""
+        pid = self.main_pid(instance)
+        if pid is None:
+            return {"container": [], "containerd-shim": []}
+        container = [pid]
+        directory = cgroup_dir_for_pid(pid, "memory", detect_layout())
+        if directory is not None:
+            with contextlib.suppress(OSError, ValueError):
+                container = (
+                    sorted(int(p) for p in (directory / "cgroup.procs").read_text().split())
+                    or container
+                )
+        shims: list[int] = []
+        with contextlib.suppress(psutil.Error):
+            parent = psutil.Process(pid).parent()
+            if parent is not None and "containerd-shim" in parent.name():
+                shims.append(parent.pid)
+        return {"container": container, "containerd-shim": shims}
 
     def _wait_gone(self, instance: Instance, deadline: float) -> None:
         container_id = (instance.handle or {}).get("id")

@@ -324,6 +324,15 @@ class LibvirtBackend(Backend):
         pid = (instance.handle or {}).get("pid")
         return [pid] if pid else []
 
+    def main_pid(self, instance: Instance) -> int | None:
+        """The guest's qemu process (its cgroup is the domain's machine cgroup)."""
+        pid = (instance.handle or {}).get("pid")
+        return int(pid) if pid else None
+
+    def host_processes(self, instance: Instance) -> dict[str, list[int]]:
+        """Qemu is the one host process a guest adds (libvirtd and virtlogd are shared)."""
+        return {"qemu": self.host_pids(instance)}
+
     def _read_console(self, instance: Instance) -> bytes:
         handle = instance.handle
         if handle["fd"] is None:

@@ -163,6 +163,20 @@ class ProcessBackend(Backend):
                         f"process {instance.name}: cgroup not removed: {exc}"
                     ) from exc
 
+    def main_pid(self, instance: Instance) -> int | None:
+        """The probe's pid."""
+        proc = (instance.handle or {}).get("proc")
+        return proc.pid if proc is not None else None
+
+    def host_processes(self, instance: Instance) -> dict[str, list[int]]:
+        """The probe and anything it forked (everything in its cgroup)."""
+        group: InstanceCgroup | None = (instance.handle or {}).get("cgroup")
+        pids = sorted(group.pids()) if group is not None else []
+        main = self.main_pid(instance)
+        if not pids and main is not None:
+            pids = [main]
+        return {"probe": pids}
+
     def sweep(self) -> list[str]:
         """Kill and remove every cgroup under bench's parent (leftovers of killed runs)."""
         return sweep_bench_cgroups(self.layout)

@@ -95,8 +95,7 @@ def measure_startup(
     try:
         instance = Instance(backend.name, instance_name, step.case.spec, run_id)
         live[instance_name] = (backend, instance)
-        instance = backend.start(step.case.spec, instance_name, run_id)
-        live[instance_name] = (backend, instance)
+        backend.start(step.case.spec, instance_name, run_id, instance)
         backend.wait_ready(instance, timeout_s)
         code = backend.wait_exit(instance, timeout_s)
         if code != 0:

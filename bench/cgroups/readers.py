@@ -1,0 +1,105 @@
+"""Read an instance's cgroup files on v1 and v2 hosts: pure parsers over file text.
+
+Which cgroup an instance is in is read from ``/proc/<pid>/cgroup`` of one of its
+processes (docker's container init, libvirt's qemu, the probe), so bench never guesses
+a driver's naming scheme. Values must be read while the instance lives: its cgroup
+vanishes when it exits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.cgroups.layout import CgroupLayout
+
+
+def parse_proc_cgroup(text: str) -> dict[str, str]:
+    """Map controller -> cgroup path from /proc/PID/cgroup text; v2's entry is ``unified``.
+
+    v1 lines look like ``4:memory:/docker/<id>``; co-mounted controllers share a line
+    (``2:cpu,cpuacct:/x``); the v2 line is ``0::/path``.
+    """
+    paths: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        if controllers == "":
+            paths["unified"] = path
+            continue
+        for controller in controllers.split(","):
+            if not controller.startswith("name="):
+                paths[controller] = path
+    return paths
+
+
+def cgroup_dir_for_pid(
+    pid: int, controller: str, layout: CgroupLayout, proc_root: str = "/proc"
+) -> Path | None:
+    """The directory of ``controller``'s cgroup that ``pid`` is in, or None if unknown."""
+    try:
+        text = Path(proc_root, str(pid), "cgroup").read_text()
+    except OSError:
+        return None
+    paths = parse_proc_cgroup(text)
+    if layout.version == 1:
+        mount = layout.v1_controller_dir(controller)
+        relative = paths.get(controller)
+    else:
+        mount = layout.v2_mount
+        relative = paths.get("unified")
+    if mount is None or relative is None:
+        return None
+    return Path(mount) / relative.lstrip("/")
+
+
+def parse_int_file(text: str) -> int | None:
+    """An integer cgroup file (``memory.usage_in_bytes``, ``memory.current``); ``max`` -> None."""
+    value = text.strip()
+    if value in {"", "max"}:
+        return None
+    return int(value)
+
+
+def parse_flat_keyed(text: str) -> dict[str, int]:
+    """``key value`` lines (memory.stat, cpu.stat, memory.events, memory.oom_control)."""
+    values: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            try:
+                values[parts[0]] = int(parts[1])
+            except ValueError:
+                continue
+    return values
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def read_memory_usage(directory: Path, layout: CgroupLayout) -> dict[str, int | None]:
+    """Current and peak memory usage of a cgroup in bytes (v1 usage/max_usage, v2 current/peak).
+
+    Keys: ``usage_bytes``, ``peak_bytes`` (None where the kernel has no such file, e.g. v2
+    before 5.19 has no memory.peak), ``cache_bytes`` (page cache charged to the group).
+    """
+    if layout.version == 1:
+        usage = _read(directory / "memory.usage_in_bytes")
+        peak = _read(directory / "memory.max_usage_in_bytes")
+        stat = parse_flat_keyed(_read(directory / "memory.stat") or "")
+        cache = stat.get("total_cache", stat.get("cache"))
+    else:
+        usage = _read(directory / "memory.current")
+        peak = _read(directory / "memory.peak")
+        stat = parse_flat_keyed(_read(directory / "memory.stat") or "")
+        cache = stat.get("file")
+    return {
+        "usage_bytes": parse_int_file(usage) if usage is not None else None,
+        "peak_bytes": parse_int_file(peak) if peak is not None else None,
+        "cache_bytes": cache,
+    }
