@@ -22,7 +22,8 @@ from bench.errors import ScenarioError
 SCENARIO_SCHEMA_VERSION = 1
 
 BackendName = Literal["process", "docker", "libvirt"]
-MetricName = Literal["startup", "memory", "density"]
+MetricName = Literal["startup", "memory", "density", "limits"]
+LimitKind = Literal["memory", "cpu", "pids"]
 BACKEND_NAMES: tuple[str, ...] = ("process", "docker", "libvirt")
 
 
@@ -104,6 +105,9 @@ class InstanceSpec(_Strict):
     network: Literal["none", "bridge"] = Field(
         "none", description="Network mode for backends that have one (docker)."
     )
+    pids_limit: Annotated[int, Field(ge=1, le=1 << 22)] | None = Field(
+        None, description="Maximum processes in the instance's cgroup (none: unlimited)."
+    )
     guest_memory_mib: Annotated[int, Field(ge=32, le=1 << 20)] = Field(
         128, description="Guest RAM in MiB (libvirt): the VM's size, not a cgroup limit."
     )
@@ -164,6 +168,49 @@ class DensityOptions(_Strict):
     )
 
 
+class LimitOptions(_Strict):
+    """Limit-enforcement checks: set a limit, push the payload past it, measure what held."""
+
+    kinds: Annotated[list[LimitKind], Field(min_length=1)] = Field(
+        default_factory=lambda: list[LimitKind](["memory", "cpu", "pids"])
+    )
+    memory_limit_mib: Annotated[int, Field(ge=8)] = Field(
+        64, description="Memory limit L (for a VM: headroom added to qemu's usage at READY)."
+    )
+    memory_alloc_mib: Annotated[int, Field(ge=1)] = Field(
+        128, description="What the payload allocates and touches: more than L."
+    )
+    memory_control_mib: Annotated[int, Field(ge=1)] = Field(
+        16, description="The control run's allocation: less than L, must not be killed."
+    )
+    memory_tolerance_mib: Annotated[float, Field(ge=0)] = Field(
+        4, description="Peak usage may exceed L by this much and still count as held."
+    )
+    cpu_quotas: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)] = Field(
+        default_factory=lambda: [0.5, 0.25], description="CPU quotas Q in cores."
+    )
+    cpu_threads: Annotated[int, Field(ge=1)] = Field(2, description="Busy threads (> Q).")
+    cpu_seconds: Annotated[float, Field(gt=0)] = Field(4, description="How long to burn.")
+    cpu_tolerance: Annotated[float, Field(gt=0, lt=1)] = Field(
+        0.05, description="Measured cores must be within this fraction of Q."
+    )
+    pids_limit: Annotated[int, Field(ge=2)] = Field(20, description="pids limit P.")
+    pids_forks: Annotated[int, Field(ge=1)] = Field(40, description="Forks attempted (> P).")
+    sample_interval_s: Annotated[float, Field(gt=0, le=10)] = Field(
+        0.05, description="How often cgroup files are sampled while the instance lives."
+    )
+
+    @model_validator(mode="after")
+    def _past_the_limit(self) -> LimitOptions:
+        if self.memory_alloc_mib <= self.memory_limit_mib:
+            raise FieldPathError("limits.memory_alloc_mib", "must exceed memory_limit_mib")
+        if self.memory_control_mib >= self.memory_limit_mib:
+            raise FieldPathError("limits.memory_control_mib", "must be below memory_limit_mib")
+        if self.pids_forks <= self.pids_limit:
+            raise FieldPathError("limits.pids_forks", "must exceed pids_limit")
+        return self
+
+
 class Scenario(_Strict):
     """One scenario file: what to compare, how often, and on what instances."""
 
@@ -195,6 +242,7 @@ class Scenario(_Strict):
     instance: InstanceSpec = Field(default_factory=InstanceSpec)
     memory: MemoryOptions = Field(default_factory=MemoryOptions)
     density: DensityOptions = Field(default_factory=DensityOptions)
+    limits: LimitOptions = Field(default_factory=LimitOptions)
     matrix: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(
         default_factory=dict,
         description=f"Instance fields to vary, one case per combination: {', '.join(MATRIX_KEYS)}.",

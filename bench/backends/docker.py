@@ -117,6 +117,7 @@ class DockerBackend(Backend):
             mem_limit=spec.memory_mib * MIB if spec.memory_mib is not None else None,
             memswap_limit=spec.memory_mib * MIB if spec.memory_mib is not None else None,
             nano_cpus=round(spec.cpus * 1e9) if spec.cpus is not None else None,
+            pids_limit=spec.pids_limit,
         )
         created = api.create_container(
             image=self.image.tag,

@@ -79,6 +79,8 @@ class ProcessBackend(Backend):
             group.set_memory_limit(spec.memory_mib * MIB)
         if spec.cpus is not None:
             group.set_cpu_quota(spec.cpus)
+        if spec.pids_limit is not None:
+            group.set_pids_limit(spec.pids_limit)
         instance.labels["cgroup"] = instance.name
 
     def _start(self, instance: Instance) -> None:

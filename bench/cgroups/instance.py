@@ -80,6 +80,11 @@ class InstanceCgroup:
         else:
             (self.dirs["unified"] / "cpu.max").write_text(f"{quota_us} {period_us}")
 
+    def set_pids_limit(self, limit: int) -> None:
+        """Set the maximum number of tasks (pids.max on both layouts)."""
+        directory = self.dirs["pids"] if self.layout.version == 1 else self.dirs["unified"]
+        (directory / "pids.max").write_text(str(limit))
+
     def pids(self) -> set[int]:
         """Return the pids currently in the cgroup (empty once it is gone)."""
         found: set[int] = set()

@@ -103,3 +103,67 @@ def read_memory_usage(directory: Path, layout: CgroupLayout) -> dict[str, int | 
         "peak_bytes": parse_int_file(peak) if peak is not None else None,
         "cache_bytes": cache,
     }
+
+
+def instance_cgroup_dirs(
+    pid: int, layout: CgroupLayout, proc_root: str = "/proc"
+) -> dict[str, Path]:
+    """The cgroup dirs of ``pid`` for memory, cpu, cpuacct and pids (v2: one dir for all)."""
+    dirs: dict[str, Path] = {}
+    for controller in ("memory", "cpu", "cpuacct", "pids"):
+        directory = cgroup_dir_for_pid(pid, controller, layout, proc_root)
+        if directory is not None:
+            dirs[controller] = directory
+    return dirs
+
+
+def read_cpu_usage(dirs: dict[str, Path], layout: CgroupLayout) -> dict[str, int | None]:
+    """CPU time used (ns) and CFS throttling counters of a cgroup.
+
+    v1: cpuacct.usage (ns) and cpu.stat (nr_periods, nr_throttled, throttled_time ns);
+    v2: cpu.stat (usage_usec, nr_periods, nr_throttled, throttled_usec).
+    """
+    if layout.version == 1:
+        usage_text = _read(dirs["cpuacct"] / "cpuacct.usage") if "cpuacct" in dirs else None
+        stat = parse_flat_keyed(_read(dirs["cpu"] / "cpu.stat") or "") if "cpu" in dirs else {}
+        return {
+            "usage_ns": parse_int_file(usage_text) if usage_text else None,
+            "nr_periods": stat.get("nr_periods"),
+            "nr_throttled": stat.get("nr_throttled"),
+            "throttled_ns": stat.get("throttled_time"),
+        }
+    stat = parse_flat_keyed(_read(dirs["cpu"] / "cpu.stat") or "") if "cpu" in dirs else {}
+    usage_usec = stat.get("usage_usec")
+    throttled_usec = stat.get("throttled_usec")
+    return {
+        "usage_ns": usage_usec * 1000 if usage_usec is not None else None,
+        "nr_periods": stat.get("nr_periods"),
+        "nr_throttled": stat.get("nr_throttled"),
+        "throttled_ns": throttled_usec * 1000 if throttled_usec is not None else None,
+    }
+
+
+def read_memory_events(directory: Path, layout: CgroupLayout) -> dict[str, int | None]:
+    """OOM evidence: v1 memory.oom_control oom_kill + memory.failcnt; v2 memory.events."""
+    if layout.version == 1:
+        control = parse_flat_keyed(_read(directory / "memory.oom_control") or "")
+        failcnt = _read(directory / "memory.failcnt")
+        return {
+            "oom_kill": control.get("oom_kill"),
+            "under_oom": control.get("under_oom"),
+            "failcnt": parse_int_file(failcnt) if failcnt else None,
+        }
+    events = parse_flat_keyed(_read(directory / "memory.events") or "")
+    return {"oom_kill": events.get("oom_kill"), "oom": events.get("oom"), "max": events.get("max")}
+
+
+def read_pids(directory: Path) -> dict[str, int | None]:
+    """pids.current and the ``max`` counter of pids.events (forks refused at the limit)."""
+    current = _read(directory / "pids.current")
+    events = parse_flat_keyed(_read(directory / "pids.events") or "")
+    limit = _read(directory / "pids.max")
+    return {
+        "current": parse_int_file(current) if current else None,
+        "max_events": events.get("max"),
+        "limit": parse_int_file(limit) if limit else None,
+    }
