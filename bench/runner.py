@@ -26,6 +26,7 @@ from bench.backends import get_backend
 from bench.backends.base import NAME_PREFIX, Backend, Instance
 from bench.errors import BenchError
 from bench.metrics.density import run_density
+from bench.metrics.limits import measure_limits
 from bench.metrics.memory import measure_memory, overhead_samples
 from bench.metrics.startup import measure_startup
 from bench.plan import Step, plan_steps
@@ -127,6 +128,9 @@ def run_scenario(
         if "memory" in scenario.metrics
         else []
     )
+    limit_groups = (
+        plan_steps(list(backends), cases, 1, 0, seed + 3) if "limits" in scenario.metrics else []
+    )
     density_ramps = (
         plan_steps(list(backends), cases, 1, 0, seed + 2) if "density" in scenario.metrics else []
     )
@@ -192,6 +196,11 @@ def run_scenario(
                 emit(RunEvent("sample", sample=sample))
                 if scenario.settle_s:
                     time.sleep(scenario.settle_s)
+
+            def record(sample: Sample) -> None:
+                store.append(sample)
+                emit(RunEvent("sample", sample=sample))
+
             memory_samples: list[Sample] = []
             for group in memory_groups:
                 emit(
@@ -224,9 +233,19 @@ def run_scenario(
                 for sample in overheads:
                     store.append(sample)
 
-            def record(sample: Sample) -> None:
-                store.append(sample)
-                emit(RunEvent("sample", sample=sample))
+            for group in limit_groups:
+                emit(RunEvent("phase", f"limits: {group.backend}, {group.case.name}"))
+                for sample in measure_limits(
+                    backends[group.backend],
+                    group.case,
+                    scenario.limits,
+                    run_id,
+                    next_name,
+                    live,
+                    next_seq,
+                    scenario.timeout_s,
+                ):
+                    record(sample)
 
             for ramp in density_ramps:
                 emit(RunEvent("phase", f"density: ramping {ramp.backend}, {ramp.case.name}"))

@@ -29,14 +29,14 @@ def summarize(frame: pd.DataFrame) -> list[SummaryRow]:
     if frame.empty:
         return []
     measured = frame[~frame["warmup"].astype(bool)].copy()
-    view = measured["label.view"].fillna("") if "label.view" in measured else ""
-    role = measured["label.role"].fillna("") if "label.role" in measured else ""
-    measured["_view"] = view
-    if "label.role" in measured:
-        measured["_view"] = measured["_view"].where(
-            (role == "") | (role == "total") | (role == "cgroup") | (role == "host"),
-            measured["_view"] + ":" + role,
-        )
+    view = measured["label.view"].fillna("").astype(str) if "label.view" in measured else None
+    role = measured["label.role"].fillna("").astype(str) if "label.role" in measured else None
+    measured["_view"] = view if view is not None else ""
+    if view is not None and role is not None:
+        plain = role.isin(["", "total", "cgroup", "host"])
+        measured["_view"] = [
+            v if p else f"{v}:{r}" for v, r, p in zip(view, role, plain, strict=True)
+        ]
     rows = []
     for (metric, backend, case, view_name), group in measured.groupby(
         ["metric", "backend", "case", "_view"], sort=True

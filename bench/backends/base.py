@@ -134,6 +134,10 @@ class Backend(ABC):
         ``qemu`` (libvirt).
         """
 
+    def exit_details(self, instance: Instance) -> dict[str, Any]:
+        """What the engine knows about how the payload ended (e.g. docker's OOMKilled)."""
+        return {}
+
     def close(self) -> None:
         """Release connections the backend holds (engine clients); safe to call twice."""
         return None

@@ -238,6 +238,14 @@ class DockerBackend(Backend):
                 shims.append(parent.pid)
         return {"container": container, "containerd-shim": shims}
 
+    def exit_details(self, instance: Instance) -> dict[str, Any]:
+        """The engine's verdict on the exit: OOMKilled and the exit code (before removal)."""
+        state = self.client.api.inspect_container(instance.handle["id"]).get("State", {})
+        return {
+            "oom_killed": bool(state.get("OOMKilled")),
+            "engine_exit_code": state.get("ExitCode"),
+        }
+
     def _wait_gone(self, instance: Instance, deadline: float) -> None:
         container_id = (instance.handle or {}).get("id")
         if not container_id:

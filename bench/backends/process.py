@@ -21,6 +21,7 @@ from bench.backends.base import Backend, Instance
 from bench.backends.stream import READY_MARKER, wait_for_marker
 from bench.cgroups import layout as cgroup_layout
 from bench.cgroups.instance import InstanceCgroup, bench_cgroup_dirs, sweep_bench_cgroups
+from bench.cgroups.readers import read_memory_events, read_memory_usage
 from bench.errors import BackendUnavailable, InstanceError, InstanceTimeout
 from bench.scenario import InstanceSpec
 
@@ -178,6 +179,25 @@ class ProcessBackend(Backend):
         if not pids and main is not None:
             pids = [main]
         return {"probe": pids}
+
+    def exit_details(self, instance: Instance) -> dict[str, Any]:
+        """The signal that ended the probe, and its cgroup's OOM-kill counter.
+
+        bench owns this cgroup and removes it only in stop(), so after the probe exits it
+        still exists: the counter read here is the cgroup's own, not an invented value.
+        """
+        proc = instance.handle["proc"]
+        group: InstanceCgroup = instance.handle["cgroup"]
+        details: dict[str, Any] = {}
+        if proc.returncode is not None and proc.returncode < 0:
+            details["signal"] = -proc.returncode
+        directory = group.dirs.get("memory") or group.dirs.get("unified")
+        if directory is not None:
+            events = read_memory_events(directory, self.layout)
+            details["oom_kill_final"] = events.get("oom_kill")
+            usage = read_memory_usage(directory, self.layout)
+            details["peak_bytes_final"] = usage.get("peak_bytes")
+        return details
 
     def sweep(self) -> list[str]:
         """Kill and remove every cgroup under bench's parent (leftovers of killed runs)."""

@@ -1,0 +1,421 @@
+"""Load any set of run directories into one tidy DataFrame, with the runs' facts kept beside it.
+
+``bench.results.load`` is the reference reader; this one produces the same columns (a row
+per sample; ``stage.*``, ``label.*`` and ``param.*`` columns; run_id, host, kernel,
+scenario, scenario_sha256, run_status joined) and keeps every run's full, migrated
+run.json in a ``RunInfo``, so comparisons can group by any host fact and the report can
+show software versions and the accelerator decision. It is built for size: samples.jsonl
+is decoded by msgspec into a typed record that skips the fields analysis never reads
+(``t_ns``), then turned into columns in one pass, because a report over a million
+samples must not spend its budget in ``json.loads``. Without msgspec it falls back to
+the standard library, slower but identical in result.
+
+The file rules are those of ``bench.results``: run.json of an older schema is migrated,
+a newer one refused; a torn last line of samples.jsonl (a run killed mid-write) is
+skipped with a warning; a bad line elsewhere, or a sample of a newer schema, is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.errors import ResultsError
+from bench.results import SAMPLES_FILE, find_run_dirs, read_run
+from bench.samples import SAMPLE_SCHEMA_VERSION
+
+try:  # msgspec decodes samples.jsonl ~4x faster than json on the project's hosts
+    import msgspec
+except ImportError:  # pragma: no cover - exercised by forcing the fallback in tests
+    msgspec = None  # type: ignore[assignment]
+
+# Sample fields that become plain columns, in the order bench.results.load gives them.
+SAMPLE_FIELDS = (
+    "run_id",
+    "seq",
+    "metric",
+    "backend",
+    "case",
+    "value",
+    "unit",
+    "ok",
+    "error",
+    "warmup",
+    "round",
+    "instance",
+    "schema_version",
+)
+# String columns with few distinct values: categorical, so grouping a million rows is cheap.
+CATEGORY_COLUMNS = ("run_id", "metric", "backend", "case", "unit", "host", "kernel", "scenario")
+
+# Short names for the host facts people group by most; anything else is a dotted path.
+FACT_ALIASES = {
+    "kernel": "host.kernel.release",
+    "host": "host.hostname",
+    "hostname": "host.hostname",
+    "cpu": "host.cpu.model",
+    "cgroup": "host.cgroup.version",
+    "distro": "host.distro.pretty_name",
+    "scenario": "scenario.name",
+}
+
+
+if msgspec is not None:
+
+    class _SampleRecord(msgspec.Struct, kw_only=True, gc=False):
+        """The fields of a sample line that analysis reads; unknown fields are skipped."""
+
+        run_id: str = ""
+        seq: int = 0
+        metric: str = ""
+        backend: str = ""
+        case: str = ""
+        value: float | None = None
+        unit: str = ""
+        ok: bool = True
+        error: str | None = None
+        warmup: bool = False
+        round: int = 0
+        instance: str = ""
+        params: dict[str, Any] = msgspec.field(default_factory=dict)
+        stages: dict[str, float | None] = msgspec.field(default_factory=dict)
+        labels: dict[str, Any] = msgspec.field(default_factory=dict)
+        schema_version: int = 0
+
+    _LINE_DECODER = msgspec.json.Decoder(_SampleRecord)
+    _FILE_DECODER = msgspec.json.Decoder(list[_SampleRecord])
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One run's migrated run.json and where it was read from."""
+
+    run_id: str
+    directory: Path
+    record: dict[str, Any]
+
+    @property
+    def host(self) -> dict[str, Any]:
+        """The host facts recorded at the start of the run."""
+        host = self.record.get("host")
+        return host if isinstance(host, dict) else {}
+
+    @property
+    def hostname(self) -> str:
+        """The host's name as recorded (``?`` when absent)."""
+        return str(self.host.get("hostname") or "?")
+
+    @property
+    def kernel_release(self) -> str:
+        """The host kernel release (``?`` when absent)."""
+        return str(fact(self, "kernel") or "?")
+
+    @property
+    def scenario_name(self) -> str:
+        """The scenario's name."""
+        return str((self.record.get("scenario") or {}).get("name") or "?")
+
+    @property
+    def scenario_text(self) -> str:
+        """The scenario file's text exactly as run."""
+        return str((self.record.get("scenario") or {}).get("text") or "")
+
+    @property
+    def scenario_sha256(self) -> str:
+        """The hash of the canonical scenario: equal hashes mean the same experiment."""
+        return str(self.record.get("scenario_sha256") or "")
+
+    @property
+    def status(self) -> str:
+        """complete, failed, interrupted or running."""
+        return str(self.record.get("status") or "?")
+
+
+@dataclass
+class Dataset:
+    """Samples of one or more runs as a tidy frame, the runs' facts, and reading warnings."""
+
+    samples: pd.DataFrame
+    runs: dict[str, RunInfo] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def run_order(self) -> list[str]:
+        """Run ids in the order they were given."""
+        return list(self.runs)
+
+
+def resolve_fact_path(path: str) -> str:
+    """Turn an alias (``kernel``) or a host-relative path (``cpu.model``) into a run.json path."""
+    path = FACT_ALIASES.get(path, path)
+    top = path.split(".", 1)[0]
+    if top in {"host", "software", "scenario", "plan", "load_start", "load_end", "artefacts"}:
+        return path
+    if top in {"run_id", "status", "scenario_sha256", "started_at_utc"}:
+        return path
+    return f"host.{path}"
+
+
+def fact(run: RunInfo, path: str) -> Any:
+    """A fact of a run by alias or dotted path: ``kernel``, ``cpu.model``, ``software.docker.runc``.
+
+    Host-relative paths are looked up under run.json's ``host`` object; paths starting with
+    ``software``, ``scenario``, ``plan``... under the run record itself. Absent -> None.
+    """
+    node: Any = run.record
+    for part in resolve_fact_path(path).split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return None
+    return node
+
+
+def flatten_facts(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested facts into ``{"cpu.model": ..., "cgroup.version": ...}``; lists kept whole."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_facts(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def load_dataset(
+    paths: str | Path | Iterable[str | Path], *, facts: Sequence[str] = (), fast: bool = True
+) -> Dataset:
+    """Load run directories (or trees containing them) into a Dataset.
+
+    ``facts`` adds one ``fact.<name>`` column per requested fact path (see ``fact``), e.g.
+    ``facts=["kernel", "cpu.model"]``. ``fast=False`` forces the standard-library decoder.
+    """
+    if isinstance(paths, str | Path):
+        paths = [paths]
+    frames: list[pd.DataFrame] = []
+    runs: dict[str, RunInfo] = {}
+    warnings: list[str] = []
+    with _no_cyclic_gc():
+        for directory in find_run_dirs(paths):
+            _load_run(directory, facts, fast, frames, runs, warnings)
+    nonempty = [f for f in frames if not f.empty]
+    if not nonempty:
+        samples = pd.DataFrame(columns=[*SAMPLE_FIELDS, "host", "kernel", "scenario"])
+    elif len(nonempty) == 1:
+        samples = nonempty[0]
+    else:
+        samples = pd.concat(nonempty, ignore_index=True, sort=False)
+    samples = _categorize(samples)
+    samples.attrs["warnings"] = warnings
+    return Dataset(samples, runs, warnings)
+
+
+def _load_run(
+    directory: Path,
+    facts: Sequence[str],
+    fast: bool,
+    frames: list[pd.DataFrame],
+    runs: dict[str, RunInfo],
+    warnings: list[str],
+) -> None:
+    record = read_run(directory)
+    run_id = str(record.get("run_id") or directory.name)
+    if run_id in runs:
+        warnings.append(f"{directory}: run {run_id} already loaded from {runs[run_id].directory}")
+        return
+    run = RunInfo(run_id, directory, record)
+    runs[run_id] = run
+    columns, file_warnings = _read_sample_columns(directory / SAMPLES_FILE, fast)
+    warnings.extend(file_warnings)
+    frame = _run_frame(run, columns)
+    for name in facts:
+        value = fact(run, name)
+        frame[f"fact.{name}"] = None if isinstance(value, dict | list) else value
+    frames.append(frame)
+
+
+@contextlib.contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Pause the cyclic GC: decoding a million records would trigger it thousands of times."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _categorize(frame: pd.DataFrame) -> pd.DataFrame:
+    for name in CATEGORY_COLUMNS:
+        if name in frame.columns and not isinstance(frame[name].dtype, pd.CategoricalDtype):
+            frame[name] = frame[name].astype("string").astype("category")
+    return frame
+
+
+# --- samples.jsonl -> columns ---------------------------------------------------------------
+
+
+@dataclass
+class _Columns:
+    """Column lists of one samples file: plain fields, and stage/label/param dicts per row."""
+
+    plain: dict[str, list[Any]]
+    stages: list[dict[str, Any]]
+    labels: list[dict[str, Any]]
+    params: list[dict[str, Any]]
+
+    @property
+    def size(self) -> int:
+        return len(self.stages)
+
+
+def _read_sample_columns(path: Path, fast: bool) -> tuple[_Columns, list[str]]:
+    if not path.exists():
+        return _Columns({name: [] for name in SAMPLE_FIELDS}, [], [], []), [
+            f"{path}: missing; no samples"
+        ]
+    data = path.read_bytes()
+    if fast and msgspec is not None:
+        return _decode_msgspec(path, data)
+    return _decode_json(path, data)
+
+
+def _decode_msgspec(path: Path, data: bytes) -> tuple[_Columns, list[str]]:
+    warnings: list[str] = []
+    records: list[_SampleRecord] = []
+    numbered = _numbered_lines(data)
+    decode = _LINE_DECODER.decode
+    last = len(numbered) - 1
+    for index, (number, line) in enumerate(numbered):
+        try:
+            records.append(decode(line))
+        except msgspec.ValidationError as exc:
+            raise ResultsError(f"{path}:{number}: not a valid sample ({exc})") from None
+        except msgspec.DecodeError:
+            if index == last:
+                warnings.append(f"{path}:{number}: torn last line skipped (run killed mid-write?)")
+                continue
+            raise ResultsError(f"{path}:{number}: not valid JSON") from None
+    newest = max((r.schema_version for r in records), default=0)
+    if newest > SAMPLE_SCHEMA_VERSION:
+        raise ResultsError(
+            f"{path}: sample schema_version {newest} is newer than this bench reads "
+            f"({SAMPLE_SCHEMA_VERSION}); upgrade bench"
+        )
+    plain = {name: [getattr(r, name) for r in records] for name in SAMPLE_FIELDS}
+    return _Columns(
+        plain,
+        [r.stages for r in records],
+        [r.labels for r in records],
+        [r.params for r in records],
+    ), warnings
+
+
+def _numbered_lines(data: bytes) -> list[tuple[int, bytes]]:
+    """Non-blank lines with their 1-based numbers (blank lines are skipped, like read_samples)."""
+    raw = data.split(b"\n")
+    return [
+        (number, line) for number, line in enumerate(raw, start=1) if line and not line.isspace()
+    ]
+
+
+def _decode_json(path: Path, data: bytes) -> tuple[_Columns, list[str]]:
+    warnings: list[str] = []
+    records: list[dict[str, Any]] = []
+    numbered = _numbered_lines(data)
+    for index, (number, line) in enumerate(numbered):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if index == len(numbered) - 1:
+                warnings.append(f"{path}:{number}: torn last line skipped (run killed mid-write?)")
+                continue
+            raise ResultsError(f"{path}:{number}: not valid JSON") from None
+        if not isinstance(record, dict):
+            raise ResultsError(f"{path}:{number}: not a valid sample (not an object)")
+        version = record.get("schema_version", 0)
+        if isinstance(version, int) and version > SAMPLE_SCHEMA_VERSION:
+            raise ResultsError(
+                f"{path}:{number}: sample schema_version {version} is newer than this bench "
+                f"reads ({SAMPLE_SCHEMA_VERSION}); upgrade bench"
+            )
+        records.append(record)
+    defaults: dict[str, Any] = {
+        "ok": True,
+        "warmup": False,
+        "round": 0,
+        "seq": 0,
+        "schema_version": 0,
+        "instance": "",
+        "unit": "",
+    }
+    plain = {name: [r.get(name, defaults.get(name)) for r in records] for name in SAMPLE_FIELDS}
+    return _Columns(
+        plain,
+        [r.get("stages") or {} for r in records],
+        [r.get("labels") or {} for r in records],
+        [r.get("params") or {} for r in records],
+    ), warnings
+
+
+def _run_frame(run: RunInfo, columns: _Columns) -> pd.DataFrame:
+    """Columns of one run, with the run's facts joined, in results.load's layout."""
+    size = columns.size
+    data: dict[str, Any] = {}
+    for name in SAMPLE_FIELDS:
+        values = columns.plain[name]
+        if name == "value":
+            data[name] = np.array(values, dtype=np.float64)  # None -> NaN
+        elif name in {"ok", "warmup"}:
+            data[name] = np.array(values, dtype=bool)
+        elif name in {"seq", "round", "schema_version"}:
+            data[name] = np.array(values, dtype=np.int64)
+        elif name == "run_id":
+            data[name] = [v or run.run_id for v in values]
+        else:
+            data[name] = values
+    host = run.host
+    data["host"] = [host.get("hostname")] * size
+    data["kernel"] = [(host.get("kernel") or {}).get("release")] * size
+    data["scenario"] = [run.scenario_name] * size
+    data["scenario_sha256"] = [run.record.get("scenario_sha256")] * size
+    data["run_status"] = [run.record.get("status")] * size
+    data.update(_expand("stage.", columns.stages, numeric=True))
+    data.update(_expand("label.", columns.labels, numeric=False))
+    data.update(_expand("param.", columns.params, numeric=False))
+    return pd.DataFrame(data, index=pd.RangeIndex(size))
+
+
+def _expand(prefix: str, dicts: list[dict[str, Any]], *, numeric: bool) -> dict[str, Any]:
+    """One column per key that appears in any row's dict (missing -> NaN/None)."""
+    if not any(dicts):
+        return {}
+    frame = pd.DataFrame(dicts)  # pandas builds columns from dicts in C
+    columns: dict[str, Any] = {}
+    for key in frame.columns:
+        column = frame[key]
+        if numeric and column.dtype == object:
+            column = column.map(_as_float).astype(np.float64)
+        elif not numeric and column.dtype != object and column.isna().any():
+            column = column.astype(object).where(column.notna(), None)
+        columns[f"{prefix}{key}"] = column.to_numpy()
+    return columns
+
+
+def _as_float(value: Any) -> float:
+    if value is None or isinstance(value, bool):
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
