@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -102,7 +102,9 @@ def run(
             "[bold yellow]VMs ran under TCG (software emulation), not KVM:[/] "
             "their figures are not hardware-virtualization figures."
         )
-    for metric in dict.fromkeys(row.metric for row in rows):
+    if "label.enforced" in frame:
+        console.print(_limits_table(scenario.name, frame))
+    for metric in dict.fromkeys(row.metric for row in rows if row.metric != "limits"):
         title = {
             "startup": "startup to READY",
             "memory": "memory per instance (views; *_overhead = view - process baseline)",
@@ -135,6 +137,50 @@ def run(
     )
     if outcome.counts.get("failed", 0):
         raise typer.Exit(1)
+
+
+def _limits_table(name: str, frame: Any) -> Table:
+    """Backend x limit kind -> set value, measured value, enforced yes/no (with evidence)."""
+    table = Table(title=f"{name}: limit enforcement (measured while the instance lived)")
+    for column in ("backend", "accel", "limit", "set", "measured", "enforced", "evidence"):
+        table.add_column(column, overflow="fold")
+    limits = frame[frame["metric"] == "limits"]
+    for _, row in limits.iterrows():
+        evidence = row.get("label.evidence") or {}
+        enforced = row.get("label.enforced")
+        verdict = (
+            "[dim]n/a[/]"
+            if enforced is None or enforced != enforced
+            else "[green]yes[/]"
+            if enforced
+            else "[bold red]NO[/]"
+        )
+        keys = (
+            "killed",
+            "host_killed_qemu",
+            "oom_kill_count",
+            "exit_code",
+            "guest_exit_code",
+            "nr_throttled_delta",
+            "refused_after",
+            "errno",
+            "pids_events_max",
+            "reason",
+        )
+        shown = ", ".join(f"{k}={evidence[k]}" for k in keys if evidence.get(k) is not None)
+        set_value = row.get("label.set_value")
+        table.add_row(
+            str(row["backend"]),
+            str(row.get("label.accel", "n/a")),
+            str(row["label.view"]),
+            f"{set_value:g} {row.get('label.set_unit', '')}"
+            if set_value == set_value and set_value is not None
+            else "-",
+            _format_value(row["value"] if row["value"] == row["value"] else None, str(row["unit"])),
+            verdict,
+            shown or (str(row["error"]) if row.get("error") else ""),
+        )
+    return table
 
 
 def _format_value(value: float | None, unit: str) -> str:

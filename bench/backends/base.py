@@ -44,6 +44,9 @@ class Instance:
     exit_code: int | None = None
     output: bytearray = field(default_factory=bytearray)
     stopped: bool = False
+    # per-instance knobs a metric sets before start(): libvirt reads "start_paused" and
+    # "cmdline_extra" (kernel parameters for this guest only)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def output_text(self, limit: int = 2000) -> str:
         """Return the tail of what the instance printed, decoded leniently."""

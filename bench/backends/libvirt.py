@@ -51,6 +51,7 @@ CONSOLE_POLL_S = 0.001
 STATE_POLL_S = 0.002
 KVM_PROBE_TIMEOUT_S = 20.0
 MACHINE = "pc"
+GUEST_DID_NOT_REPORT = -1
 
 
 @dataclass(frozen=True)
@@ -258,8 +259,9 @@ class LibvirtBackend(Backend):
         artifacts = self.artifacts
         spec = instance.spec
         cmdline_base = artifacts.cmdline_base
-        if self._extra_cmdline:
-            cmdline_base = f"{cmdline_base} {' '.join(self._extra_cmdline)}"
+        extra = [*self._extra_cmdline, *instance.extra.get("cmdline_extra", [])]
+        if extra:
+            cmdline_base = f"{cmdline_base} {' '.join(extra)}"
         return DomainConfig(
             name=instance.name,
             run_id=instance.run_id,
@@ -308,8 +310,11 @@ class LibvirtBackend(Backend):
         self._define(instance, "kvm" if decision.accel == "kvm" else "qemu")
 
     def _start(self, instance: Instance) -> None:
+        import libvirt
+
+        flags = libvirt.VIR_DOMAIN_START_PAUSED if instance.extra.get("start_paused") else 0
         try:
-            instance.handle["domain"].create()
+            instance.handle["domain"].createWithFlags(flags)
         except Exception as exc:
             raise InstanceError(
                 f"domain {instance.name}: start failed: {_libvirt_message(exc)}"
@@ -400,6 +405,26 @@ class LibvirtBackend(Backend):
             instance.labels["guest_uptime_at_userspace_s"] = float(uptime.group(1))
         return stamp
 
+    def exit_details(self, instance: Instance) -> dict[str, Any]:
+        """How the domain ended (libvirt state + reason) and what the guest's init reported.
+
+        A guest whose qemu the host OOM-killed ends 'shutoff (crashed)' with no BENCH_EXIT
+        line; a payload killed inside the guest ends with BENCH_EXIT 137 and a clean poweroff.
+        """
+        import libvirt
+
+        details: dict[str, Any] = {}
+        domain = (instance.handle or {}).get("domain")
+        if domain is not None:
+            with contextlib.suppress(Exception):
+                state, reason = domain.state()
+                details["domain_state"] = _STATE_NAMES.get(state, str(state))
+                if state == libvirt.VIR_DOMAIN_SHUTOFF:
+                    details["shutoff_reason"] = _SHUTOFF_REASONS.get(reason, str(reason))
+        code = re.search(rb"^" + EXIT_MARKER.encode() + rb" (-?[0-9]+)", instance.output, re.M)
+        details["guest_exit_code"] = int(code.group(1)) if code else None
+        return details
+
     def _wait_exit(self, instance: Instance, deadline: float) -> int:
         while self._is_active(instance):
             if time.monotonic() >= deadline:
@@ -409,7 +434,8 @@ class LibvirtBackend(Backend):
             time.sleep(STATE_POLL_S)
         instance.output.extend(self._read_console(instance))
         code = re.search(rb"^" + EXIT_MARKER.encode() + rb" (-?[0-9]+)", instance.output, re.M)
-        return int(code.group(1)) if code else 0
+        # no BENCH_EXIT line: the guest never reported (e.g. its qemu was killed by the host)
+        return int(code.group(1)) if code else GUEST_DID_NOT_REPORT
 
     def _remove(self, instance: Instance) -> None:
         handle = instance.handle or {}
@@ -502,6 +528,29 @@ class LibvirtBackend(Backend):
                     with contextlib.suppress(OSError):
                         log.unlink()
         return sorted(removed)
+
+
+_STATE_NAMES = {
+    0: "nostate",
+    1: "running",
+    2: "blocked",
+    3: "paused",
+    4: "shutdown",
+    5: "shutoff",
+    6: "crashed",
+    7: "pmsuspended",
+}
+_SHUTOFF_REASONS = {
+    0: "unknown",
+    1: "shutdown",
+    2: "destroyed",
+    3: "crashed",
+    4: "migrated",
+    5: "saved",
+    6: "failed",
+    7: "from snapshot",
+    8: "daemon",
+}
 
 
 def _qemu_log_errors(name: str, limit: int = 3) -> str:

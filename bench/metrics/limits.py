@@ -15,7 +15,6 @@ vanishes at exit); each record keeps a downsampled time series for plotting.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import re
 from collections.abc import Callable
@@ -82,6 +81,13 @@ def cpu_cores_used(usage: list[tuple[int, Any]], skip_s: float = CPU_WARMUP_S) -
     if t1 <= t0:
         return None
     return float(u1 - u0) / float(t1 - t0)
+
+
+def rate_series(usage: list[tuple[int, Any]]) -> list[tuple[int, float]]:
+    """Per-interval rate (cores) from cumulative (ns, cpu ns) points."""
+    return [
+        (t1, (u1 - u0) / (t1 - t0)) for (t0, u0), (t1, u1) in itertools.pairwise(usage) if t1 > t0
+    ]
 
 
 def cpu_verdict(
@@ -230,7 +236,10 @@ class LimitRunner:
             known = [v for v in candidates if v is not None]
             peak = max(known) if known else None
             oom_kills = series.maximum("oom_kill")
-            killed = bool(details.get("oom_killed")) or (code in (137, -9) and (oom_kills or 0) > 0)
+            oom_kill_final = details.get("oom_kill_final")
+            killed = bool(details.get("oom_killed")) or (
+                code in (137, -9) and max(oom_kills or 0, oom_kill_final or 0) > 0
+            )
             evidence = {
                 "killed": killed,
                 "exit_code": code,
@@ -246,7 +255,7 @@ class LimitRunner:
             }
             if kind == "memory":
                 enforced = memory_verdict(
-                    killed or (details.get("oom_kill_final") or 0) > 0,
+                    killed,
                     peak,
                     limit_bytes,
                     options.memory_tolerance_mib * MIB,
@@ -293,11 +302,7 @@ class LimitRunner:
             throttled = _delta(series, "nr_throttled")
             enforced = cpu_verdict(measured, quota, throttled, options.cpu_tolerance)
             origin = usage[0][0] if usage else 0
-            rate = [
-                (t1, (u1 - u0) / (t1 - t0))
-                for (t0, u0), (t1, u1) in itertools.pairwise(usage)
-                if t1 > t0
-            ]
+            rate = rate_series(usage)
             checks.append(
                 LimitCheck(
                     "cpu",
@@ -412,9 +417,16 @@ def measure_limits(
     timeout_s: float,
 ) -> list[Sample]:
     """Run every requested limit check for one backend and case; return their records."""
-    checker = LimitRunner(backend, case, options, run_id, names, live, timeout_s)
+    runner_class: type[LimitRunner] = LimitRunner
+    if backend.name == "libvirt":
+        from bench.metrics.limits_vm import VmLimitRunner
+
+        runner_class = VmLimitRunner
+    checker = runner_class(backend, case, options, run_id, names, live, timeout_s)
     checks: list[LimitCheck] = []
     for kind in options.kinds:
-        with contextlib.suppress(NotImplementedError):
+        try:
             checks.extend(getattr(checker, kind)())
+        except BenchError as exc:
+            checks.append(LimitCheck(kind, None, "", None, "", False, error=str(exc)))
     return to_samples(checks, backend, case, run_id, seq)

@@ -1,0 +1,336 @@
+"""Statistics of samples, the way MEASURE.md defines them, with pyperf-style stability warnings.
+
+Per group of values: n, median, quartiles and IQR, p95, p99, min, max, mean, standard
+deviation, coefficient of variation, and a 95% bootstrap confidence interval of the
+median. Up to ``SCIPY_BOOTSTRAP_MAX_N`` values the CI comes from
+``scipy.stats.bootstrap`` (percentile method, ``BOOTSTRAP_RESAMPLES`` resamples, a fixed
+seed, so the same data always gives the same interval). Above that, resampling is both
+slow and needless: the percentile bootstrap's limit for the median, the interval it
+converges to with infinitely many resamples, is computed exactly from the order
+statistics (the resampled median is below x_(j) exactly when at least half the draws
+are, a binomial event), in O(n) with no randomness at all.
+
+Warnings are carried with every result: CV >= 10%, fewer than ``MIN_SAMPLES`` values,
+and outliers beyond 1.5 IQR when they are at least 1% of the values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from scipy import stats as scipy_stats
+
+CONFIDENCE = 0.95
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 20261130
+SCIPY_BOOTSTRAP_MAX_N = 1000
+CV_UNSTABLE = 0.10
+MIN_SAMPLES = 5
+OUTLIER_IQR_FACTOR = 1.5
+OUTLIER_WARN_FRACTION = 0.01
+
+# The sample's own value is reported as this stage; stage.* columns under their names.
+VALUE_STAGE = "value"
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Descriptive statistics of one group of values (n >= 1), in the values' unit."""
+
+    n: int
+    median: float
+    q1: float
+    q3: float
+    iqr: float
+    p95: float
+    p99: float
+    minimum: float
+    maximum: float
+    mean: float
+    stdev: float
+    cv: float  # stdev / |mean|; NaN when the mean is 0
+    ci_low: float
+    ci_high: float
+    ci_method: str
+    outliers: int
+    warnings: tuple[str, ...]
+
+    @property
+    def unstable(self) -> bool:
+        """True when any stability warning applies."""
+        return bool(self.warnings)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict with non-finite floats as None (JSON-safe)."""
+        return {k: _finite_or_none(v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class StatRow:
+    """Statistics of one (run, backend, case, metric, stage), with failures counted apart."""
+
+    run_id: str
+    metric: str
+    backend: str
+    case: str
+    view: str
+    stage: str
+    unit: str
+    failed: int
+    accel: str
+    stats: Stats
+
+    def as_dict(self) -> dict[str, Any]:
+        """Flat JSON-safe dict: the key fields, then every statistic."""
+        names = ("run_id", "metric", "backend", "case", "view", "stage")
+        head = {k: getattr(self, k) for k in names}
+        head.update(unit=self.unit, failed=self.failed, accel=self.accel)
+        head.update(self.stats.as_dict())
+        head["warnings"] = list(self.stats.warnings)
+        return head
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def as_sorted_array(values: Iterable[float] | npt.ArrayLike) -> FloatArray:
+    """Finite values as a sorted float64 array (NaN and inf dropped)."""
+    if isinstance(values, np.ndarray | pd.Series | list | tuple):
+        array = np.array(values, dtype=np.float64)
+    else:
+        array = np.fromiter(values, dtype=np.float64)  # type: ignore[arg-type]
+    array = array[np.isfinite(array)]
+    array.sort()
+    return array
+
+
+def describe(
+    values: Iterable[float] | npt.ArrayLike,
+    *,
+    seed: int = BOOTSTRAP_SEED,
+    confidence: float = CONFIDENCE,
+    presorted: bool = False,
+    ci: bool = True,
+) -> Stats:
+    """Describe finite values (at least one) with a bootstrap CI of the median and warnings.
+
+    ``ci=False`` skips the interval (NaN bounds) when only the warnings are wanted.
+    """
+    data = np.asarray(values, np.float64) if presorted else as_sorted_array(values)
+    n = int(data.size)
+    if n == 0:
+        raise ValueError("describe() needs at least one finite value")
+    q1, median, q3, p95, p99 = np.quantile(data, [0.25, 0.5, 0.75, 0.95, 0.99])
+    iqr = float(q3 - q1)
+    mean = float(data.mean())
+    stdev = float(data.std(ddof=1)) if n > 1 else 0.0
+    cv = stdev / abs(mean) if mean != 0 else (0.0 if stdev == 0 else math.nan)
+    if ci:
+        ci_low, ci_high, method = median_ci(data, seed=seed, confidence=confidence, presorted=True)
+    else:
+        ci_low, ci_high, method = math.nan, math.nan, "not computed"
+    low_fence = q1 - OUTLIER_IQR_FACTOR * iqr
+    high_fence = q3 + OUTLIER_IQR_FACTOR * iqr
+    outliers = int(np.searchsorted(data, low_fence, "left")) + int(
+        n - np.searchsorted(data, high_fence, "right")
+    )
+    stats = Stats(
+        n=n,
+        median=float(median),
+        q1=float(q1),
+        q3=float(q3),
+        iqr=iqr,
+        p95=float(p95),
+        p99=float(p99),
+        minimum=float(data[0]),
+        maximum=float(data[-1]),
+        mean=mean,
+        stdev=stdev,
+        cv=cv,
+        ci_low=ci_low,
+        ci_high=ci_high,
+        ci_method=method,
+        outliers=outliers,
+        warnings=(),
+    )
+    return Stats(**{**asdict(stats), "warnings": stability_warnings(stats)})
+
+
+def stability_warnings(stats: Stats) -> tuple[str, ...]:
+    """pyperf-style warnings: high CV, too few samples, many outliers."""
+    found: list[str] = []
+    if stats.n < MIN_SAMPLES:
+        found.append(f"too few samples: n={stats.n} < {MIN_SAMPLES}")
+    if not math.isfinite(stats.cv) or stats.cv >= CV_UNSTABLE:
+        cv = "undefined (mean 0)" if not math.isfinite(stats.cv) else f"{stats.cv:.0%}"
+        found.append(f"unstable: CV {cv} >= {CV_UNSTABLE:.0%}")
+    if stats.outliers and stats.outliers / stats.n >= OUTLIER_WARN_FRACTION:
+        found.append(
+            f"{stats.outliers} outlier(s) beyond {OUTLIER_IQR_FACTOR} IQR "
+            f"({stats.outliers / stats.n:.0%} of samples)"
+        )
+    return tuple(found)
+
+
+def median_ci(
+    values: Sequence[float] | FloatArray,
+    *,
+    seed: int = BOOTSTRAP_SEED,
+    confidence: float = CONFIDENCE,
+    presorted: bool = False,
+) -> tuple[float, float, str]:
+    """Bootstrap CI of the median as (low, high, method); always contains the sample median."""
+    data = np.asarray(values, np.float64) if presorted else as_sorted_array(values)
+    n = int(data.size)
+    median = float(np.median(data))
+    if n == 1 or data[0] == data[-1]:
+        return median, median, "degenerate (all values equal)"
+    if n <= SCIPY_BOOTSTRAP_MAX_N:
+        result = scipy_stats.bootstrap(
+            (data,),
+            np.median,
+            n_resamples=BOOTSTRAP_RESAMPLES,
+            method="percentile",
+            confidence_level=confidence,
+            vectorized=True,
+            axis=-1,
+            rng=np.random.default_rng(seed),
+        )
+        low = float(result.confidence_interval.low)
+        high = float(result.confidence_interval.high)
+        method = f"bootstrap percentile ({BOOTSTRAP_RESAMPLES} resamples, seed {seed})"
+    else:
+        cdf = exact_median_bootstrap_cdf(n)
+        alpha = (1 - confidence) / 2
+        low = float(data[min(int(np.searchsorted(cdf, alpha, "left")), n - 1)])
+        high = float(data[min(int(np.searchsorted(cdf, 1 - alpha, "left")), n - 1)])
+        method = "bootstrap percentile, exact (order statistics)"
+    # A percentile interval can exclude the median for tiny, lumpy samples; never report that.
+    return min(low, median), max(high, median), method
+
+
+def exact_median_bootstrap_cdf(n: int) -> FloatArray:
+    """P(resampled median <= x_(j)) for j = 1..n, with the median taken as x_(ceil(n/2)).
+
+    The resampled median is <= x_(j) exactly when at least k = ceil(n/2) of n draws with
+    replacement land at or below x_(j), which happens with probability
+    P(Binomial(n, j/n) >= k).
+    """
+    k = (n + 1) // 2
+    fractions = np.arange(1, n + 1, dtype=np.float64) / n
+    cdf: FloatArray = scipy_stats.binom.sf(k - 1, n, fractions)
+    cdf[-1] = 1.0
+    return cdf
+
+
+def sample_medians(
+    data: FloatArray, draws: int, rng: np.random.Generator, *, presorted: bool = True
+) -> FloatArray:
+    """Draw bootstrap medians of sorted ``data`` from their exact distribution (inverse CDF)."""
+    sorted_data = data if presorted else np.sort(data)
+    cdf = exact_median_bootstrap_cdf(int(sorted_data.size))
+    positions = np.searchsorted(cdf, rng.random(draws), "left")
+    result: FloatArray = sorted_data[np.minimum(positions, sorted_data.size - 1)]
+    return result
+
+
+def stage_columns(frame: pd.DataFrame) -> list[str]:
+    """The ``stage.*`` columns of a samples frame, in order."""
+    return [c for c in frame.columns if isinstance(c, str) and c.startswith("stage.")]
+
+
+def stage_unit(stage: str, value_unit: str) -> str:
+    """A stage's unit from its name's suffix (``to_ready_s`` -> s), else the sample's unit."""
+    for suffix, unit in (("_s", "s"), ("_ms", "ms"), ("_bytes", "bytes"), ("_mib", "MiB")):
+        if stage.endswith(suffix):
+            return unit
+    return value_unit
+
+
+def view_labels(frame: pd.DataFrame) -> pd.Series:
+    """What a sample measures within its metric: ``label.view``, with a non-total role appended.
+
+    Memory records one sample per view and per process role (``pss:qemu``), density one
+    per step and view (``startup_s``, ``total_pss``), limits one per check (``cpu``);
+    startup samples have no view (""). The same rule as ``bench.analysis.summary``.
+    """
+    if "label.view" not in frame.columns:
+        return pd.Series("", index=frame.index, dtype=object)
+    view = frame["label.view"].astype(object).where(frame["label.view"].notna(), "").astype(str)
+    if "label.role" not in frame.columns:
+        return view
+    role = frame["label.role"].astype(object).where(frame["label.role"].notna(), "").astype(str)
+    plain = role.isin(["", "total", "cgroup", "host"]) | (view == "")
+    return view.where(plain, view + ":" + role)
+
+
+def measured(frame: pd.DataFrame) -> pd.DataFrame:
+    """Measured samples only: warmups dropped (failed ones kept, to be counted)."""
+    if frame.empty or "warmup" not in frame:
+        return frame
+    return frame[~frame["warmup"].astype(bool)]
+
+
+def accel_of(frame: pd.DataFrame) -> str:
+    """The accelerator(s) of a group's samples: ``tcg``, ``kvm``, ``kvm,tcg`` or ``n/a``."""
+    if "label.accel" not in frame.columns:
+        return "n/a"
+    values = sorted({str(v) for v in frame["label.accel"].dropna().unique()} - {"n/a"})
+    return ",".join(values) or "n/a"
+
+
+def summarize_stats(
+    frame: pd.DataFrame, *, stages: bool = True, seed: int = BOOTSTRAP_SEED
+) -> list[StatRow]:
+    """Statistics per (run, metric, backend, case, view, stage) over measured, successful samples.
+
+    Groups whose samples all failed are left out of the statistics (their failures are
+    counted on the rows that exist); ``stages=False`` describes the sample value only.
+    """
+    data = measured(frame)
+    if data.empty:
+        return []
+    rows: list[StatRow] = []
+    data = data.assign(_view=view_labels(data))
+    keys = ["run_id", "metric", "backend", "case", "_view"]
+    stage_names = stage_columns(data) if stages else []
+    groups = data.groupby(keys, sort=True, observed=True)
+    for (run_id, metric, backend, case, view), group in groups:
+        ok = group["ok"].to_numpy(dtype=bool)
+        failed = int((~ok).sum())
+        good = group[ok]
+        unit = str(group["unit"].iloc[0])
+        accel = accel_of(group)
+        columns = [(VALUE_STAGE, "value"), *((c.removeprefix("stage."), c) for c in stage_names)]
+        for stage, column in columns:
+            values = as_sorted_array(good[column].to_numpy(dtype=np.float64, na_value=np.nan))
+            if values.size == 0:
+                continue
+            rows.append(
+                StatRow(
+                    run_id=str(run_id),
+                    metric=str(metric),
+                    backend=str(backend),
+                    case=str(case),
+                    view=str(view),
+                    stage=stage,
+                    unit=unit if stage == VALUE_STAGE else stage_unit(stage, unit),
+                    failed=failed,
+                    accel=accel,
+                    stats=describe(values, seed=seed, presorted=True),
+                )
+            )
+    return rows

@@ -1,0 +1,316 @@
+"""Limit enforcement for libvirt guests: limits applied LIVE on the qemu cgroup.
+
+HOST-NOTES: memtune hard_limit in the domain XML fails at create on hosts where root
+lacks CAP_SYS_RESOURCE, so limits are set live:
+- memory: a calibration boot measures the qemu cgroup's peak for the same guest; the
+  checked guests start PAUSED, get ``hard_limit = calibration peak + L`` through
+  setMemoryParameters(AFFECT_LIVE), then resume, and the guest allocates more (or, for the
+  control, less) than L. Enforced = the host killed qemu for the cgroup's limit (domain
+  'shutoff (crashed)', no BENCH_EXIT line, memory.oom_control oom_kill sampled) and peak
+  usage stayed within the limit + tolerance.
+- cpu: vcpu_quota/vcpu_period set live after READY; measured = CPU time of the vCPU
+  threads (/proc/PID/task/TID/schedstat, ns) over wall time; throttling from the vcpu
+  cgroups' cpu.stat.
+- pids: the limit exists only inside the guest: not applicable on the host side.
+A payload killed inside the guest (its own kernel's OOM) is a different row from a qemu
+killed by the host: the guest's init reports the former as BENCH_EXIT 137.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.backends.base import Instance
+from bench.cgroups.readers import (
+    cgroup_dir_for_pid,
+    parse_flat_keyed,
+    read_memory_events,
+    read_memory_usage,
+)
+from bench.cgroups.sampler import CgroupSampler, Series
+from bench.errors import BenchError
+from bench.metrics.limits import (
+    LimitCheck,
+    LimitRunner,
+    cpu_cores_used,
+    cpu_verdict,
+    downsample,
+    memory_verdict,
+    rate_series,
+)
+from bench.metrics.procmem import MIB
+from bench.scenario import InstanceSpec, Payload
+
+CPU_PERIOD_US = 100_000
+PIDS_NOT_APPLICABLE = (
+    "a guest's processes are not host tasks: a pids limit exists only inside the guest "
+    "(measured by the guest-internal cgroup v2 check)"
+)
+
+
+def vcpu_threads(pid: int) -> list[int]:
+    """Thread ids of qemu's vCPU threads (named 'CPU n/TCG' or 'CPU n/KVM')."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            if (task / "comm").read_text().startswith("CPU "):
+                found.append(int(task.name))
+    return sorted(found)
+
+
+def thread_cpu_ns(pid: int, tids: list[int]) -> int | None:
+    """Summed on-CPU time of threads, ns, from schedstat (None once qemu is gone)."""
+    total = 0
+    try:
+        for tid in tids:
+            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return total
+
+
+class VmLimitRunner(LimitRunner):
+    """The libvirt flavour of the limit checks (see the module docstring)."""
+
+    def _guest_spec(self, payload: Payload, memory_mib: int | None = None) -> InstanceSpec:
+        update: dict[str, Any] = {"payload": payload}
+        if memory_mib is not None:
+            update["guest_memory_mib"] = max(self.case.spec.guest_memory_mib, memory_mib)
+        return self.case.spec.model_copy(update=update)
+
+    def _boot(self, spec: InstanceSpec, paused: bool = False) -> Instance:
+        name = self.names()
+        instance = Instance(self.backend.name, name, spec, self.run_id)
+        instance.extra["start_paused"] = paused
+        self.live[name] = (self.backend, instance)
+        self.backend.start(spec, name, self.run_id, instance)
+        return instance
+
+    def _finish(self, instance: Instance) -> None:
+        try:
+            self.backend.stop(instance)
+            self.backend.wait_gone(instance)
+        finally:
+            self.live.pop(instance.name, None)
+
+    def _memory_dir(self, instance: Instance) -> Path:
+        pid = self.backend.main_pid(instance)
+        directory = cgroup_dir_for_pid(pid, "memory", self.layout) if pid else None
+        if directory is None:
+            raise BenchError(f"{instance.name}: qemu's memory cgroup not found")
+        return directory
+
+    def _sample_memory(self, directory: Path) -> CgroupSampler:
+        def read() -> dict[str, Any]:
+            return {
+                **read_memory_usage(directory, self.layout),
+                **read_memory_events(directory, self.layout),
+            }
+
+        return CgroupSampler(read, self.options.sample_interval_s).start()
+
+    def memory(self) -> list[LimitCheck]:
+        """Calibrate, then over-limit and control guests under a live hard_limit."""
+        import libvirt
+
+        options = self.options
+        guest_mib = options.memory_alloc_mib + 128
+        # calibration: the same guest, allocating the control amount, no limit
+        calibration = self._boot(
+            self._guest_spec(
+                Payload(mode="alloc", alloc_mib=options.memory_control_mib, seconds=1.0), guest_mib
+            )
+        )
+        try:
+            directory = self._memory_dir(calibration)
+            sampler = self._sample_memory(directory)
+            self.backend.wait_ready(calibration, self.timeout_s)
+            self.backend.wait_exit(calibration, self.timeout_s)
+            calibration_peak = sampler.stop().maximum("usage_bytes")
+        finally:
+            self._finish(calibration)
+        if calibration_peak is None:
+            raise BenchError("calibration guest: qemu cgroup usage could not be sampled")
+        limit_bytes = calibration_peak + options.memory_limit_mib * MIB
+        checks = []
+        for kind, alloc_mib in (
+            ("memory", options.memory_alloc_mib),
+            ("memory_control", options.memory_control_mib),
+        ):
+            instance = self._boot(
+                self._guest_spec(
+                    Payload(mode="alloc", alloc_mib=alloc_mib, seconds=1.0), guest_mib
+                ),
+                paused=True,
+            )
+            series = Series()
+            details: dict[str, Any] = {}
+            error = None
+            try:
+                directory = self._memory_dir(instance)
+                domain = instance.handle["domain"]
+                domain.setMemoryParameters(
+                    {"hard_limit": limit_bytes // 1024}, libvirt.VIR_DOMAIN_AFFECT_LIVE
+                )
+                applied = read_memory_usage(directory, self.layout)
+                limit_file = (
+                    (directory / "memory.limit_in_bytes")
+                    if self.layout.version == 1
+                    else (directory / "memory.max")
+                )
+                details["limit_file_bytes"] = int(limit_file.read_text().split()[0])
+                sampler = self._sample_memory(directory)
+                domain.resume()
+                try:
+                    self.backend.wait_ready(instance, self.timeout_s)
+                    self.backend.wait_exit(instance, self.timeout_s)
+                except BenchError as exc:
+                    details["wait_error"] = str(exc)
+                series = sampler.stop()
+                details.update(self.backend.exit_details(instance))
+                details["usage_at_limit_bytes"] = applied.get("usage_bytes")
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            finally:
+                self._finish(instance)
+            peak = series.maximum("usage_bytes")
+            oom_kills = series.maximum("oom_kill")
+            host_killed = (
+                details.get("shutoff_reason") == "crashed"
+                and details.get("guest_exit_code") is None
+            )
+            evidence = {
+                "host_killed_qemu": host_killed,
+                "oom_kill_count": oom_kills,
+                "failcnt": series.maximum("failcnt"),
+                "domain_state": details.get("domain_state"),
+                "shutoff_reason": details.get("shutoff_reason"),
+                "guest_exit_code": details.get("guest_exit_code"),
+                "calibration_peak_mib": calibration_peak / MIB,
+                "hard_limit_mib": limit_bytes / MIB,
+                "limit_file_bytes": details.get("limit_file_bytes"),
+                "headroom_mib": options.memory_limit_mib,
+                "alloc_mib": alloc_mib,
+                "guest_memory_mib": guest_mib,
+                "samples": len(series.points),
+                "applied": "live, setMemoryParameters(AFFECT_LIVE) while paused",
+                "accel": instance.labels.get("accel", "n/a"),
+            }
+            if kind == "memory":
+                enforced = memory_verdict(
+                    host_killed and (oom_kills or 0) > 0,
+                    peak,
+                    limit_bytes,
+                    options.memory_tolerance_mib * MIB,
+                )
+            else:
+                enforced = (not host_killed) and details.get("guest_exit_code") == 0
+            origin = series.points[0][0] if series.points else 0
+            checks.append(
+                LimitCheck(
+                    kind,
+                    limit_bytes / MIB,
+                    "MiB",
+                    peak / MIB if peak is not None else None,
+                    "MiB",
+                    enforced,
+                    evidence,
+                    {"usage_mib": downsample(series.values("usage_bytes"), origin, 1 / MIB)},
+                    error=error,
+                )
+            )
+        return checks
+
+    def cpu(self) -> list[LimitCheck]:
+        """vcpu_quota set live after READY; vCPU threads' CPU time measured over wall time."""
+        import libvirt
+
+        options = self.options
+        checks = []
+        for quota in options.cpu_quotas:
+            spec = self._guest_spec(
+                Payload(mode="burn", threads=options.cpu_threads, seconds=options.cpu_seconds)
+            )
+            instance = self._boot(spec)
+            error = None
+            usage: list[tuple[int, Any]] = []
+            throttled: list[int] = []
+            try:
+                self.backend.wait_ready(instance, self.timeout_s)
+                pid = self.backend.main_pid(instance)
+                assert pid is not None
+                tids = vcpu_threads(pid)
+                instance.handle["domain"].setSchedulerParametersFlags(
+                    {"vcpu_period": CPU_PERIOD_US, "vcpu_quota": round(quota * CPU_PERIOD_US)},
+                    libvirt.VIR_DOMAIN_AFFECT_LIVE,
+                )
+                vcpu_dirs = [
+                    d for d in (cgroup_dir_for_pid(t, "cpu", self.layout) for t in tids) if d
+                ]
+                deadline = time.monotonic() + options.cpu_seconds
+                while time.monotonic() < deadline:
+                    value = thread_cpu_ns(pid, tids)
+                    if value is None:
+                        break
+                    usage.append((time.monotonic_ns(), value))
+                    with contextlib.suppress(OSError):
+                        throttled.append(
+                            sum(
+                                parse_flat_keyed((d / "cpu.stat").read_text()).get(
+                                    "nr_throttled", 0
+                                )
+                                for d in vcpu_dirs
+                            )
+                        )
+                    time.sleep(options.sample_interval_s)
+                with contextlib.suppress(BenchError):
+                    self.backend.wait_exit(instance, self.timeout_s)
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            finally:
+                self._finish(instance)
+            measured = cpu_cores_used(usage)
+            delta = throttled[-1] - throttled[0] if len(throttled) >= 2 else None
+            origin = usage[0][0] if usage else 0
+            rate = rate_series(usage)
+            checks.append(
+                LimitCheck(
+                    "cpu",
+                    quota,
+                    "cores",
+                    measured,
+                    "cores",
+                    cpu_verdict(measured, quota, delta, options.cpu_tolerance),
+                    {
+                        "nr_throttled_delta": delta,
+                        "vcpus": spec.vcpus,
+                        "threads": options.cpu_threads,
+                        "measured_on": "qemu vCPU threads (schedstat)",
+                        "applied": "live, setSchedulerParametersFlags vcpu_quota/vcpu_period",
+                        "error_fraction": abs(measured - quota) / quota
+                        if measured is not None
+                        else None,
+                        "accel": instance.labels.get("accel", "n/a"),
+                    },
+                    {"cores": downsample(rate, origin)},
+                    error=error,
+                )
+            )
+        return checks
+
+    def pids(self) -> list[LimitCheck]:
+        """Not applicable on the host side for a VM: say so, with the reason."""
+        return [
+            LimitCheck(
+                "pids",
+                self.options.pids_limit,
+                "tasks",
+                None,
+                "tasks",
+                None,
+                {"reason": PIDS_NOT_APPLICABLE},
+            )
+        ]
