@@ -157,6 +157,7 @@ def _limits_table(name: str, frame: Any) -> Table:
         )
         keys = (
             "killed",
+            "docker_oom_killed",
             "host_killed_qemu",
             "oom_kill_count",
             "exit_code",

@@ -368,6 +368,9 @@ def compare_dataset(
         if group is base_group:
             continue
         for key in keys:
+            sides = (values.get((base_group.label, key)), values.get((group.label, key)))
+            if (by_backend and None in sides) or sides == (None, None):
+                continue  # nothing to compare: not this backend pair's quantity
             rows.append(
                 _row(
                     key,
@@ -487,14 +490,15 @@ def _group_reasons(
         if path in skip or path.startswith("host.kernel"):
             continue
         values = [fact(run, path) for run in runs]
-        if not _facts_agree(path, values):
+        if not facts_agree(path, values):
             mine_v = sorted({str(fact(dataset.runs[r], path)) for r in base.run_ids})
             theirs_v = sorted({str(fact(dataset.runs[r], path)) for r in other.run_ids})
             reasons.append(f"{key} differs ({'/'.join(mine_v)} vs {'/'.join(theirs_v)})")
     return reasons
 
 
-def _facts_agree(path: str, values: list[Any]) -> bool:
+def facts_agree(path: str, values: list[Any]) -> bool:
+    """True when a host fact has one value across runs (memory size within a tolerance)."""
     if path == "host.memory.total_bytes":
         numbers = [float(v) for v in values if isinstance(v, int | float)]
         if len(numbers) != len(values):
@@ -521,7 +525,8 @@ def _row(
     else:
         metric, backend, case, view, stage = key
         run_id = ""
-    unit = (base or cont).unit if (base or cont) else ""
+    present = base or cont
+    unit = present.unit if present is not None else ""
     head: dict[str, Any] = {
         "metric": metric,
         "backend": backend,

@@ -231,7 +231,7 @@ def exact_median_bootstrap_cdf(n: int) -> FloatArray:
     """
     k = (n + 1) // 2
     fractions = np.arange(1, n + 1, dtype=np.float64) / n
-    cdf: FloatArray = scipy_stats.binom.sf(k - 1, n, fractions)
+    cdf = np.asarray(scipy_stats.binom.sf(k - 1, n, fractions), dtype=np.float64)
     cdf[-1] = 1.0
     return cdf
 

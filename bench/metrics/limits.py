@@ -39,6 +39,7 @@ from bench.scenario import Case, InstanceSpec, LimitOptions, Payload
 
 SERIES_MAX_POINTS = 200
 CPU_WARMUP_S = 0.5
+MEMORY_SAMPLE_INTERVAL_S = 0.002
 
 
 @dataclass
@@ -170,7 +171,7 @@ class LimitRunner:
         self.layout = detect_layout()
 
     def _sampled_run(
-        self, spec: InstanceSpec
+        self, spec: InstanceSpec, interval_s: float | None = None
     ) -> tuple[Instance, Series, int | None, dict[str, Any]]:
         """Start, sample the cgroup until the payload exits, collect exit details, remove."""
         name = self.names()
@@ -188,7 +189,7 @@ class LimitRunner:
             dirs = instance_cgroup_dirs(pid, self.layout)
             details["cgroup"] = {k: str(v) for k, v in dirs.items()}
             sampler = CgroupSampler(
-                _reader(dirs, self.layout), self.options.sample_interval_s
+                _reader(dirs, self.layout), interval_s or self.options.sample_interval_s
             ).start()
             code = self.backend.wait_exit(instance, self.timeout_s)
             details.update(self.backend.exit_details(instance))
@@ -220,7 +221,11 @@ class LimitRunner:
                 }
             )
             try:
-                _instance, series, code, details = self._sampled_run(spec)
+                # the payload reaches the limit within tens of ms and the cgroup of a
+                # container vanishes when it dies: sample fast to catch the high-water mark
+                _instance, series, code, details = self._sampled_run(
+                    spec, interval_s=min(options.sample_interval_s, MEMORY_SAMPLE_INTERVAL_S)
+                )
             except BenchError as exc:
                 checks.append(
                     LimitCheck(
@@ -243,9 +248,7 @@ class LimitRunner:
             evidence = {
                 "killed": killed,
                 "exit_code": code,
-                "oom_kill_count": oom_kills
-                if oom_kills is not None
-                else details.get("oom_kill_final"),
+                "oom_kill_count": max(oom_kills or 0, oom_kill_final or 0),
                 "failcnt": series.maximum("failcnt"),
                 "docker_oom_killed": details.get("oom_killed"),
                 "allocated_line": "ALLOCATED" in details["output"],

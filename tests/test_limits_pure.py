@@ -1,0 +1,59 @@
+"""Limit verdicts and series arithmetic on fixed inputs."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.metrics.limits import (
+    cpu_cores_used,
+    cpu_verdict,
+    downsample,
+    memory_verdict,
+    parse_fork_output,
+    pids_verdict,
+    rate_series,
+)
+
+MIB = 1024 * 1024
+
+
+def test_cpu_cores_from_cumulative_usage_skips_warmup() -> None:
+    # 2 cores for the first 0.5 s (start transient), then 0.5 cores
+    points = [(0, 0), (500_000_000, 1_000_000_000)]
+    points += [(500_000_000 + i * 100_000_000, 1_000_000_000 + i * 50_000_000) for i in range(1, 31)]
+    assert cpu_cores_used(points) == pytest.approx(0.5)
+    assert cpu_cores_used(points, skip_s=0) == pytest.approx(2.5e9 / 3.5e9)
+    assert cpu_cores_used([(0, 0)]) is None
+
+
+@pytest.mark.parametrize(
+    ("measured", "quota", "throttled", "held"),
+    [(0.49, 0.5, 10, True), (0.52, 0.5, 10, True), (0.53, 0.5, 10, False),
+     (0.5, 0.5, 0, False), (None, 0.5, 10, False), (0.2401, 0.25, 3, True), (0.2370, 0.25, 3, False)],
+)
+def test_cpu_verdict(measured: float | None, quota: float, throttled: int, held: bool) -> None:
+    assert cpu_verdict(measured, quota, throttled, 0.05) is held
+
+
+def test_memory_verdict_needs_kill_and_peak_within_tolerance() -> None:
+    assert memory_verdict(True, 64 * MIB, 64 * MIB, 4 * MIB)
+    assert memory_verdict(True, 67 * MIB, 64 * MIB, 4 * MIB)
+    assert not memory_verdict(True, 69 * MIB, 64 * MIB, 4 * MIB)
+    assert not memory_verdict(False, 10 * MIB, 64 * MIB, 4 * MIB)
+    assert not memory_verdict(True, None, 64 * MIB, 4 * MIB)
+
+
+def test_fork_output_and_pids_verdict() -> None:
+    fork = parse_fork_output("READY\nFORK_FAILED 19 EAGAIN\nFORKED 19\n")
+    assert fork == {"refused_after": 19, "errno": "EAGAIN", "forked": 19}
+    assert pids_verdict(fork, 20, 1)
+    assert not pids_verdict(fork, 30, 1)
+    assert not pids_verdict(fork, 20, 0)
+    assert not pids_verdict(parse_fork_output("READY\nFORKED 40\n"), 20, None)
+
+
+def test_downsample_and_rate() -> None:
+    points = [(i * 1_000_000, i) for i in range(1000)]
+    sampled = downsample(points, 0, 2.0)
+    assert len(sampled) <= 201 and sampled[0] == [0.0, 0.0] and sampled[-1] == [0.999, 1998.0]
+    assert rate_series([(0, 0), (10, 5), (20, 15)]) == [(10, 0.5), (20, 1.0)]
