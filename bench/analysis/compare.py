@@ -189,7 +189,7 @@ def _ratio_ci(base: FloatArray, cont: FloatArray, seed: int) -> tuple[float, flo
         ratio = float(cont[0] / base[0])
         return ratio, ratio
     alpha = (1 - CONFIDENCE) / 2
-    if max(base.size, cont.size) <= SCIPY_BOOTSTRAP_MAX_N:
+    if min(base.size, cont.size) >= 2 and max(base.size, cont.size) <= SCIPY_BOOTSTRAP_MAX_N:
 
         def ratio_of_medians(a: FloatArray, b: FloatArray, axis: int = -1) -> FloatArray:
             result: FloatArray = np.median(b, axis=axis) / np.median(a, axis=axis)

@@ -30,7 +30,10 @@ def format_quantity(value: float | None, unit: str, *, digits: int = 3) -> str:
             return f"{seconds * 1e3:.{digits}g} ms"
         return f"{seconds * 1e6:.{digits}g} µs"
     if unit in _SIZE_UNITS_MIB:
-        return f"{value * _SIZE_UNITS_MIB[unit]:.{max(digits, 4)}g} MiB"
+        mib = value * _SIZE_UNITS_MIB[unit]
+        if abs(mib) >= 1024:
+            return f"{mib / 1024:.2f} GiB"
+        return f"{mib:.{0 if abs(mib) >= 100 else 1 if abs(mib) >= 10 else 2}f} MiB"
     return f"{value:.{digits}g} {unit}".rstrip()
 
 

@@ -212,6 +212,9 @@ def run_density(
             "mem_floor_mib": options.mem_floor_mib,
             "slo_p99_s": options.slo_p99_s,
             "interval_s": options.interval_s,
+            "accel": next(
+                (str(i.labels["accel"]) for i in instances if "accel" in i.labels), "n/a"
+            ),
         },
     )
     return samples

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import plotly.io
 
 from bench import __version__
 from bench.analysis.compare import (
@@ -119,7 +118,7 @@ class ReportModel:
 
 def figure_json(figure: figures.Figure) -> str:
     """Serialise a figure for ``<script type="application/json">``: no ``<``, ``>``, ``&``."""
-    text = plotly.io.json.to_json_plotly(figure)
+    text = json.dumps(figure, separators=(",", ":"), allow_nan=False)
     return text.translate(_JSON_ESCAPES)
 
 
@@ -332,7 +331,9 @@ def _facts_section(dataset: Dataset) -> Section:
             texts = [_fact_text(v) for v in values]
         rows.append([label, *texts])
     counts = [(run.record.get("counts") or {}) for run in runs]
-    rows.append(["samples / failed", *(f"{c.get('samples', '-')} / {c.get('failed', '-')}" for c in counts)])
+    rows.append(
+        ["samples / failed", *(f"{c.get('samples', '-')} / {c.get('failed', '-')}" for c in counts)]
+    )
     software_keys: dict[str, None] = {}
     for run in runs:
         for backend, versions in (run.record.get("software") or {}).items():
@@ -342,11 +343,10 @@ def _facts_section(dataset: Dataset) -> Section:
                         software_keys[f"{backend}.{key}"] = None
     for key in software_keys:
         rows.append([key, *(_fact_text(fact(run, f"software.{key}")) for run in runs)])
-    for run in runs:
-        for decision in _accel_decisions(run):
-            rows.append(
-                [f"libvirt accelerator ({run.run_id[-6:]})", *[decision if r is run else "" for r in runs]]
-            )
+    if any(_accel_decisions(run) for run in runs):
+        rows.append(
+            ["libvirt accelerator", *("; ".join(_accel_decisions(run)) or "-" for run in runs)]
+        )
     items: list[Item] = [
         Table(["fact", *(run.run_id for run in runs)], rows, "Host facts recorded at run start.")
     ]
@@ -377,7 +377,19 @@ def _stat_cells(row: StatRow) -> list[str]:
     ]
 
 
-_STAT_COLUMNS = ["n", "failed", "median", "95% CI of median", "IQR", "p95", "p99", "min", "max", "CV", "warnings"]
+_STAT_COLUMNS = [
+    "n",
+    "failed",
+    "median",
+    "95% CI of median",
+    "IQR",
+    "p95",
+    "p99",
+    "min",
+    "max",
+    "CV",
+    "warnings",
+]
 
 
 def _stats_table(rows: Iterable[StatRow], lead: Sequence[str], lead_of: Any, caption: str) -> Table:
@@ -406,7 +418,9 @@ def _startup_section(
         part = data[data["case"].astype(str) == case]
         groups: list[tuple[str, Any]] = []
         frames: list[tuple[str, pd.DataFrame]] = []
-        for (run_id, backend), group in part.groupby(["run_id", "backend"], observed=True, sort=False):
+        for (run_id, backend), group in part.groupby(
+            ["run_id", "backend"], observed=True, sort=False
+        ):
             label = naming.label(str(run_id), str(backend))
             groups.append((label, group["value"].to_numpy(dtype=np.float64)))
             frames.append((label, group))
@@ -439,7 +453,12 @@ def _startup_section(
         _stats_table(
             value_rows,
             ["run", "backend", "case", "accel"],
-            lambda r: [naming.short.get(r.run_id, r.run_id), r.backend, r.case, r.accel.upper() if r.accel == "tcg" else r.accel],
+            lambda r: [
+                naming.short.get(r.run_id, r.run_id),
+                r.backend,
+                r.case,
+                r.accel.upper() if r.accel == "tcg" else r.accel,
+            ],
             "Startup to READY (measured samples; warmups excluded, failures counted apart).",
         )
     )
@@ -466,7 +485,17 @@ def _backend_rank(label: str) -> tuple[int, str]:
 
 
 def _comparison_table(report: ComparisonReport, caption: str, with_run: bool) -> Table:
-    columns = ["what", "baseline", "contender", "baseline median", "contender median", "ratio [95% CI]", "p", "verdict", "warnings"]
+    columns = [
+        "what",
+        "baseline",
+        "contender",
+        "baseline median",
+        "contender median",
+        "ratio [95% CI]",
+        "p",
+        "verdict",
+        "warnings",
+    ]
     if with_run:
         columns.insert(1, "run")
     rows = []
@@ -539,7 +568,9 @@ def _memory_section(
         views = list(dict.fromkeys(r.view for r in chosen))
         series_names: dict[str, dict[str, StatRow]] = {}
         for r in chosen:
-            series_names.setdefault(naming.label(r.run_id, r.backend, r.case, _multi_case(chosen)), {})[r.view] = r
+            series_names.setdefault(
+                naming.label(r.run_id, r.backend, r.case, _multi_case(chosen)), {}
+            )[r.view] = r
         series = []
         for name, by_view in sorted(series_names.items(), key=lambda kv: _backend_rank(kv[0])):
             picked = [by_view.get(v) for v in views]
@@ -603,7 +634,9 @@ def _density_section(frame: pd.DataFrame, naming: _Naming, ids: _Ids) -> Section
         curves = []
         x_title = "N"
         unit = str(part["unit"].iloc[0])
-        for (run_id, backend, case), group in part.groupby(["run_id", "backend", "case"], observed=True, sort=False):
+        for (run_id, backend, case), group in part.groupby(
+            ["run_id", "backend", "case"], observed=True, sort=False
+        ):
             x, x_title = _x_of(group)
             y = group["value"].to_numpy(dtype=np.float64)
             if per_instance:
@@ -632,7 +665,18 @@ def _density_section(frame: pd.DataFrame, naming: _Naming, ids: _Ids) -> Section
             )
         section.items.append(
             Table(
-                ["run", "backend", "case", "count reached", "stop reason", "started", "failures", "p99 startup", "harness RSS max", "teardown"],
+                [
+                    "run",
+                    "backend",
+                    "case",
+                    "count reached",
+                    "stop reason",
+                    "started",
+                    "failures",
+                    "p99 startup",
+                    "harness RSS max",
+                    "teardown",
+                ],
                 rows,
                 "Why each ramp stopped: max_count, mem_floor (host MemAvailable under the "
                 "floor), slo_p99 (startup p99 over the SLO) or error_rate.",
@@ -666,7 +710,11 @@ def _limits_section(frame: pd.DataFrame, naming: _Naming, ids: _Ids) -> Section:
     for _, record in data.iterrows():
         enforced = record.get("label.enforced")
         applicable = record.get("label.applicable")
-        if applicable is False or enforced is None or (isinstance(enforced, float) and math.isnan(enforced)):
+        if (
+            applicable is False
+            or enforced is None
+            or (isinstance(enforced, float) and math.isnan(enforced))
+        ):
             verdict, css = "n/a", "outcome-na"
         elif bool(enforced):
             verdict, css = "yes", "outcome-ok"
@@ -695,9 +743,7 @@ def _limits_section(frame: pd.DataFrame, naming: _Naming, ids: _Ids) -> Section:
             name = naming.label(str(record["run_id"]), str(record["backend"]))
             title = f"{record['_view']} limit, {name}: usage vs limit ({verdict})"
             items = [(str(k), v) for k, v in series.items() if isinstance(v, list)]
-            section.items.append(
-                ids.plot(figures.series_figure(items, set_value, set_unit, title))
-            )
+            section.items.append(ids.plot(figures.series_figure(items, set_value, set_unit, title)))
     section.items.insert(
         0,
         Table(
@@ -731,7 +777,12 @@ def _comparison_section(dataset: Dataset, compare_by: str, baseline: str | None)
     what = "runs" if compare_by == "run" else compare_by
     section = Section("comparison", f"Comparison across {what}")
     if len(dataset.runs) < 2:
-        section.items.append(Note("One run: nothing to compare across runs. Give several runs (or --compare-by kernel) to compare."))
+        section.items.append(
+            Note(
+                "One run: nothing to compare across runs. Give several runs "
+                "(or --compare-by kernel) to compare."
+            )
+        )
         section.measured = False
         return section
     try:
@@ -741,7 +792,9 @@ def _comparison_section(dataset: Dataset, compare_by: str, baseline: str | None)
         section.measured = False
         return section
     for label, reasons in report.incomparable.items():
-        section.items.append(Note(f"{label}: incomparable with {report.baseline}: {'; '.join(reasons)}", "warn"))
+        section.items.append(
+            Note(f"{label}: incomparable with {report.baseline}: {'; '.join(reasons)}", "warn")
+        )
     section.items.append(
         _comparison_table(
             report,
@@ -770,7 +823,17 @@ def _stability_section(stats: list[StatRow], dataset: Dataset) -> Section:
     short = _short_run_ids(list(dataset.runs))
     shown = sorted(flagged, key=lambda r: (r.stage != VALUE_STAGE, r.metric, r.backend))
     rows = [
-        [short.get(r.run_id, r.run_id), r.metric, r.backend, r.case, r.view, r.stage, str(r.stats.n), f"{r.stats.cv:.1%}" if math.isfinite(r.stats.cv) else "-", "; ".join(r.stats.warnings)]
+        [
+            short.get(r.run_id, r.run_id),
+            r.metric,
+            r.backend,
+            r.case,
+            r.view,
+            r.stage,
+            str(r.stats.n),
+            f"{r.stats.cv:.1%}" if math.isfinite(r.stats.cv) else "-",
+            "; ".join(r.stats.warnings),
+        ]
         for r in shown[:STABILITY_ROWS_MAX]
     ]
     caption = (
@@ -779,7 +842,14 @@ def _stability_section(stats: list[StatRow], dataset: Dataset) -> Section:
     )
     if len(flagged) > STABILITY_ROWS_MAX:
         caption += f" Showing {STABILITY_ROWS_MAX} of {len(flagged)}."
-    section.items.append(Table(["run", "metric", "backend", "case", "view", "stage", "n", "CV", "warnings"], rows, caption, frozenset({6, 7})))
+    section.items.append(
+        Table(
+            ["run", "metric", "backend", "case", "view", "stage", "n", "CV", "warnings"],
+            rows,
+            caption,
+            frozenset({6, 7}),
+        )
+    )
     return section
 
 
@@ -793,5 +863,7 @@ def _scenario_section(dataset: Dataset) -> Section:
     for sha, run in texts.items():
         source = (run.record.get("scenario") or {}).get("source") or "?"
         heading = f"{run.scenario_name} ({source}; sha256 {sha[:16]}; runs: {', '.join(seen[sha])})"
-        section.items.append(Preformatted(heading, run.scenario_text or "(no scenario text recorded)"))
+        section.items.append(
+            Preformatted(heading, run.scenario_text or "(no scenario text recorded)")
+        )
     return section

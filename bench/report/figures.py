@@ -86,8 +86,18 @@ def base_layout(title: str, x_title: str, y_title: str, **extra: Any) -> dict[st
         "plot_bgcolor": "#ffffff",
         "font": {"family": "system-ui, -apple-system, Segoe UI, sans-serif", "size": 12},
         "margin": {"l": 70, "r": 20, "t": 50, "b": 50},
-        "xaxis": {"title": {"text": x_title}, "gridcolor": "#e5e5e5", "zerolinecolor": "#ccc"},
-        "yaxis": {"title": {"text": y_title}, "gridcolor": "#e5e5e5", "zerolinecolor": "#ccc"},
+        "xaxis": {
+            "title": {"text": x_title},
+            "gridcolor": "#e5e5e5",
+            "zerolinecolor": "#ccc",
+            "automargin": True,
+        },
+        "yaxis": {
+            "title": {"text": y_title},
+            "gridcolor": "#e5e5e5",
+            "zerolinecolor": "#ccc",
+            "automargin": True,
+        },
         "legend": {"orientation": "h", "y": -0.2},
         "height": 380,
     }
@@ -138,6 +148,7 @@ def distribution_figure(groups: Sequence[tuple[str, FloatArray]], unit: str, tit
     layout = base_layout(title, f"{shown}{' (log scale)' if log else ''}", "", showlegend=False)
     layout["xaxis"]["type"] = "log" if log else "linear"
     layout["height"] = max(220, 70 + 45 * len(traces))
+    layout["yaxis"]["autorange"] = "reversed"  # first group (the native floor) on top
     return {"data": traces, "layout": layout}
 
 
@@ -250,6 +261,7 @@ def stage_breakdown_figure(groups: Sequence[tuple[str, pd.DataFrame]], title: st
         )
     layout = base_layout(title, "ms (median of each segment, stacked)", "", barmode="stack")
     layout["height"] = max(240, 110 + 45 * len(labels))
+    layout["yaxis"]["autorange"] = "reversed"
     return {"data": traces, "layout": layout}
 
 

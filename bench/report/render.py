@@ -1,0 +1,55 @@
+"""Render a ReportModel to one self-contained HTML file: jinja2 (autoescape), plotly.js once.
+
+plotly.js comes from the installed plotly package (``plotly.offline.get_plotlyjs()``), so
+the page needs no network: no CDN, no fonts, no MathJax. The file is written atomically.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from pathlib import Path
+
+import jinja2
+import plotly.offline  # type: ignore[import-untyped]
+
+from bench.report.build import ReportModel
+
+TEMPLATE = "report.html.j2"
+_SCRIPT_END = re.compile(r"</(script)", re.IGNORECASE)
+
+
+@functools.cache
+def plotly_js() -> str:
+    """The plotly.js bundle, made safe to inline in a <script> element."""
+    bundle: str = plotly.offline.get_plotlyjs()
+    return _SCRIPT_END.sub(r"<\\/\1", bundle)
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("bench.report", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=False,
+        lstrip_blocks=False,
+    )
+
+
+def render_html(model: ReportModel) -> str:
+    """The report as one HTML document."""
+    template = _environment().get_template(TEMPLATE)
+    return template.render(model=model, plotly_js=plotly_js())
+
+
+def write_html(path: Path, html: str) -> int:
+    """Write the HTML atomically (parents created); return its size in bytes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = html.encode("utf-8")
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+    return len(data)
