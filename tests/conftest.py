@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,46 +33,39 @@ def skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
+def _prepared_backend(name: str, specs: list[Any]) -> Backend:
+    """A backend checked and prepared once; skip (or fail under CI) when it cannot run."""
+    from bench.backends import get_backend
+
+    backend = get_backend(name)
+    try:
+        backend.check_available()
+        backend.prepare(specs)
+    except BenchError as exc:
+        skip_or_fail(str(exc))
+    return backend
+
+
 @pytest.fixture(scope="session")
 def process_backend() -> Backend:
     """The process backend, checked and prepared once per session."""
-    from bench.backends import get_backend
-
-    backend = get_backend("process")
-    try:
-        backend.check_available()
-        backend.prepare([])
-    except BenchError as exc:
-        skip_or_fail(str(exc))
-    return backend
+    return _prepared_backend("process", [])
 
 
 @pytest.fixture(scope="session")
-def docker_backend() -> Backend:
+def docker_backend() -> Iterator[Backend]:
     """The docker backend against the engine ansible/up.sh started, image built once."""
-    from bench.backends import get_backend
-
-    backend = get_backend("docker")
-    try:
-        backend.check_available()
-        backend.prepare([])
-    except BenchError as exc:
-        skip_or_fail(str(exc))
-    return backend
+    backend = _prepared_backend("docker", [])
+    yield backend
+    backend.close()
 
 
 @pytest.fixture(scope="session")
 def libvirt_backend() -> Iterator[Backend]:
     """The libvirt backend against the daemon ansible/up.sh started, guest artefacts built once."""
-    from bench.backends import get_backend
     from bench.scenario import InstanceSpec
 
-    backend = get_backend("libvirt")
-    try:
-        backend.check_available()
-        backend.prepare([InstanceSpec(accel="tcg")])
-    except BenchError as exc:
-        skip_or_fail(str(exc))
+    backend = _prepared_backend("libvirt", [InstanceSpec(accel="tcg")])
     yield backend
     backend.close()
 

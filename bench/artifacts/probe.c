@@ -44,8 +44,8 @@
  * When the child has ended (the group stays: init owns it), init prints each of
  * memory.events memory.peak memory.max memory.current pids.events pids.max pids.peak
  * cpu.stat cpu.max as "BENCH_CG_BEGIN <file>", the file's text, "BENCH_CG_END <file>", or
- * "BENCH_CG_ABSENT <file> <errno name>" when the kernel has no such file (6.1 has no
- * pids.peak), then BENCH_EXIT and power-off as above. If the group cannot be set up, init
+ * "BENCH_CG_ABSENT <file> <errno name>" when the kernel has no such file (memory.peak
+ * came in 5.19, pids.peak later), then BENCH_EXIT and power-off as above. If the group cannot be set up, init
  * prints "BENCH_CG_ERROR <what>: <reason>", runs no payload and reports BENCH_EXIT 4.
  * Without the parameter, init's behaviour and output are exactly as before.
  */

@@ -206,7 +206,8 @@ class DockerBackend(Backend):
         try:
             self.client.api.remove_container(container_id, force=True)
         except Exception as exc:
-            if type(exc).__name__ != "NotFound":
+            # gone already, or someone (bench clean) is removing it right now: both fine
+            if type(exc).__name__ != "NotFound" and "already in progress" not in str(exc):
                 raise InstanceError(f"container {instance.name}: remove failed: {exc}") from exc
 
     def main_pid(self, instance: Instance) -> int | None:

@@ -451,7 +451,8 @@ class LibvirtBackend(Backend):
             try:
                 domain.undefine()
             except Exception as exc:
-                errors.append(f"undefine: {_libvirt_message(exc)}")
+                if not _is_no_domain(exc):  # already gone (e.g. swept) is not an error
+                    errors.append(f"undefine: {_libvirt_message(exc)}")
         elif instance.name:
             # define may have taken effect even if its call failed: look it up by name
             errors.extend(self._remove_by_name(instance.name))
@@ -565,6 +566,17 @@ def _qemu_log_errors(name: str, limit: int = 3) -> str:
 
 def _tail(instance: Instance, limit: int = 300) -> str:
     return instance.output_text(limit).strip()
+
+
+def _is_no_domain(exc: BaseException) -> bool:
+    """True when libvirt says the domain does not exist (any more)."""
+    getter = getattr(exc, "get_error_code", None)
+    if callable(getter):
+        with contextlib.suppress(Exception):
+            import libvirt
+
+            return bool(getter() == libvirt.VIR_ERR_NO_DOMAIN)
+    return "Domain not found" in str(exc)
 
 
 def _libvirt_message(exc: BaseException) -> str:

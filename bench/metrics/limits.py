@@ -127,6 +127,37 @@ def pids_verdict(fork: dict[str, Any], limit: int, max_events_delta: int | None)
     )
 
 
+def cpu_check(
+    quota: float,
+    usage: list[tuple[int, Any]],
+    throttled_delta: int | None,
+    options: LimitOptions,
+    evidence: dict[str, Any],
+    error: str | None = None,
+) -> LimitCheck:
+    """The CPU check's verdict and record from cumulative (ns, cpu ns) usage points."""
+    measured = cpu_cores_used(usage)
+    origin = usage[0][0] if usage else 0
+    return LimitCheck(
+        "cpu",
+        quota,
+        "cores",
+        measured,
+        "cores",
+        cpu_verdict(measured, quota, throttled_delta, options.cpu_tolerance),
+        {
+            "nr_throttled_delta": throttled_delta,
+            "threads": options.cpu_threads,
+            "seconds": options.cpu_seconds,
+            "samples": len(usage),
+            "error_fraction": abs(measured - quota) / quota if measured is not None else None,
+            **evidence,
+        },
+        {"cores": downsample(rate_series(usage), origin)},
+        error=error,
+    )
+
+
 def _reader(dirs: dict[str, Any], layout: CgroupLayout) -> Callable[[], dict[str, Any]]:
     def read() -> dict[str, Any]:
         values: dict[str, Any] = {}
@@ -301,31 +332,16 @@ class LimitRunner:
                 )
                 continue
             usage = series.values("usage_ns")
-            measured = cpu_cores_used(usage)
-            throttled = _delta(series, "nr_throttled")
-            enforced = cpu_verdict(measured, quota, throttled, options.cpu_tolerance)
-            origin = usage[0][0] if usage else 0
-            rate = rate_series(usage)
             checks.append(
-                LimitCheck(
-                    "cpu",
+                cpu_check(
                     quota,
-                    "cores",
-                    measured,
-                    "cores",
-                    enforced,
+                    usage,
+                    _delta(series, "nr_throttled"),
+                    options,
                     {
-                        "nr_throttled_delta": throttled,
-                        "threads": options.cpu_threads,
-                        "seconds": options.cpu_seconds,
                         "exit_code": code,
-                        "samples": len(usage),
-                        "error_fraction": abs(measured - quota) / quota
-                        if measured is not None
-                        else None,
                         "cgroup": details.get("cgroup", {}).get("cpu"),
                     },
-                    {"cores": downsample(rate, origin)},
                 )
             )
         return checks

@@ -35,11 +35,9 @@ from bench.errors import BenchError
 from bench.metrics.limits import (
     LimitCheck,
     LimitRunner,
-    cpu_cores_used,
-    cpu_verdict,
+    cpu_check,
     downsample,
     memory_verdict,
-    rate_series,
 )
 from bench.metrics.procmem import MIB
 from bench.scenario import InstanceSpec, Payload
@@ -272,33 +270,14 @@ class VmLimitRunner(LimitRunner):
                 error = f"{type(exc).__name__}: {exc}"
             finally:
                 self._finish(instance)
-            measured = cpu_cores_used(usage)
             delta = throttled[-1] - throttled[0] if len(throttled) >= 2 else None
-            origin = usage[0][0] if usage else 0
-            rate = rate_series(usage)
-            checks.append(
-                LimitCheck(
-                    "cpu",
-                    quota,
-                    "cores",
-                    measured,
-                    "cores",
-                    cpu_verdict(measured, quota, delta, options.cpu_tolerance),
-                    {
-                        "nr_throttled_delta": delta,
-                        "vcpus": spec.vcpus,
-                        "threads": options.cpu_threads,
-                        "measured_on": "qemu vCPU threads (schedstat)",
-                        "applied": "live, setSchedulerParametersFlags vcpu_quota/vcpu_period",
-                        "error_fraction": abs(measured - quota) / quota
-                        if measured is not None
-                        else None,
-                        "accel": instance.labels.get("accel", "n/a"),
-                    },
-                    {"cores": downsample(rate, origin)},
-                    error=error,
-                )
-            )
+            evidence = {
+                "vcpus": spec.vcpus,
+                "measured_on": "qemu vCPU threads (schedstat)",
+                "applied": "live, setSchedulerParametersFlags vcpu_quota/vcpu_period",
+                "accel": instance.labels.get("accel", "n/a"),
+            }
+            checks.append(cpu_check(quota, usage, delta, options, evidence, error))
         return checks
 
     def pids(self) -> list[LimitCheck]:

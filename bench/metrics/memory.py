@@ -57,7 +57,12 @@ def measure_memory(
     layout = detect_layout()
 
     def record(
-        instance_name: str, view: str, role: str, value_bytes: int | None, **extra: object
+        instance_name: str,
+        view: str,
+        role: str,
+        value_bytes: int | None,
+        error: str | None = None,
+        **extra: object,
     ) -> None:
         labels: dict[str, object] = {
             "view": view,
@@ -80,7 +85,7 @@ def measure_memory(
                 value=value_bytes / MIB if value_bytes is not None else None,
                 unit="MiB",
                 ok=value_bytes is not None,
-                error=None if value_bytes is not None else f"{view}/{role} could not be read",
+                error=error or (None if value_bytes is not None else f"{view}/{role} unreadable"),
                 round=round_number,
                 instance=instance_name,
                 params=dict(case.params),
@@ -164,23 +169,7 @@ def measure_memory(
             except Exception as exc:
                 error = error or f"cleanup failed: {exc}"
     if error is not None:
-        samples.append(
-            Sample(
-                run_id=run_id,
-                seq=seq(),
-                metric="memory",
-                backend=backend.name,
-                case=case.name,
-                value=None,
-                unit="MiB",
-                ok=False,
-                error=error,
-                round=round_number,
-                instance="*",
-                params=dict(case.params),
-                labels={"view": "error", "role": "-", "instances": count},
-            )
-        )
+        record("*", "error", "-", None, error=error)
     return samples
 
 
