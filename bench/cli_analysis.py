@@ -205,7 +205,7 @@ def register(app: typer.Typer, console: Console, err_console: Console) -> None:
             payload = {"failed": result.failed, "rows": [row.as_dict() for row in result.rows]}
             typer.echo(json.dumps(payload, indent=2))
         else:
-            _print_check(console, result.rows)
+            _print_check(console, sorted(result.rows, key=lambda row: not row.failed))
             failures = result.failures
             if failures:
                 console.print(

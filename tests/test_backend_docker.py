@@ -25,12 +25,27 @@ def test_startup_series_has_every_stage_in_order(docker_backend: Backend) -> Non
     assert not live
     for sample in samples:
         assert sample.ok, sample.error
-        assert {"create", "created", "attached", "started", "ready", "exited", "removed", "gone"} == (
-            set(sample.t_ns) - {"create_abs"}
-        )
+        assert {
+            "create",
+            "created",
+            "attached",
+            "started",
+            "ready",
+            "exited",
+            "removed",
+            "gone",
+        } == (set(sample.t_ns) - {"create_abs"})
         stamps = [sample.t_ns[name] for name in STAGE_ORDER if name in sample.t_ns]
         assert stamps == sorted(stamps)
-        for stage in ("create_s", "attach_s", "start_s", "to_ready_s", "to_exit_s", "remove_s", "teardown_s"):
+        for stage in (
+            "create_s",
+            "attach_s",
+            "start_s",
+            "to_ready_s",
+            "to_exit_s",
+            "remove_s",
+            "teardown_s",
+        ):
             assert sample.stages[stage] > 0, stage
         assert sample.labels["image"].startswith("sha256:")
         assert sample.labels["exit_code"] == 0

@@ -16,8 +16,17 @@ from bench.scenario import InstanceSpec, expand_cases, parse_scenario
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.usefixtures("no_leftovers")]
 
-VM_STAGES = {"create", "created", "started", "first_console_byte", "userspace", "ready", "exited",
-             "removed", "gone"}
+VM_STAGES = {
+    "create",
+    "created",
+    "started",
+    "first_console_byte",
+    "userspace",
+    "ready",
+    "exited",
+    "removed",
+    "gone",
+}
 
 
 def test_startup_series_has_every_stage_in_order_and_says_tcg(libvirt_backend: Backend) -> None:
@@ -26,8 +35,10 @@ def test_startup_series_has_every_stage_in_order_and_says_tcg(libvirt_backend: B
     )
     steps = plan_steps(["libvirt"], expand_cases(scenario), 2, 0, seed=1)
     live: dict = {}
-    samples = [measure_startup(libvirt_backend, s, "test-run-000003", f"bench-test-vm-{s.seq}", 90, live)
-               for s in steps]
+    samples = [
+        measure_startup(libvirt_backend, s, "test-run-000003", f"bench-test-vm-{s.seq}", 90, live)
+        for s in steps
+    ]
     assert not live
     for sample in samples:
         assert sample.ok, sample.error
@@ -38,7 +49,12 @@ def test_startup_series_has_every_stage_in_order_and_says_tcg(libvirt_backend: B
         assert sample.labels["machine"] == "pc"
         assert sample.labels["guest_kernel"]
         assert sample.labels["exit_code"] == 0
-        assert 0 < sample.stages["to_userspace_s"] <= sample.stages["to_ready_s"] < sample.stages["to_exit_s"]
+        assert (
+            0
+            < sample.stages["to_userspace_s"]
+            <= sample.stages["to_ready_s"]
+            < sample.stages["to_exit_s"]
+        )
         # the guest's own clock is recorded, but only as a label
         assert 0 < sample.labels["guest_uptime_at_userspace_s"] < 60
 
@@ -75,7 +91,9 @@ def test_accel_auto_is_decided_by_a_real_boot(libvirt_backend: LibvirtBackend) -
     assert decision.reason
     if decision.accel == "tcg" and os.path.exists("/dev/kvm"):
         # this host: /dev/kvm exists and still guests do not boot under it
-        assert "did not reach userspace" in decision.reason or "failed" in decision.reason or (
-            "could not start" in decision.reason
+        assert (
+            "did not reach userspace" in decision.reason
+            or "failed" in decision.reason
+            or ("could not start" in decision.reason)
         )
     assert libvirt_backend.accel_decision("tcg").accel == "tcg"

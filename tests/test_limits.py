@@ -87,3 +87,17 @@ def test_vm_live_hard_limit_kills_qemu_and_vcpu_quota_holds(tmp_path: Path) -> N
     pids = checks[("libvirt", "pids", 20)]
     assert pids["applicable"] is False and pids["enforced"] is None
     assert "only inside the guest" in pids["evidence"]["reason"]
+    # the guest-internal rows: cgroup v2 files written by the guest's real v2 kernel
+    guest_memory = checks[("libvirt", "memory_guest_v2", 64)]
+    _assert_enforced(guest_memory)
+    assert guest_memory["evidence"]["guest_exit_code"] == 137, "payload killed inside the guest"
+    assert guest_memory["evidence"]["oom_kill_count"] >= 1
+    assert guest_memory["evidence"]["memory_max_file"] == 64 * 1024 * 1024
+    guest_pids = checks[("libvirt", "pids_guest_v2", 20)]
+    _assert_enforced(guest_pids)
+    assert (
+        guest_pids["evidence"]["refused_after"] == 19
+        and guest_pids["evidence"]["pids_events_max"] >= 1
+    )
+    for quota in (0.5, 0.25):
+        _assert_enforced(checks[("libvirt", "cpu_guest_v2", quota)])

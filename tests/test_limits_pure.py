@@ -20,7 +20,9 @@ MIB = 1024 * 1024
 def test_cpu_cores_from_cumulative_usage_skips_warmup() -> None:
     # 2 cores for the first 0.5 s (start transient), then 0.5 cores
     points = [(0, 0), (500_000_000, 1_000_000_000)]
-    points += [(500_000_000 + i * 100_000_000, 1_000_000_000 + i * 50_000_000) for i in range(1, 31)]
+    points += [
+        (500_000_000 + i * 100_000_000, 1_000_000_000 + i * 50_000_000) for i in range(1, 31)
+    ]
     assert cpu_cores_used(points) == pytest.approx(0.5)
     assert cpu_cores_used(points, skip_s=0) == pytest.approx(2.5e9 / 3.5e9)
     assert cpu_cores_used([(0, 0)]) is None
@@ -28,8 +30,15 @@ def test_cpu_cores_from_cumulative_usage_skips_warmup() -> None:
 
 @pytest.mark.parametrize(
     ("measured", "quota", "throttled", "held"),
-    [(0.49, 0.5, 10, True), (0.52, 0.5, 10, True), (0.53, 0.5, 10, False),
-     (0.5, 0.5, 0, False), (None, 0.5, 10, False), (0.2401, 0.25, 3, True), (0.2370, 0.25, 3, False)],
+    [
+        (0.49, 0.5, 10, True),
+        (0.52, 0.5, 10, True),
+        (0.53, 0.5, 10, False),
+        (0.5, 0.5, 0, False),
+        (None, 0.5, 10, False),
+        (0.2401, 0.25, 3, True),
+        (0.2370, 0.25, 3, False),
+    ],
 )
 def test_cpu_verdict(measured: float | None, quota: float, throttled: int, held: bool) -> None:
     assert cpu_verdict(measured, quota, throttled, 0.05) is held

@@ -12,9 +12,12 @@ from bench.results import load
 from bench.runner import run_scenario
 from bench.scenario import parse_scenario
 
-pytestmark = [pytest.mark.docker, pytest.mark.libvirt, pytest.mark.cgroups,
-              pytest.mark.usefixtures("docker_backend", "process_backend", "libvirt_backend",
-                                      "no_leftovers")]
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.libvirt,
+    pytest.mark.cgroups,
+    pytest.mark.usefixtures("docker_backend", "process_backend", "libvirt_backend", "no_leftovers"),
+]
 
 
 def _run(text: str, results: Path) -> pd.DataFrame:
@@ -33,9 +36,13 @@ def test_memory_views_present_payload_subtracted_and_ordered(tmp_path: Path) -> 
     assert set(frame["unit"]) == {"MiB"}
     views = frame.groupby("backend")["label.view"].agg(set)
     for backend in ("process", "docker", "libvirt"):
-        assert {"pss", "cgroup_usage", "cgroup_peak", "memavailable_drop"} <= views[backend], backend
+        assert {"pss", "cgroup_usage", "cgroup_peak", "memavailable_drop"} <= views[backend], (
+            backend
+        )
     for backend in ("docker", "libvirt"):
-        assert {"pss_overhead", "cgroup_usage_overhead", "memavailable_drop_overhead"} <= views[backend]
+        assert {"pss_overhead", "cgroup_usage_overhead", "memavailable_drop_overhead"} <= views[
+            backend
+        ]
     roles = set(frame[frame["backend"] == "docker"]["label.role"])
     assert {"container", "containerd-shim", "total"} <= roles
     assert "qemu" in set(frame[frame["backend"] == "libvirt"]["label.role"])
@@ -48,11 +55,17 @@ def test_memory_views_present_payload_subtracted_and_ordered(tmp_path: Path) -> 
 
     # overhead = view - process baseline, recomputed here from the recorded values
     process_pss = median("process", "pss", "total")
-    assert median("docker", "pss_overhead") == pytest.approx(median("docker", "pss", "total") - process_pss)
+    assert median("docker", "pss_overhead") == pytest.approx(
+        median("docker", "pss", "total") - process_pss
+    )
     for view in ("pss_overhead", "cgroup_usage_overhead"):
         vm, container = median("libvirt", view), median("docker", view)
-        assert vm > container, f"view {view}: VM overhead {vm:.1f} MiB <= container {container:.1f} MiB"
-        assert container > 0, f"view {view}: container overhead {container:.2f} MiB is not above the process baseline"
+        assert vm > container, (
+            f"view {view}: VM overhead {vm:.1f} MiB <= container {container:.1f} MiB"
+        )
+        assert container > 0, (
+            f"view {view}: container overhead {container:.2f} MiB is not above the process baseline"
+        )
     assert 0 < process_pss < 16, f"the probe alone should be small, PSS {process_pss:.2f} MiB"
     # a 128 MiB TCG guest's qemu is far above its guest's idle kernel
     assert median("libvirt", "pss", "total") > 50

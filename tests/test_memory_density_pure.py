@@ -30,8 +30,13 @@ from bench.samples import Sample
 from bench.scenario import DensityOptions
 from tests.conftest import DATA
 
-V1 = CgroupLayout(1, "hybrid", {"memory": "/sys/fs/cgroup/memory", "cpu": "/sys/fs/cgroup/cpu"},
-                  "/sys/fs/cgroup/unified", ("hugetlb",))
+V1 = CgroupLayout(
+    1,
+    "hybrid",
+    {"memory": "/sys/fs/cgroup/memory", "cpu": "/sys/fs/cgroup/cpu"},
+    "/sys/fs/cgroup/unified",
+    ("hugetlb",),
+)
 V2 = CgroupLayout(2, "unified", {}, "/sys/fs/cgroup", ("cpu", "memory", "pids"))
 
 
@@ -59,8 +64,12 @@ def test_proc_cgroup_v2_and_comounted() -> None:
 def test_cgroup_dir_for_pid_on_both_layouts(tmp_path: Path) -> None:
     (tmp_path / "42").mkdir()
     (tmp_path / "42" / "cgroup").write_text("4:memory:/docker/abc\n0::/system.slice/x\n")
-    assert cgroup_dir_for_pid(42, "memory", V1, str(tmp_path)) == Path("/sys/fs/cgroup/memory/docker/abc")
-    assert cgroup_dir_for_pid(42, "memory", V2, str(tmp_path)) == Path("/sys/fs/cgroup/system.slice/x")
+    assert cgroup_dir_for_pid(42, "memory", V1, str(tmp_path)) == Path(
+        "/sys/fs/cgroup/memory/docker/abc"
+    )
+    assert cgroup_dir_for_pid(42, "memory", V2, str(tmp_path)) == Path(
+        "/sys/fs/cgroup/system.slice/x"
+    )
     assert cgroup_dir_for_pid(43, "memory", V1, str(tmp_path)) is None
 
 
@@ -72,7 +81,10 @@ def test_v1_memory_files_from_a_real_container(tmp_path: Path) -> None:
     expected_usage = int((source / "docker_memory.usage_in_bytes").read_text())
     assert usage["usage_bytes"] == expected_usage
     assert usage["peak_bytes"] is not None and usage["peak_bytes"] >= expected_usage
-    assert usage["cache_bytes"] == parse_flat_keyed((source / "docker_memory.stat").read_text())["total_cache"]
+    assert (
+        usage["cache_bytes"]
+        == parse_flat_keyed((source / "docker_memory.stat").read_text())["total_cache"]
+    )
     oom = parse_flat_keyed((source / "docker_memory.oom_control").read_text())
     assert oom["oom_kill"] == 0 and oom["oom_kill_disable"] == 0
 
@@ -82,14 +94,25 @@ def test_v2_memory_files(tmp_path: Path) -> None:
     (tmp_path / "memory.peak").write_text("2097152\n")
     (tmp_path / "memory.stat").write_text("anon 4096\nfile 8192\n")
     assert read_memory_usage(tmp_path, V2) == {
-        "usage_bytes": 1048576, "peak_bytes": 2097152, "cache_bytes": 8192,
+        "usage_bytes": 1048576,
+        "peak_bytes": 2097152,
+        "cache_bytes": 8192,
     }
     assert parse_int_file("max\n") is None
 
 
 def _memory_sample(backend: str, view: str, role: str, value: float, instance: str = "i") -> Sample:
-    return Sample(run_id="r", seq=0, metric="memory", backend=backend, case="memory", value=value,
-                  unit="MiB", instance=instance, labels={"view": view, "role": role})
+    return Sample(
+        run_id="r",
+        seq=0,
+        metric="memory",
+        backend=backend,
+        case="memory",
+        value=value,
+        unit="MiB",
+        instance=instance,
+        labels={"view": view, "role": role},
+    )
 
 
 def test_overhead_subtracts_the_process_median_per_view() -> None:
@@ -111,8 +134,10 @@ def test_overhead_subtracts_the_process_median_per_view() -> None:
     assert by_key[("docker", "cgroup_usage_overhead")].value == pytest.approx(1.0)
     assert by_key[("libvirt", "pss_overhead")].value == pytest.approx(160.0)
     assert ("libvirt", "memavailable_drop_overhead") not in by_key  # no process baseline for it
-    assert all(s.labels["view"] != "pss_overhead" or s.labels["baseline_mib"] == pytest.approx(0.5)
-               for s in overheads)
+    assert all(
+        s.labels["view"] != "pss_overhead" or s.labels["baseline_mib"] == pytest.approx(0.5)
+        for s in overheads
+    )
     assert [s.seq for s in overheads] == list(range(100, 100 + len(overheads)))
 
 
@@ -121,18 +146,36 @@ def test_overhead_without_baseline_invents_nothing() -> None:
     assert overhead_samples(samples, "r", lambda: 0) == []
 
 
-OPTIONS = DensityOptions(max_count=10, mem_floor_mib=2048, slo_p99_s=5, slo_min_instances=3,
-                         max_error_rate=0.2)
+OPTIONS = DensityOptions(
+    max_count=10, mem_floor_mib=2048, slo_p99_s=5, slo_min_instances=3, max_error_rate=0.2
+)
 
 
 @pytest.mark.parametrize(
     ("state", "reason"),
     [
-        (RampState(started=10, ready=10, latencies_s=[1.0] * 10, mem_available_bytes=8 << 30), STOP_MAX_COUNT),
-        (RampState(started=4, ready=4, latencies_s=[1.0] * 4, mem_available_bytes=1 << 30), STOP_MEM_FLOOR),
-        (RampState(started=4, ready=3, latencies_s=[1.0, 1.0, 6.0], mem_available_bytes=8 << 30), STOP_SLO),
-        (RampState(started=5, ready=3, failed=2, latencies_s=[1.0] * 3, mem_available_bytes=8 << 30), STOP_ERRORS),
-        (RampState(started=2, ready=1, failed=1, latencies_s=[9.0], mem_available_bytes=8 << 30), None),
+        (
+            RampState(started=10, ready=10, latencies_s=[1.0] * 10, mem_available_bytes=8 << 30),
+            STOP_MAX_COUNT,
+        ),
+        (
+            RampState(started=4, ready=4, latencies_s=[1.0] * 4, mem_available_bytes=1 << 30),
+            STOP_MEM_FLOOR,
+        ),
+        (
+            RampState(started=4, ready=3, latencies_s=[1.0, 1.0, 6.0], mem_available_bytes=8 << 30),
+            STOP_SLO,
+        ),
+        (
+            RampState(
+                started=5, ready=3, failed=2, latencies_s=[1.0] * 3, mem_available_bytes=8 << 30
+            ),
+            STOP_ERRORS,
+        ),
+        (
+            RampState(started=2, ready=1, failed=1, latencies_s=[9.0], mem_available_bytes=8 << 30),
+            None,
+        ),
         (RampState(started=5, ready=5, latencies_s=[1.0] * 5, mem_available_bytes=8 << 30), None),
     ],
 )

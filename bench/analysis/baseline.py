@@ -43,7 +43,8 @@ from bench.results import utc_now_iso, write_json_atomic
 BASELINE_SCHEMA_VERSION = 1
 BASELINE_KIND = "bench-baseline"
 DEFAULT_TOLERANCE = 0.10
-CI_FACTOR = 2.0
+# The later run's median has its own noise: sqrt(2) x the CI half-width, rounded up.
+CI_FACTOR = 1.5
 # Quantities that describe the host's state during a run, not the thing measured.
 EXCLUDED_VIEWS = frozenset({("density", "mem_available")})
 

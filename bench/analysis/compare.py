@@ -27,7 +27,7 @@ import json
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -82,7 +82,7 @@ class SampleComparison:
     n_contender: int
     median_baseline: float
     median_contender: float
-    ratio: float | None  # contender / baseline; None when a median is <= 0
+    ratio: float | None  # contender / baseline; None unless every value is > 0
     ratio_ci_low: float | None
     ratio_ci_high: float | None
     p_value: float
@@ -127,9 +127,14 @@ def compare_samples(
     cont = as_sorted_array(contender)
     if base.size == 0 or cont.size == 0:
         raise ValueError("compare_samples() needs at least one finite value on each side")
-    swap = _canonical_key(base) > _canonical_key(cont)
+    base_key, cont_key = _canonical_key(base), _canonical_key(cont)
+    swap = base_key > cont_key
     first, second = (cont, base) if swap else (base, cont)
     result = _compare_sorted(first, second, unit, min_effect, alpha, seed)
+    if base_key == cont_key and result.ratio_ci_low and result.ratio_ci_high:
+        # Identical samples: the interval must read the same from both sides.
+        low, high = result.ratio_ci_low, result.ratio_ci_high
+        result = replace(result, ratio_ci_low=min(low, 1 / high), ratio_ci_high=max(high, 1 / low))
     return result.mirrored(unit) if swap else result
 
 
@@ -146,11 +151,12 @@ def _compare_sorted(
     ratio: float | None = None
     low: float | None = None
     high: float | None = None
-    if median_base > 0 and median_cont > 0:
+    # A ratio only means something for positive quantities (times, sizes, counts): data
+    # that can be zero or negative (overheads) is compared by its difference instead.
+    if base[0] > 0 and cont[0] > 0:
         ratio = median_cont / median_base
-        if base[0] > 0 and cont[0] > 0:
-            low, high = _ratio_ci(base, cont, seed)
-            low, high = min(low, ratio), max(high, ratio)
+        low, high = _ratio_ci(base, cont, seed)
+        low, high = min(low, ratio), max(high, ratio)
     if ratio is not None:
         effect = max(ratio, 1 / ratio) - 1
     else:

@@ -19,11 +19,28 @@ killed by the host: the guest's init reports the former as BENCH_EXIT 137.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from pathlib import Path
 from typing import Any
 
 from bench.backends.base import Instance
+from bench.cgroups.guest_v2 import (
+    TIME_KEY,
+    cpu_max_value,
+    cpu_throttled_rise,
+    cpu_usage_rate,
+    guest_cgroup_param,
+    memory_max_bytes,
+    memory_oom_killed,
+    memory_oom_kills,
+    memory_peak_bytes,
+    parse_cgroup_dump,
+    parse_cgroup_errors,
+    parse_cgroup_samples,
+    pids_max_events,
+    pids_peak,
+)
 from bench.cgroups.readers import (
     cgroup_dir_for_pid,
     parse_flat_keyed,
@@ -36,8 +53,11 @@ from bench.metrics.limits import (
     LimitCheck,
     LimitRunner,
     cpu_check,
+    cpu_verdict,
     downsample,
     memory_verdict,
+    parse_fork_output,
+    pids_verdict,
 )
 from bench.metrics.procmem import MIB
 from bench.scenario import InstanceSpec, Payload
@@ -220,7 +240,20 @@ class VmLimitRunner(LimitRunner):
                     error=error,
                 )
             )
+        checks.append(self._guest_row(lambda: GuestV2Checks(self).memory(), "memory_guest_v2"))
         return checks
+
+    def _guest_row(self, check: Any, kind: str) -> LimitCheck:
+        try:
+            result: LimitCheck = check()
+        except Exception as exc:
+            return LimitCheck(kind, None, "", None, "", False, error=f"{type(exc).__name__}: {exc}")
+        result.evidence.setdefault("accel", self._accel())
+        return result
+
+    def _accel(self) -> str:
+        decision = self.backend.accel_decision(self.case.spec.accel)  # type: ignore[attr-defined]
+        return str(decision.accel)
 
     def cpu(self) -> list[LimitCheck]:
         """vcpu_quota set live after READY; vCPU threads' CPU time measured over wall time."""
@@ -278,10 +311,14 @@ class VmLimitRunner(LimitRunner):
                 "accel": instance.labels.get("accel", "n/a"),
             }
             checks.append(cpu_check(quota, usage, delta, options, evidence, error))
+            checks.append(
+                self._guest_row(functools.partial(GuestV2Checks(self).cpu, quota), "cpu_guest_v2")
+            )
         return checks
 
     def pids(self) -> list[LimitCheck]:
-        """Not applicable on the host side for a VM: say so, with the reason."""
+        """Not applicable on the host side for a VM (with the reason); measured in the guest."""
+        guest = self._guest_row(lambda: GuestV2Checks(self).pids(), "pids_guest_v2")
         return [
             LimitCheck(
                 "pids",
@@ -291,5 +328,122 @@ class VmLimitRunner(LimitRunner):
                 "tasks",
                 None,
                 {"reason": PIDS_NOT_APPLICABLE},
-            )
+            ),
+            guest,
         ]
+
+
+class GuestV2Checks:
+    """The guest-internal view: the same limits as cgroup v2 files inside the guest.
+
+    The guest's init mounts cgroup2, writes the limit and runs the payload in that group,
+    then prints the group's files over the serial console; the host parses them with the
+    same readers it uses on v2 hosts. This is also how bench's v2 logic meets a real v2
+    kernel on hosts that are themselves v1. Guest OOM (the payload killed inside the guest)
+    is its own row, distinct from qemu killed by the host.
+    """
+
+    def __init__(self, runner: VmLimitRunner) -> None:
+        self.runner = runner
+
+    def _boot(self, limits: dict[str, str], payload: Payload) -> tuple[str, int | None]:
+        runner = self.runner
+        spec = runner._guest_spec(payload, max(runner.case.spec.guest_memory_mib, 128))
+        name = runner.names()
+        instance = Instance(runner.backend.name, name, spec, runner.run_id)
+        instance.extra["cmdline_extra"] = [guest_cgroup_param(limits)]
+        runner.live[name] = (runner.backend, instance)
+        try:
+            runner.backend.start(spec, name, runner.run_id, instance)
+            runner.backend.wait_ready(instance, runner.timeout_s)
+            code = runner.backend.wait_exit(instance, runner.timeout_s)
+        finally:
+            runner._finish(instance)
+        return instance.output_text(200_000), code
+
+    def memory(self) -> LimitCheck:
+        """memory.max = L inside the guest; the payload allocates more than L."""
+        options = self.runner.options
+        limit = options.memory_limit_mib * MIB
+        console, code = self._boot(
+            {"memory.max": str(limit)},
+            Payload(mode="alloc", alloc_mib=options.memory_alloc_mib, seconds=1.0),
+        )
+        dump = parse_cgroup_dump(console)
+        peak = memory_peak_bytes(dump)
+        killed = memory_oom_killed(dump) and code == 137
+        return LimitCheck(
+            "memory_guest_v2",
+            options.memory_limit_mib,
+            "MiB",
+            peak / MIB if peak is not None else None,
+            "MiB",
+            memory_verdict(killed, peak, limit, options.memory_tolerance_mib * MIB),
+            {
+                "guest_exit_code": code,
+                "oom_kill_count": memory_oom_kills(dump),
+                "memory_max_file": memory_max_bytes(dump),
+                "where": "guest cgroup v2",
+                "errors": parse_cgroup_errors(console),
+            },
+            {"usage_mib": _guest_series(console, "memory.current", 1 / MIB)},
+        )
+
+    def pids(self) -> LimitCheck:
+        """pids.max = P inside the guest; the payload forks past it."""
+        options = self.runner.options
+        console, code = self._boot(
+            {"pids.max": str(options.pids_limit)},
+            Payload(mode="fork", forks=options.pids_forks, seconds=1.0),
+        )
+        dump = parse_cgroup_dump(console)
+        fork = parse_fork_output(console)
+        max_events = pids_max_events(dump)
+        return LimitCheck(
+            "pids_guest_v2",
+            options.pids_limit,
+            "tasks",
+            fork["refused_after"] + 1 if fork["refused_after"] is not None else pids_peak(dump),
+            "tasks",
+            pids_verdict(fork, options.pids_limit, max_events),
+            {
+                **fork,
+                "pids_events_max": max_events,
+                "pids_peak": pids_peak(dump),
+                "guest_exit_code": code,
+                "where": "guest cgroup v2",
+            },
+            {"tasks": _guest_series(console, "pids.current")},
+        )
+
+    def cpu(self, quota: float) -> LimitCheck:
+        """cpu.max = Q inside the guest; cores = guest CPU time / guest time (a ratio)."""
+        options = self.runner.options
+        console, code = self._boot(
+            {"cpu.max": cpu_max_value(round(quota * CPU_PERIOD_US), CPU_PERIOD_US)},
+            Payload(mode="burn", threads=options.cpu_threads, seconds=options.cpu_seconds),
+        )
+        samples = parse_cgroup_samples(console)
+        measured = cpu_usage_rate(samples)
+        throttled = cpu_throttled_rise(samples)
+        return LimitCheck(
+            "cpu_guest_v2",
+            quota,
+            "cores",
+            measured,
+            "cores",
+            cpu_verdict(measured, quota, throttled, options.cpu_tolerance),
+            {
+                "nr_throttled_delta": throttled,
+                "guest_exit_code": code,
+                "where": "guest cgroup v2",
+                "clock": "guest CPU time / guest time: a ratio of guest clocks only",
+            },
+            {"usage_usec": _guest_series(console, "usage_usec")},
+        )
+
+
+def _guest_series(console: str, key: str, scale: float = 1.0) -> list[list[float]]:
+    samples = parse_cgroup_samples(console)
+    points = [(int(s[TIME_KEY]) * 1_000_000, s[key]) for s in samples if key in s]
+    return downsample(points, points[0][0] if points else 0, scale)

@@ -58,6 +58,21 @@ SEGMENT_COLOURS = (
 )
 
 
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash")
+PATTERNS = ("", "/", "x", ".", "\\")
+
+
+def variants(labels: Sequence[str]) -> list[int]:
+    """For each label, how many earlier labels share its backend (0 for the first)."""
+    seen: dict[str, int] = {}
+    result = []
+    for label in labels:
+        backend = label.split(" ")[0]
+        result.append(seen.get(backend, 0))
+        seen[backend] = seen.get(backend, 0) + 1
+    return result
+
+
 def colour_for(name: str, index: int = 0) -> str:
     """A stable colour per backend name; others from a palette."""
     backend = name.split(" ")[0]
@@ -158,6 +173,7 @@ def ecdf_figure(groups: Sequence[tuple[str, FloatArray]], unit: str, title: str)
     traces = []
     lows: list[float] = []
     highs: list[float] = []
+    variant = variants([label for label, _ in groups])
     for index, (label, values) in enumerate(groups):
         data = as_sorted_array(values) * scale
         if data.size == 0:
@@ -172,7 +188,11 @@ def ecdf_figure(groups: Sequence[tuple[str, FloatArray]], unit: str, title: str)
             {
                 "type": "scatter",
                 "mode": "lines",
-                "line": {"shape": "hv", "color": colour_for(label, index)},
+                "line": {
+                    "shape": "hv",
+                    "color": colour_for(label, index),
+                    "dash": DASHES[variant[index] % len(DASHES)],
+                },
                 "name": f"{label} (n={data.size})",
                 "x": rounded(xs),
                 "y": rounded(ys),
@@ -274,6 +294,7 @@ def bar_figure(
     """Grouped bars: per series (name, medians, CI lows, CI highs) over the categories."""
     scale, shown = display_scale(unit)
     traces = []
+    variant = variants([name for name, *_ in series])
     for index, (name, medians, lows, highs) in enumerate(series):
         mid = np.asarray(medians, dtype=np.float64) * scale
         plus = np.asarray(highs, dtype=np.float64) * scale - mid
@@ -291,7 +312,10 @@ def bar_figure(
                     "arrayminus": rounded(np.maximum(minus, 0)),
                     "color": "#444",
                 },
-                "marker": {"color": colour_for(name, index)},
+                "marker": {
+                    "color": colour_for(name, index),
+                    "pattern": {"shape": PATTERNS[variant[index] % len(PATTERNS)]},
+                },
             }
         )
     layout = base_layout(title, "", f"{shown} (median, 95% CI)", barmode="group")
@@ -322,6 +346,7 @@ def curve_figure(
     """Lines of y against x (e.g. startup latency vs instance count), binned if long."""
     scale, shown = display_scale(unit)
     traces = []
+    variant = variants([name for name, _, _ in curves])
     for index, (name, x, y) in enumerate(curves):
         bx, by = binned_curve(np.asarray(x, np.float64), np.asarray(y, np.float64) * scale)
         traces.append(
@@ -331,7 +356,10 @@ def curve_figure(
                 "name": name,
                 "x": rounded(bx),
                 "y": rounded(by),
-                "line": {"color": colour_for(name, index)},
+                "line": {
+                    "color": colour_for(name, index),
+                    "dash": DASHES[variant[index] % len(DASHES)],
+                },
                 "marker": {"size": 4},
             }
         )

@@ -1,0 +1,228 @@
+"""Statistics on fixed inputs and hypothesis properties; loading runs into one frame."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bench.analysis import stats as stats_module
+from bench.analysis.dataset import fact, load_dataset
+from bench.analysis.stats import (
+    describe,
+    exact_median_bootstrap_cdf,
+    median_ci,
+    summarize_stats,
+    view_labels,
+)
+from bench.errors import ResultsError
+from bench.results import load
+from tests.conftest import DATA
+
+RUNS = DATA / "runs"
+FIXTURE_RUNS = sorted(p.parent for p in (RUNS / "fixture").rglob("run.json"))
+
+finite_values = st.lists(
+    st.floats(min_value=1e-3, max_value=1e3, allow_nan=False, allow_infinity=False),
+    min_size=1,
+    max_size=60,
+)
+
+
+def test_describe_fixed_input() -> None:
+    s = describe([float(v) for v in range(1, 11)])
+    assert s.n == 10
+    assert s.median == 5.5
+    assert (s.q1, s.q3, s.iqr) == (3.25, 7.75, 4.5)
+    assert s.p95 == pytest.approx(9.55)
+    assert s.p99 == pytest.approx(9.91)
+    assert (s.minimum, s.maximum) == (1.0, 10.0)
+    assert s.mean == 5.5
+    assert s.stdev == pytest.approx(3.0276503540974917)
+    assert s.cv == pytest.approx(0.5504818825631803)
+    assert s.ci_low <= s.median <= s.ci_high
+    assert s.outliers == 0
+    assert s.warnings == ("unstable: CV 55% >= 10%",)
+
+
+def test_describe_is_reproducible_and_drops_non_finite() -> None:
+    values = [0.1, 0.12, 0.11, math.nan, 0.13, 0.105, math.inf, 0.115]
+    first, second = describe(values), describe(values)
+    assert first == second
+    assert first.n == 6
+
+
+def test_warnings_few_samples_and_outliers() -> None:
+    few = describe([1.0, 1.01, 0.99])
+    assert few.warnings == ("too few samples: n=3 < 5",)
+    spread = describe([1.0, 1.01, 0.99, 1.0, 1.02, 0.98, 1.0, 5.0])
+    assert spread.outliers == 1
+    assert any("1 outlier(s) beyond 1.5 IQR" in w for w in spread.warnings)
+    steady = describe([100.0, 101.0, 99.0, 100.5, 99.5, 100.0, 100.2])
+    assert steady.warnings == ()
+
+
+def test_degenerate_and_single_values() -> None:
+    single = describe([2.5])
+    assert (single.ci_low, single.ci_high, single.stdev, single.cv) == (2.5, 2.5, 0.0, 0.0)
+    constant = describe([3.0] * 20)
+    assert constant.ci_method.startswith("degenerate")
+    assert constant.warnings == ()
+    zero_mean = describe([-1.0, 1.0, -1.0, 1.0, 0.0])
+    assert math.isnan(zero_mean.cv)
+    assert any("undefined" in w for w in zero_mean.warnings)
+    with pytest.raises(ValueError):
+        describe([math.nan])
+
+
+def test_exact_bootstrap_agrees_with_scipy_resampling(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = np.random.default_rng(5).lognormal(0, 0.4, 1501)
+    exact_low, exact_high, method = median_ci(data)
+    assert "exact" in method
+    monkeypatch.setattr(stats_module, "SCIPY_BOOTSTRAP_MAX_N", 10**6)
+    low, high, method = median_ci(data)
+    assert "resamples" in method
+    width = high - low
+    assert exact_low == pytest.approx(low, abs=0.15 * width)
+    assert exact_high == pytest.approx(high, abs=0.15 * width)
+
+
+def test_exact_cdf_is_a_distribution() -> None:
+    cdf = exact_median_bootstrap_cdf(2001)
+    assert np.all(np.diff(cdf) >= 0)
+    assert cdf[-1] == 1.0
+    assert cdf[999] == pytest.approx(0.5, abs=0.02)
+
+
+@settings(max_examples=60, deadline=None)
+@given(finite_values)
+def test_ci_contains_the_median_within_the_data(values: list[float]) -> None:
+    low, high, _ = median_ci(values)
+    median = float(np.median(values))
+    assert min(values) <= low <= median <= high <= max(values)
+
+
+@settings(max_examples=30, deadline=None)
+@given(finite_values, st.floats(min_value=0.5, max_value=2.0))
+def test_describe_scales_with_the_data(values: list[float], factor: float) -> None:
+    base, scaled = describe(values), describe([v * factor for v in values])
+    assert scaled.median == pytest.approx(base.median * factor, rel=1e-9)
+    assert scaled.iqr == pytest.approx(base.iqr * factor, rel=1e-6, abs=1e-12)
+    if math.isfinite(base.cv):
+        assert scaled.cv == pytest.approx(base.cv, rel=1e-6, abs=1e-12)
+
+
+def _frame(rows: list[dict[str, object]]) -> pd.DataFrame:
+    return pd.DataFrame(rows)
+
+
+def test_summarize_stats_groups_views_stages_failures() -> None:
+    rows: list[dict[str, object]] = []
+    for i in range(6):
+        rows.append(
+            {
+                "run_id": "r1",
+                "metric": "startup",
+                "backend": "docker",
+                "case": "c",
+                "value": 0.1 + i * 0.001,
+                "unit": "s",
+                "ok": True,
+                "warmup": i == 0,
+                "stage.create_s": 0.01,
+            }
+        )
+    rows.append({**rows[1], "ok": False, "value": None})
+    for view, role in (("pss", "total"), ("pss", "qemu"), ("cgroup_usage", "cgroup")):
+        for i in range(5):
+            rows.append(
+                {
+                    "run_id": "r1",
+                    "metric": "memory",
+                    "backend": "libvirt",
+                    "case": "c",
+                    "value": 100.0 + i,
+                    "unit": "MiB",
+                    "ok": True,
+                    "warmup": False,
+                    "label.view": view,
+                    "label.role": role,
+                    "label.accel": "tcg",
+                }
+            )
+    frame = _frame(rows)
+    assert list(view_labels(frame).unique()) == ["", "pss", "pss:qemu", "cgroup_usage"]
+    result = summarize_stats(frame)
+    keyed = {(r.metric, r.view, r.stage): r for r in result}
+    startup = keyed[("startup", "", "value")]
+    assert (startup.stats.n, startup.failed, startup.unit) == (5, 1, "s")
+    assert keyed[("startup", "", "create_s")].unit == "s"
+    assert keyed[("memory", "pss:qemu", "value")].accel == "tcg"
+    assert ("memory", "pss", "create_s") not in keyed  # no stage values there
+    assert len(summarize_stats(frame, stages=False)) == 4
+
+
+# --- loading -----------------------------------------------------------------------------
+
+
+def test_fixture_runs_exist() -> None:
+    assert len(FIXTURE_RUNS) >= 2, "tests/data/runs/fixture holds real runs"
+
+
+def test_load_dataset_matches_results_load() -> None:
+    dataset = load_dataset(FIXTURE_RUNS)
+    reference = load(FIXTURE_RUNS)
+    assert sorted(dataset.samples.columns) == sorted(reference.columns)
+    assert len(dataset.samples) == len(reference)
+    for column in ("value", "stage.to_ready_s", "seq"):
+        left = pd.to_numeric(dataset.samples[column], errors="coerce").to_numpy(np.float64)
+        right = pd.to_numeric(reference[column], errors="coerce").to_numpy(np.float64)
+        assert np.array_equal(left, right, equal_nan=True)
+    assert list(dataset.samples["label.view"].astype(object).fillna("")) == list(
+        reference["label.view"].astype(object).fillna("")
+    )
+    slow = load_dataset(FIXTURE_RUNS, fast=False)
+    pd.testing.assert_frame_equal(dataset.samples, slow.samples)
+
+
+def test_facts_and_fact_columns() -> None:
+    dataset = load_dataset(FIXTURE_RUNS, facts=["kernel", "cpu.model"])
+    run = next(iter(dataset.runs.values()))
+    assert fact(run, "kernel") == run.host["kernel"]["release"]
+    assert fact(run, "software.docker.runc") == run.record["software"]["docker"]["runc"]
+    assert fact(run, "no.such.fact") is None
+    assert set(dataset.samples["fact.kernel"]) == {run.kernel_release}
+
+
+def test_torn_last_line_warns_and_newer_schema_refused(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURE_RUNS[0], run)
+    samples = run / "samples.jsonl"
+    lines = samples.read_text().splitlines()
+    samples.write_text("\n".join(lines) + '\n{"run_id": "x", "seq": 9')
+    for fast in (True, False):
+        dataset = load_dataset(run, fast=fast)
+        assert len(dataset.samples) == len(lines)
+        assert any("torn last line" in w for w in dataset.warnings)
+        assert dataset.samples.attrs["warnings"] == dataset.warnings
+    newer = json.loads(lines[0])
+    newer["schema_version"] = 99
+    samples.write_text("\n".join([json.dumps(newer), *lines[1:]]) + "\n")
+    for fast in (True, False):
+        with pytest.raises(ResultsError, match="newer than this bench reads"):
+            load_dataset(run, fast=fast)
+    samples.write_text("\n".join(["{not json", *lines[1:]]) + "\n")
+    with pytest.raises(ResultsError, match=":1: not valid JSON"):
+        load_dataset(run)
+    record = json.loads((run / "run.json").read_text())
+    record["schema_version"] = 99
+    (run / "run.json").write_text(json.dumps(record))
+    with pytest.raises(ResultsError, match="newer"):
+        load_dataset(run)
