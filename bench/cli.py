@@ -42,6 +42,12 @@ def _fail(exc: BenchError) -> typer.Exit:
 def run(
     scenario_file: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
     results: ResultsOption = DEFAULT_RESULTS,
+    reports: Annotated[
+        Path, typer.Option("--reports", help="Where the run's HTML report goes.")
+    ] = Path("reports"),
+    no_report: Annotated[
+        bool, typer.Option("--no-report", help="Do not write reports/<run_id>.html.")
+    ] = False,
 ) -> None:
     """Run a scenario and record every sample under results/<host>/<run_id>/."""
     from bench.analysis.summary import summarize
@@ -135,6 +141,14 @@ def run(
         f"{outcome.counts.get('samples', 0)} samples, {outcome.counts.get('failed', 0)} failed)",
         highlight=False,
     )
+    if not no_report:
+        try:
+            from bench.report import write_run_report
+
+            written = write_run_report(outcome.directory, reports)
+            console.print(f"report: {written.path}", highlight=False, markup=False)
+        except Exception as exc:  # a report must never fail a run that measured
+            err_console.print(f"warning: report not written: {exc}", markup=False)
     if outcome.counts.get("failed", 0):
         raise typer.Exit(1)
 

@@ -58,9 +58,8 @@ def register(app: typer.Typer, console: Console, err_console: Console) -> None:
     """Add the analysis commands to bench's typer app."""
 
     def fail(exc: BenchError) -> typer.Exit:
-        err_console.print(
-            f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True
-        )
+        message = Text.assemble(("error:", "bold red"), " ", str(exc))
+        err_console.print(message, highlight=False, soft_wrap=True)
         return typer.Exit(exc.exit_code)
 
     def emit(text: str, output: Path | None) -> None:
@@ -113,10 +112,10 @@ def register(app: typer.Typer, console: Console, err_console: Console) -> None:
             format_json,
             format_markdown,
         )
-        from bench.analysis.dataset import load_dataset
+        from bench.analysis.dataset import ANALYSIS_LABELS, load_dataset
 
         try:
-            dataset = load_dataset(runs)
+            dataset = load_dataset(runs, labels=ANALYSIS_LABELS)
             report = compare_dataset(
                 dataset,
                 group_by,
@@ -130,7 +129,7 @@ def register(app: typer.Typer, console: Console, err_console: Console) -> None:
         except BenchError as exc:
             raise fail(exc) from None
         for warning in dataset.warnings:
-            err_console.print(f"[yellow]warning:[/] {Text(warning).plain}", highlight=False)
+            err_console.print(Text.assemble(("warning: ", "yellow"), warning), highlight=False)
         if output_format is CompareFormat.json:
             emit(format_json(report), output)
         elif output_format is CompareFormat.csv:
@@ -156,10 +155,10 @@ def register(app: typer.Typer, console: Console, err_console: Console) -> None:
     ) -> None:
         """Write per-host tolerance bands from a good run (updates an existing file)."""
         from bench.analysis.baseline import make_baseline, read_baseline, write_baseline
-        from bench.analysis.dataset import load_dataset
+        from bench.analysis.dataset import ANALYSIS_LABELS, load_dataset
 
         try:
-            dataset = load_dataset(runs)
+            dataset = load_dataset(runs, labels=ANALYSIS_LABELS)
             existing = read_baseline(output) if output.exists() and not replace else None
             document = make_baseline(dataset, tolerance=tolerance, stages=stages, existing=existing)
             write_baseline(output, document)
@@ -193,11 +192,11 @@ def register(app: typer.Typer, console: Console, err_console: Console) -> None:
         import json
 
         from bench.analysis.baseline import check_dataset, read_baseline
-        from bench.analysis.dataset import load_dataset
+        from bench.analysis.dataset import ANALYSIS_LABELS, load_dataset
 
         try:
             document = read_baseline(baseline_file)
-            dataset = load_dataset(runs)
+            dataset = load_dataset(runs, labels=ANALYSIS_LABELS)
             result = check_dataset(dataset, document, stages=stages)
         except BenchError as exc:
             raise fail(exc) from None
@@ -205,7 +204,8 @@ def register(app: typer.Typer, console: Console, err_console: Console) -> None:
             payload = {"failed": result.failed, "rows": [row.as_dict() for row in result.rows]}
             typer.echo(json.dumps(payload, indent=2))
         else:
-            _print_check(console, sorted(result.rows, key=lambda row: not row.failed))
+            failing_first = sorted(result.rows, key=lambda row: not row.failed)
+            _print_check(console, failing_first)
             failures = result.failures
             if failures:
                 console.print(
@@ -243,11 +243,11 @@ def register(app: typer.Typer, console: Console, err_console: Console) -> None:
         ] = None,
     ) -> None:
         """Write one self-contained HTML report (plotly.js inlined; works offline)."""
-        from bench.analysis.dataset import load_dataset
+        from bench.analysis.dataset import ANALYSIS_LABELS, load_dataset
         from bench.report import DEFAULT_REPORTS_DIR, write_report
 
         try:
-            dataset = load_dataset(runs)
+            dataset = load_dataset(runs, labels=ANALYSIS_LABELS)
             if output is None:
                 if len(dataset.runs) == 1:
                     output = DEFAULT_REPORTS_DIR / f"{next(iter(dataset.runs))}.html"
@@ -260,7 +260,7 @@ def register(app: typer.Typer, console: Console, err_console: Console) -> None:
         except BenchError as exc:
             raise fail(exc) from None
         for warning in outcome.warnings:
-            err_console.print(f"[yellow]warning:[/] {Text(warning).plain}", highlight=False)
+            err_console.print(Text.assemble(("warning: ", "yellow"), warning), highlight=False)
         console.print(
             f"report: {outcome.path}  ({outcome.size_bytes / 1e6:.1f} MB, {outcome.plots} plots, "
             f"{outcome.runs} run(s), {outcome.samples} samples, {outcome.seconds:.1f} s)",

@@ -42,7 +42,7 @@ def test_startup_series_has_every_stage_in_order_and_says_tcg(libvirt_backend: B
     assert not live
     for sample in samples:
         assert sample.ok, sample.error
-        assert VM_STAGES <= set(sample.t_ns), sample.t_ns
+        assert set(sample.t_ns) >= VM_STAGES, sample.t_ns
         stamps = [sample.t_ns[name] for name in STAGE_ORDER if name in sample.t_ns]
         assert stamps == sorted(stamps)
         assert sample.labels["accel"] == "tcg"

@@ -97,6 +97,7 @@ def test_v2_memory_files(tmp_path: Path) -> None:
         "usage_bytes": 1048576,
         "peak_bytes": 2097152,
         "cache_bytes": 8192,
+        "anon_bytes": 4096,
     }
     assert parse_int_file("max\n") is None
 
@@ -193,3 +194,11 @@ def test_p99_nearest_rank() -> None:
     assert p99([float(i) for i in range(1, 101)]) == 99.0
     assert p99([float(i) for i in range(1, 201)]) == 198.0
     assert MIB == 1048576
+
+
+def test_root_cgroup_is_never_an_instance_cgroup(tmp_path: Path) -> None:
+    # an exited task can show the hierarchy root; reading it would report host totals
+    (tmp_path / "7").mkdir()
+    (tmp_path / "7" / "cgroup").write_text("4:memory:/\n0::/\n")
+    assert cgroup_dir_for_pid(7, "memory", V1, str(tmp_path)) is None
+    assert cgroup_dir_for_pid(7, "memory", V2, str(tmp_path)) is None

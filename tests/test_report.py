@@ -12,12 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from bench.analysis.dataset import Dataset, load_dataset
 from bench.report import write_report, write_run_report
 from bench.report.browser import check_report, find_chromium
-from bench.report.build import NOT_MEASURED, build_report
+from bench.report.build import NOT_MEASURED, Table, build_report
 from bench.report.render import plotly_js, render_html
 from tests.conftest import DATA, REPO, skip_or_fail
 
@@ -29,10 +28,6 @@ ARTIFACTS = REPO / "tests" / "artifacts"
 XSS_NAME = "<script>alert(1)</script>"
 XSS_DESCRIPTION = "<img src=x onerror=alert(2)>"
 _JSON_BLOCK = re.compile(r'<script type="application/json" id="[^"]+">(.*?)</script>', re.S)
-
-
-def _sections(dataset: Dataset) -> dict[str, object]:
-    return {s.id: s for s in build_report(dataset).sections}
 
 
 def test_every_metric_section_renders_from_real_runs() -> None:
@@ -55,12 +50,13 @@ def test_every_metric_section_renders_from_real_runs() -> None:
     assert kinds["startup"].count("plot") == 3
     assert "plot" in kinds["memory"] and "plot" in kinds["density"] and "plot" in kinds["limits"]
     limits_table = sections["limits"].items[0]
-    assert limits_table.kind == "table"
-    assert {row[6] for row in limits_table.rows} <= {"yes", "NO", "n/a"}  # type: ignore[attr-defined]
+    assert isinstance(limits_table, Table)
+    assert {row[6] for row in limits_table.rows} <= {"yes", "NO", "n/a"}
     comparison = sections["comparison"].items[-1]
+    assert isinstance(comparison, Table)
     assert any(
         "x slower" in " ".join(r) or "not significant" in " ".join(r) for r in comparison.rows
-    )  # type: ignore[attr-defined]
+    )
 
 
 def test_absent_metrics_say_not_measured() -> None:

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.analysis import stats as stats_module
-from bench.analysis.dataset import fact, load_dataset
+from bench.analysis.dataset import ANALYSIS_LABELS, fact, load_dataset
 from bench.analysis.stats import (
     describe,
     exact_median_bootstrap_cdf,
@@ -226,3 +226,16 @@ def test_torn_last_line_warns_and_newer_schema_refused(tmp_path: Path) -> None:
     (run / "run.json").write_text(json.dumps(record))
     with pytest.raises(ResultsError, match="newer"):
         load_dataset(run)
+
+
+def test_analysis_labels_load_matches_the_full_load() -> None:
+    full = load_dataset(FIXTURE_RUNS).samples
+    for fast in (True, False):
+        slim = load_dataset(FIXTURE_RUNS, labels=ANALYSIS_LABELS, fast=fast).samples
+        labels = [c for c in slim.columns if c.startswith("label.")]
+        assert {"label.accel", "label.view", "label.series"} <= set(labels)
+        assert set(slim.columns) - set(labels) == {
+            c for c in full.columns if not c.startswith("label.")
+        }
+        for column in slim.columns:
+            pd.testing.assert_series_equal(slim[column], full[column])

@@ -18,6 +18,7 @@ skipped with a warning; a bad line elsewhere, or a sample of a newer schema, is 
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import json
 import math
@@ -57,6 +58,29 @@ SAMPLE_FIELDS = (
 # String columns with few distinct values: categorical, so grouping a million rows is cheap.
 CATEGORY_COLUMNS = ("run_id", "metric", "backend", "case", "unit", "host", "kernel", "scenario")
 
+# The labels analysis, comparisons, baselines and reports read. ``load_dataset(...,
+# labels=ANALYSIS_LABELS)`` decodes only these (others are skipped by the decoder), which
+# makes a million-sample load markedly faster; ``labels=None`` keeps every label.
+ANALYSIS_LABELS = (
+    "accel",
+    "view",
+    "role",
+    "step",
+    "count_ready",
+    "count_started",
+    "failures",
+    "stop_reason",
+    "p99_startup_s",
+    "harness_rss_max_mib",
+    "teardown_s",
+    "set_value",
+    "set_unit",
+    "enforced",
+    "applicable",
+    "evidence",
+    "series",
+)
+
 # Short names for the host facts people group by most; anything else is a dotted path.
 FACT_ALIASES = {
     "kernel": "host.kernel.release",
@@ -92,7 +116,22 @@ if msgspec is not None:
         schema_version: int = 0
 
     _LINE_DECODER = msgspec.json.Decoder(_SampleRecord)
-    _FILE_DECODER = msgspec.json.Decoder(list[_SampleRecord])
+
+
+@functools.cache
+def _restricted_decoder(labels: tuple[str, ...]) -> Any:
+    """A decoder whose labels are a struct of only ``labels`` (other keys skipped unread)."""
+    label_struct = msgspec.defstruct(
+        "_Labels", [(name, Any, None) for name in labels], kw_only=True, gc=False
+    )
+    record = msgspec.defstruct(
+        "_RestrictedSampleRecord",
+        [("labels", label_struct, msgspec.field(default_factory=label_struct))],
+        bases=(_SampleRecord,),
+        kw_only=True,
+        gc=False,
+    )
+    return msgspec.json.Decoder(record)
 
 
 @dataclass(frozen=True)
@@ -192,13 +231,20 @@ def flatten_facts(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def load_dataset(
-    paths: str | Path | Iterable[str | Path], *, facts: Sequence[str] = (), fast: bool = True
+    paths: str | Path | Iterable[str | Path],
+    *,
+    facts: Sequence[str] = (),
+    fast: bool = True,
+    labels: Sequence[str] | None = None,
 ) -> Dataset:
     """Load run directories (or trees containing them) into a Dataset.
 
     ``facts`` adds one ``fact.<name>`` column per requested fact path (see ``fact``), e.g.
-    ``facts=["kernel", "cpu.model"]``. ``fast=False`` forces the standard-library decoder.
+    ``facts=["kernel", "cpu.model"]``. ``labels`` limits the ``label.*`` columns to those
+    names (``ANALYSIS_LABELS`` is what analysis reads); None keeps every label.
+    ``fast=False`` forces the standard-library decoder.
     """
+    wanted = tuple(labels) if labels is not None else None
     if isinstance(paths, str | Path):
         paths = [paths]
     frames: list[pd.DataFrame] = []
@@ -206,7 +252,7 @@ def load_dataset(
     warnings: list[str] = []
     with _no_cyclic_gc():
         for directory in find_run_dirs(paths):
-            _load_run(directory, facts, fast, frames, runs, warnings)
+            _load_run(directory, facts, fast, wanted, frames, runs, warnings)
     nonempty = [f for f in frames if not f.empty]
     if not nonempty:
         samples = pd.DataFrame(columns=[*SAMPLE_FIELDS, "host", "kernel", "scenario"])
@@ -223,6 +269,7 @@ def _load_run(
     directory: Path,
     facts: Sequence[str],
     fast: bool,
+    labels: tuple[str, ...] | None,
     frames: list[pd.DataFrame],
     runs: dict[str, RunInfo],
     warnings: list[str],
@@ -234,7 +281,7 @@ def _load_run(
         return
     run = RunInfo(run_id, directory, record)
     runs[run_id] = run
-    columns, file_warnings = _read_sample_columns(directory / SAMPLES_FILE, fast)
+    columns, file_warnings = _read_sample_columns(directory / SAMPLES_FILE, fast, labels)
     warnings.extend(file_warnings)
     frame = _run_frame(run, columns)
     for name in facts:
@@ -258,7 +305,7 @@ def _no_cyclic_gc() -> Iterator[None]:
 def _categorize(frame: pd.DataFrame) -> pd.DataFrame:
     for name in CATEGORY_COLUMNS:
         if name in frame.columns and not isinstance(frame[name].dtype, pd.CategoricalDtype):
-            frame[name] = frame[name].astype("string").astype("category")
+            frame[name] = frame[name].astype("category")
     return frame
 
 
@@ -273,52 +320,93 @@ class _Columns:
     stages: list[dict[str, Any]]
     labels: list[dict[str, Any]]
     params: list[dict[str, Any]]
+    label_columns: dict[str, list[Any]] | None = None  # when labels were restricted
 
     @property
     def size(self) -> int:
         return len(self.stages)
 
 
-def _read_sample_columns(path: Path, fast: bool) -> tuple[_Columns, list[str]]:
+def _read_sample_columns(
+    path: Path, fast: bool, labels: tuple[str, ...] | None
+) -> tuple[_Columns, list[str]]:
     if not path.exists():
         return _Columns({name: [] for name in SAMPLE_FIELDS}, [], [], []), [
             f"{path}: missing; no samples"
         ]
-    data = path.read_bytes()
     if fast and msgspec is not None:
-        return _decode_msgspec(path, data)
-    return _decode_json(path, data)
+        return _decode_msgspec(path, labels)
+    columns, warnings = _decode_json(path, path.read_bytes())
+    if labels is not None:
+        columns.label_columns = {k: [d.get(k) for d in columns.labels] for k in labels}
+    return columns, warnings
 
 
-def _decode_msgspec(path: Path, data: bytes) -> tuple[_Columns, list[str]]:
+_BATCH_LINES = 65536
+
+
+def _decode_msgspec(path: Path, labels: tuple[str, ...] | None) -> tuple[_Columns, list[str]]:
+    """Decode samples.jsonl in batches of lines, turning each batch into columns at once.
+
+    Batches keep only one batch of decoded records alive, so a million-sample file is
+    never held as a million records plus a million line copies at the same time.
+    """
+    decode = (_LINE_DECODER if labels is None else _restricted_decoder(labels)).decode
+    plain: dict[str, list[Any]] = {name: [] for name in SAMPLE_FIELDS}
+    columns = _Columns(plain, [], [], [], None if labels is None else {k: [] for k in labels})
     warnings: list[str] = []
-    records: list[_SampleRecord] = []
-    numbered = _numbered_lines(data)
-    decode = _LINE_DECODER.decode
-    last = len(numbered) - 1
-    for index, (number, line) in enumerate(numbered):
-        try:
-            records.append(decode(line))
-        except msgspec.ValidationError as exc:
-            raise ResultsError(f"{path}:{number}: not a valid sample ({exc})") from None
-        except msgspec.DecodeError:
-            if index == last:
-                warnings.append(f"{path}:{number}: torn last line skipped (run killed mid-write?)")
-                continue
-            raise ResultsError(f"{path}:{number}: not valid JSON") from None
-    newest = max((r.schema_version for r in records), default=0)
+    bad_line: int | None = None  # a line that failed to decode; fatal unless it is the last
+    newest = 0
+    with open(path, "rb") as handle:
+        number = 0
+        while True:
+            batch = handle.readlines(_BATCH_LINES * 1024)
+            if not batch:
+                break
+            records: list[Any] = []
+            for line in batch:
+                number += 1
+                if line.isspace():
+                    continue
+                if bad_line is not None:
+                    raise ResultsError(f"{path}:{bad_line}: not valid JSON") from None
+                try:
+                    records.append(decode(line))
+                except msgspec.ValidationError as exc:
+                    raise ResultsError(f"{path}:{number}: not a valid sample ({exc})") from None
+                except msgspec.DecodeError:
+                    bad_line = number
+            if records:
+                newest = max(newest, max(r.schema_version for r in records))
+                _extend_columns(columns, records, labels)
+    if bad_line is not None:
+        warnings.append(f"{path}:{bad_line}: torn last line skipped (run killed mid-write?)")
     if newest > SAMPLE_SCHEMA_VERSION:
         raise ResultsError(
             f"{path}: sample schema_version {newest} is newer than this bench reads "
             f"({SAMPLE_SCHEMA_VERSION}); upgrade bench"
         )
-    plain = {name: [getattr(r, name) for r in records] for name in SAMPLE_FIELDS}
-    return _Columns(
-        plain,
-        [r.stages for r in records],
-        [r.labels for r in records],
-        [r.params for r in records],
-    ), warnings
+    return columns, warnings
+
+
+def _extend_columns(columns: _Columns, records: list[Any], labels: tuple[str, ...] | None) -> None:
+    """Append a batch of decoded records to the columns (struct fields transposed in C)."""
+    fields = type(records[0]).__struct_fields__
+    transposed = dict(
+        zip(fields, zip(*map(msgspec.structs.astuple, records), strict=True), strict=True)
+    )
+    for name, values in columns.plain.items():
+        values.extend(transposed[name])
+    columns.stages.extend(transposed["stages"])
+    columns.params.extend(transposed["params"])
+    if labels is None or columns.label_columns is None:
+        columns.labels.extend(transposed["labels"])
+        return
+    columns.labels.extend([{}] * len(records))
+    label_values = zip(*map(msgspec.structs.astuple, transposed["labels"]), strict=True)
+    label_fields = type(transposed["labels"][0]).__struct_fields__
+    for key, column in zip(label_fields, label_values, strict=True):
+        columns.label_columns[key].extend(column)
 
 
 def _numbered_lines(data: bytes) -> list[tuple[int, bytes]]:
@@ -391,7 +479,12 @@ def _run_frame(run: RunInfo, columns: _Columns) -> pd.DataFrame:
     data["scenario_sha256"] = [run.record.get("scenario_sha256")] * size
     data["run_status"] = [run.record.get("status")] * size
     data.update(_expand("stage.", columns.stages, numeric=True))
-    data.update(_expand("label.", columns.labels, numeric=False))
+    if columns.label_columns is None:
+        data.update(_expand("label.", columns.labels, numeric=False))
+    else:
+        for key, values in columns.label_columns.items():
+            if values.count(None) != len(values):
+                data[f"label.{key}"] = _label_column(pd.Series(values))
     data.update(_expand("param.", columns.params, numeric=False))
     return pd.DataFrame(data, index=pd.RangeIndex(size))
 
@@ -406,10 +499,19 @@ def _expand(prefix: str, dicts: list[dict[str, Any]], *, numeric: bool) -> dict[
         column = frame[key]
         if numeric and column.dtype == object:
             column = column.map(_as_float).astype(np.float64)
-        elif not numeric and column.dtype != object and column.isna().any():
-            column = column.astype(object).where(column.notna(), None)
+        elif not numeric:
+            columns[f"{prefix}{key}"] = _label_column(column)
+            continue
         columns[f"{prefix}{key}"] = column.to_numpy()
     return columns
+
+
+def _label_column(column: pd.Series) -> Any:
+    """A label column as pandas infers it, except that gaps (absent labels) are None."""
+    missing = column.isna()
+    if missing.any():
+        column = column.astype(object).where(~missing, None)
+    return column.to_numpy()
 
 
 def _as_float(value: Any) -> float:

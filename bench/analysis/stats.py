@@ -16,6 +16,7 @@ and outliers beyond 1.5 IQR when they are at least 1% of the values.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -213,13 +214,15 @@ def median_ci(
         high = float(result.confidence_interval.high)
         method = f"bootstrap percentile ({BOOTSTRAP_RESAMPLES} resamples, seed {seed})"
     else:
-        cdf = exact_median_bootstrap_cdf(n)
         alpha = (1 - confidence) / 2
-        low = float(data[min(int(np.searchsorted(cdf, alpha, "left")), n - 1)])
-        high = float(data[min(int(np.searchsorted(cdf, 1 - alpha, "left")), n - 1)])
+        low_index, high_index = _cdf_index(n, np.array([alpha, 1 - alpha]))
+        low, high = float(data[low_index]), float(data[high_index])
         method = "bootstrap percentile, exact (order statistics)"
-    # A percentile interval can exclude the median for tiny, lumpy samples; never report that.
-    return min(low, median), max(high, median), method
+    # A percentile interval can exclude the median for tiny, lumpy samples (or leave the
+    # data's range by a rounding error); never report either.
+    low = min(max(low, float(data[0])), median)
+    high = max(min(high, float(data[-1])), median)
+    return low, high, method
 
 
 def exact_median_bootstrap_cdf(n: int) -> FloatArray:
@@ -229,11 +232,36 @@ def exact_median_bootstrap_cdf(n: int) -> FloatArray:
     replacement land at or below x_(j), which happens with probability
     P(Binomial(n, j/n) >= k).
     """
-    k = (n + 1) // 2
-    fractions = np.arange(1, n + 1, dtype=np.float64) / n
-    cdf = np.asarray(scipy_stats.binom.sf(k - 1, n, fractions), dtype=np.float64)
-    cdf[-1] = 1.0
+    offset, window = _median_cdf_window(n)
+    cdf = np.zeros(n, dtype=np.float64)
+    cdf[offset : offset + window.size] = window
+    cdf[offset + window.size :] = 1.0
     return cdf
+
+
+@functools.cache
+def _median_cdf_window(n: int) -> tuple[int, FloatArray]:
+    """The CDF of ``exact_median_bootstrap_cdf`` where it is neither ~0 nor ~1.
+
+    The resampled median's rank has a standard deviation of about sqrt(n)/2, so outside
+    k +- 6 sqrt(n) (12 standard deviations) the CDF is 0 or 1 to double precision.
+    """
+    k = (n + 1) // 2
+    half = int(6 * math.sqrt(n)) + 16
+    first, last = max(1, k - half), min(n, k + half)
+    fractions = np.arange(first, last + 1, dtype=np.float64) / n
+    window = np.asarray(scipy_stats.binom.sf(k - 1, n, fractions), dtype=np.float64)
+    if last == n:
+        window[-1] = 1.0
+    window.flags.writeable = False
+    return first - 1, window
+
+
+def _cdf_index(n: int, probabilities: FloatArray) -> npt.NDArray[np.intp]:
+    """0-based order-statistic index of the first CDF value >= each probability."""
+    offset, window = _median_cdf_window(n)
+    positions = offset + np.searchsorted(window, probabilities, "left")
+    return np.minimum(positions, n - 1)
 
 
 def sample_medians(
@@ -241,9 +269,7 @@ def sample_medians(
 ) -> FloatArray:
     """Draw bootstrap medians of sorted ``data`` from their exact distribution (inverse CDF)."""
     sorted_data = data if presorted else np.sort(data)
-    cdf = exact_median_bootstrap_cdf(int(sorted_data.size))
-    positions = np.searchsorted(cdf, rng.random(draws), "left")
-    result: FloatArray = sorted_data[np.minimum(positions, sorted_data.size - 1)]
+    result: FloatArray = sorted_data[_cdf_index(int(sorted_data.size), rng.random(draws))]
     return result
 
 

@@ -215,7 +215,8 @@ class DockerBackend(Backend):
         handle = instance.handle or {}
         if handle.get("pid") is None and handle.get("id"):
             state = self.client.api.inspect_container(handle["id"]).get("State", {})
-            handle["pid"] = state.get("Pid") or None
+            # a container that already exited reports Pid 0 (or a pid that may be reused)
+            handle["pid"] = (state.get("Pid") or None) if state.get("Running") else None
         pid = handle.get("pid")
         return int(pid) if pid else None
 

@@ -51,6 +51,10 @@ def cgroup_dir_for_pid(
         relative = paths.get("unified")
     if mount is None or relative is None:
         return None
+    if relative.strip("/") == "":
+        # the hierarchy's root is the whole host, never one instance's cgroup: a pid that
+        # shows it has exited (or was never placed); reading it would report host totals
+        return None
     return Path(mount) / relative.lstrip("/")
 
 
@@ -86,22 +90,26 @@ def read_memory_usage(directory: Path, layout: CgroupLayout) -> dict[str, int | 
     """Current and peak memory usage of a cgroup in bytes (v1 usage/max_usage, v2 current/peak).
 
     Keys: ``usage_bytes``, ``peak_bytes`` (None where the kernel has no such file, e.g. v2
-    before 5.19 has no memory.peak), ``cache_bytes`` (page cache charged to the group).
+    before 5.19 has no memory.peak), ``cache_bytes`` (page cache charged to the group) and
+    ``anon_bytes`` (anonymous memory: what reclaim cannot give back without swap).
     """
     if layout.version == 1:
         usage = _read(directory / "memory.usage_in_bytes")
         peak = _read(directory / "memory.max_usage_in_bytes")
         stat = parse_flat_keyed(_read(directory / "memory.stat") or "")
         cache = stat.get("total_cache", stat.get("cache"))
+        anon = stat.get("total_rss", stat.get("rss"))
     else:
         usage = _read(directory / "memory.current")
         peak = _read(directory / "memory.peak")
         stat = parse_flat_keyed(_read(directory / "memory.stat") or "")
         cache = stat.get("file")
+        anon = stat.get("anon")
     return {
         "usage_bytes": parse_int_file(usage) if usage is not None else None,
         "peak_bytes": parse_int_file(peak) if peak is not None else None,
         "cache_bytes": cache,
+        "anon_bytes": anon,
     }
 
 

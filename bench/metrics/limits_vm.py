@@ -2,7 +2,7 @@
 
 HOST-NOTES: memtune hard_limit in the domain XML fails at create on hosts where root
 lacks CAP_SYS_RESOURCE, so limits are set live:
-- memory: a calibration boot measures the qemu cgroup's peak for the same guest; the
+- memory: a calibration boot measures the qemu cgroup's anonymous-memory peak; the
   checked guests start PAUSED, get ``hard_limit = calibration peak + L`` through
   setMemoryParameters(AFFECT_LIVE), then resume, and the guest allocates more (or, for the
   control, less) than L. Enforced = the host killed qemu for the cgroup's limit (domain
@@ -147,7 +147,10 @@ class VmLimitRunner(LimitRunner):
             sampler = self._sample_memory(directory)
             self.backend.wait_ready(calibration, self.timeout_s)
             self.backend.wait_exit(calibration, self.timeout_s)
-            calibration_peak = sampler.stop().maximum("usage_bytes")
+            # anonymous memory, not usage: page cache charged to qemu's cgroup (the kernel
+            # and initramfs files, if nobody else cached them first) varies from boot to
+            # boot and is reclaimable, so it would make the limit a coin toss
+            calibration_peak = sampler.stop().maximum("anon_bytes")
         finally:
             self._finish(calibration)
         if calibration_peak is None:
@@ -207,7 +210,7 @@ class VmLimitRunner(LimitRunner):
                 "domain_state": details.get("domain_state"),
                 "shutoff_reason": details.get("shutoff_reason"),
                 "guest_exit_code": details.get("guest_exit_code"),
-                "calibration_peak_mib": calibration_peak / MIB,
+                "calibration_anon_peak_mib": calibration_peak / MIB,
                 "hard_limit_mib": limit_bytes / MIB,
                 "limit_file_bytes": details.get("limit_file_bytes"),
                 "headroom_mib": options.memory_limit_mib,

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.analysis.dataset import Dataset, load_dataset
+from bench.analysis.dataset import ANALYSIS_LABELS, Dataset, load_dataset
 from bench.report.build import ReportModel, build_report
 from bench.report.render import render_html, write_html
 
@@ -41,7 +41,9 @@ def write_report(
 ) -> ReportOutcome:
     """Load runs (or take a loaded Dataset), build the report and write it to ``output``."""
     started = time.perf_counter()
-    dataset = source if isinstance(source, Dataset) else load_dataset(source)
+    dataset = (
+        source if isinstance(source, Dataset) else load_dataset(source, labels=ANALYSIS_LABELS)
+    )
     model: ReportModel = build_report(
         dataset, title=title, compare_by=compare_by, baseline=baseline
     )
@@ -59,7 +61,7 @@ def write_report(
 
 def write_run_report(run_directory: Path, reports_dir: Path = DEFAULT_REPORTS_DIR) -> ReportOutcome:
     """Write ``reports_dir/<run_id>.html`` for one run directory."""
-    dataset = load_dataset(run_directory)
+    dataset = load_dataset(run_directory, labels=ANALYSIS_LABELS)
     run_id = next(iter(dataset.runs), Path(run_directory).name)
     return write_report(dataset, Path(reports_dir) / f"{run_id}.html")
 

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from bench.analysis.compare import compare_dataset  # noqa: E402
-from bench.analysis.dataset import load_dataset  # noqa: E402
+from bench.analysis.dataset import ANALYSIS_LABELS, load_dataset  # noqa: E402
 from bench.report import write_report  # noqa: E402
 
 SOURCE_RUN = next((REPO / "tests" / "data" / "runs" / "tcg").rglob("run.json")).parent
@@ -84,7 +84,7 @@ def main() -> None:
         )
 
         started = time.perf_counter()
-        dataset = load_dataset(big)
+        dataset = load_dataset(big, labels=ANALYSIS_LABELS)
         loaded = time.perf_counter() - started
         outcome = write_report(dataset, root / "big.html")
         total = loaded + outcome.seconds
@@ -101,7 +101,7 @@ def main() -> None:
         run_a = make_run(root / "cmp", "20261130T000001Z-scale-aaaaaa", compare_samples, 2)
         run_b = make_run(root / "cmp", "20261130T000002Z-scale-bbbbbb", compare_samples, 3)
         started = time.perf_counter()
-        both = load_dataset([run_a, run_b])
+        both = load_dataset([run_a, run_b], labels=ANALYSIS_LABELS)
         loaded = time.perf_counter() - started
         started = time.perf_counter()
         report = compare_dataset(both)
