@@ -72,7 +72,7 @@ def test_run_records_a_complete_run_and_ls_lists_it(tmp_path: Path) -> None:
         "name: tiny\nbackends: [process, docker]\nsamples: 2\nwarmups: 1\nsettle_s: 0\ntimeout_s: 30\n"
     )
     results = tmp_path / "results"
-    result = bench("run", str(scenario), "--results", str(results))
+    result = bench("run", str(scenario), "--results", str(results), "--reports", str(tmp_path / "reports"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "startup to READY" in result.stdout
     run_dirs = list(results.glob("*/*"))
@@ -88,6 +88,9 @@ def test_run_records_a_complete_run_and_ls_lists_it(tmp_path: Path) -> None:
     frame = load(run_dirs[0])
     assert sorted(frame.groupby("backend").size().items()) == [("docker", 3), ("process", 3)]
     assert frame["ok"].all() and (frame["value"] > 0).all()
+    report = tmp_path / "reports" / f"{run['run_id']}.html"
+    assert report.is_file() and report.stat().st_size > 100_000, "bench run writes its report"
+    assert "tiny" in report.read_text()
     listing = bench("ls", "--results", str(results))
     assert listing.returncode == 0 and run["run_id"] in listing.stdout
 
@@ -102,7 +105,7 @@ def test_sigterm_mid_run_keeps_samples_and_leaves_nothing(tmp_path: Path) -> Non
     )
     results = tmp_path / "results"
     proc = subprocess.Popen(
-        [*BENCH, "run", str(scenario), "--results", str(results)],
+        [*BENCH, "run", str(scenario), "--results", str(results), "--no-report"],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
