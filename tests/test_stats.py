@@ -239,3 +239,26 @@ def test_analysis_labels_load_matches_the_full_load() -> None:
         }
         for column in slim.columns:
             pd.testing.assert_series_equal(slim[column], full[column])
+
+
+def test_parallel_load_equals_serial_load(monkeypatch) -> None:
+    """The multi-core reader (used for big files) gives the same frame as the serial one."""
+    import bench.analysis.dataset as dataset
+    from tests.conftest import DATA
+
+    runs = DATA / "runs" / "fixture"
+    monkeypatch.setattr(dataset, "PARALLEL_MIN_BYTES", 1 << 60)
+    serial = dataset.load_dataset(runs, labels=dataset.ANALYSIS_LABELS).samples
+    monkeypatch.setattr(dataset, "PARALLEL_MIN_BYTES", 0)
+    parallel = dataset.load_dataset(runs, labels=dataset.ANALYSIS_LABELS).samples
+    assert len(serial) == len(parallel) > 0
+    assert list(serial.columns) == list(parallel.columns)
+    # and the multi-core path really ran (it returns None when it falls back)
+    run_dir = next(runs.iterdir())
+    info = dataset.RunInfo("x", run_dir, dataset.read_run(run_dir))
+    direct = dataset._parallel_run_frame(info, run_dir / "samples.jsonl", dataset.ANALYSIS_LABELS)
+    assert direct is not None and len(direct) > 0
+    for column in serial.columns:
+        left = serial[column].astype(object).where(serial[column].notna(), None).tolist()
+        right = parallel[column].astype(object).where(parallel[column].notna(), None).tolist()
+        assert left == right, column

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import itertools
 import json
 import math
 from collections.abc import Iterable, Iterator, Sequence
@@ -281,13 +282,90 @@ def _load_run(
         return
     run = RunInfo(run_id, directory, record)
     runs[run_id] = run
-    columns, file_warnings = _read_sample_columns(directory / SAMPLES_FILE, fast, labels)
-    warnings.extend(file_warnings)
-    frame = _run_frame(run, columns)
+    frame = _parallel_run_frame(run, directory / SAMPLES_FILE, labels) if fast else None
+    if frame is None:
+        columns, file_warnings = _read_sample_columns(directory / SAMPLES_FILE, fast, labels)
+        warnings.extend(file_warnings)
+        frame = _run_frame(run, columns)
     for name in facts:
         value = fact(run, name)
         frame[f"fact.{name}"] = None if isinstance(value, dict | list) else value
     frames.append(frame)
+
+
+PARALLEL_MIN_BYTES = 64 * 1024 * 1024
+
+
+def _chunk_bounds(path: Path, parts: int) -> list[tuple[int, int]]:
+    """Split a file into ``parts`` byte ranges that start and end at line boundaries."""
+    size = path.stat().st_size
+    cuts = [0]
+    with open(path, "rb") as handle:
+        for index in range(1, parts):
+            handle.seek(size * index // parts)
+            handle.readline()  # move to the start of the next line
+            cuts.append(max(handle.tell(), cuts[-1]))
+    cuts.append(size)
+    return [(a, b) for a, b in itertools.pairwise(cuts) if b > a]
+
+
+def _chunk_frame(task: tuple[RunInfo, Path, int, int, tuple[str, ...] | None]) -> pd.DataFrame:
+    """Decode one byte range of samples.jsonl into a frame (in a worker process).
+
+    Any bad line raises: the caller then reads the file serially, which names the line
+    and tolerates a torn last one.
+    """
+    run, path, start, end, labels = task
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        data = handle.read(end - start)
+    line_decoder = _LINE_DECODER if labels is None else _restricted_decoder(labels)
+    decode = line_decoder.decode
+    plain: dict[str, list[Any]] = {name: [] for name in SAMPLE_FIELDS}
+    columns = _Columns(plain, [], [], [], None if labels is None else {k: [] for k in labels})
+    with _no_cyclic_gc():
+        records = [decode(line) for line in data.splitlines() if line and not line.isspace()]
+        if records:
+            if max(r.schema_version for r in records) > SAMPLE_SCHEMA_VERSION:
+                raise ResultsError("newer sample schema")
+            _extend_columns(columns, records, labels)
+        del records
+        return _categorize(_run_frame(run, columns))
+
+
+def _parallel_run_frame(
+    run: RunInfo, path: Path, labels: tuple[str, ...] | None
+) -> pd.DataFrame | None:
+    """Decode a large samples.jsonl on every core; None when that is not worth it or failed.
+
+    Each worker returns a frame whose text columns are categorical (codes pickle fast);
+    the parts are joined with their categories unioned. Any failure (a torn or bad line,
+    no fork) falls back to the serial reader, which reports it precisely.
+    """
+    import multiprocessing
+    import os
+
+    workers = min(os.cpu_count() or 1, 8)
+    try:
+        big = path.stat().st_size >= PARALLEL_MIN_BYTES
+    except OSError:
+        return None
+    if msgspec is None or workers < 2 or not big:
+        return None
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    tasks = [(run, path, a, b, labels) for a, b in _chunk_bounds(path, workers)]
+    try:
+        with multiprocessing.get_context("fork").Pool(len(tasks)) as pool:
+            parts = pool.map(_chunk_frame, tasks)
+    except Exception:
+        return None
+    for name in CATEGORY_COLUMNS:
+        if all(name in part.columns for part in parts):
+            union = pd.api.types.union_categoricals([part[name] for part in parts])
+            for part in parts:
+                part[name] = pd.Categorical(part[name], categories=union.categories)
+    return pd.concat(parts, ignore_index=True, sort=False)
 
 
 @contextlib.contextmanager
