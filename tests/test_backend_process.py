@@ -94,3 +94,15 @@ def test_sweep_removes_cgroups_left_by_a_killed_run(process_backend: Backend) ->
     assert instance.handle["proc"].returncode == -9
     instance.handle["proc"].stdout.close()
     del pid
+
+
+def test_no_bench_cgroup_parent_left_after_the_last_instance(process_backend: Backend) -> None:
+    from bench.cgroups.instance import _bench_parents
+
+    instance = process_backend.start(InstanceSpec(), "bench-test-parent", "test-run-000001")
+    parents = _bench_parents(process_backend.layout)  # type: ignore[attr-defined]
+    assert all(p.is_dir() for p in parents)
+    process_backend.wait_ready(instance, 10)
+    process_backend.wait_exit(instance, 10)
+    process_backend.stop(instance)
+    assert not any(p.exists() for p in parents), "an empty bench parent cgroup was left"

@@ -40,7 +40,7 @@ class InstanceCgroup:
                     if mount is None:
                         continue
                     directory = Path(mount) / BENCH_PARENT / name
-                    directory.mkdir(parents=True, exist_ok=False)
+                    _mkdir_child(directory)
                     group.dirs[controller] = directory
             else:
                 assert layout.v2_mount is not None
@@ -94,9 +94,36 @@ class InstanceCgroup:
         return found
 
     def remove(self, timeout_s: float = 5.0) -> None:
-        """Kill whatever is left inside, then remove the directories (idempotent)."""
-        remove_cgroup_dirs(list(self.dirs.values()), timeout_s)
+        """Kill whatever is left inside, remove the directories, and bench's parent if empty."""
+        directories = list(self.dirs.values())
+        remove_cgroup_dirs(directories, timeout_s)
         self.dirs.clear()
+        remove_empty_parents({d.parent for d in directories})
+
+
+def _mkdir_child(directory: Path) -> None:
+    """Create an instance cgroup, and bench's parent if needed.
+
+    Another instance's removal may rmdir the parent in between (it removes it once empty):
+    then create it again.
+    """
+    for _attempt in range(5):
+        directory.parent.mkdir(exist_ok=True)
+        try:
+            directory.mkdir(exist_ok=False)
+            return
+        except FileNotFoundError:
+            continue
+    directory.mkdir(parents=True, exist_ok=False)
+
+
+def remove_empty_parents(parents: set[Path]) -> None:
+    """Remove bench's parent cgroups that hold no instance any more (busy ones stay)."""
+    for parent in parents:
+        if parent.name != BENCH_PARENT:
+            continue
+        with contextlib.suppress(OSError):
+            parent.rmdir()
 
 
 def _enable_v2_controllers(root: Path, parent: Path) -> None:
@@ -133,8 +160,7 @@ def remove_cgroup_dirs(directories: list[Path], timeout_s: float = 5.0) -> None:
                 time.sleep(0.01)
 
 
-def bench_cgroup_dirs(layout: CgroupLayout) -> list[Path]:
-    """List every instance cgroup under bench's parent, in every hierarchy."""
+def _bench_parents(layout: CgroupLayout) -> list[Path]:
     parents: list[Path] = []
     if layout.version == 1:
         for controller in V1_CONTROLLERS:
@@ -143,8 +169,13 @@ def bench_cgroup_dirs(layout: CgroupLayout) -> list[Path]:
                 parents.append(Path(mount) / BENCH_PARENT)
     elif layout.v2_mount:
         parents.append(Path(layout.v2_mount) / BENCH_PARENT)
+    return list(dict.fromkeys(parents))
+
+
+def bench_cgroup_dirs(layout: CgroupLayout) -> list[Path]:
+    """List every instance cgroup under bench's parent, in every hierarchy."""
     found: list[Path] = []
-    for parent in dict.fromkeys(parents):
+    for parent in _bench_parents(layout):
         if parent.is_dir():
             found.extend(sorted(p for p in parent.iterdir() if p.is_dir()))
     return found
@@ -154,4 +185,5 @@ def sweep_bench_cgroups(layout: CgroupLayout) -> list[str]:
     """Remove every leftover instance cgroup bench created; return their names."""
     directories = bench_cgroup_dirs(layout)
     remove_cgroup_dirs(directories)
+    remove_empty_parents(set(_bench_parents(layout)))
     return sorted({d.name for d in directories})
