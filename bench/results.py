@@ -13,7 +13,7 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import pandas as pd
 
-from bench.errors import ResultsError
+from bench.errors import BenchError, ResultsError
 from bench.samples import SAMPLE_SCHEMA_VERSION, Sample
 
 RUN_SCHEMA_VERSION = 1
@@ -100,24 +100,48 @@ class ResultStore:
         self.update(status=status, counts=dict(self.counts), ended_at_utc=utc_now_iso(), **fields)
 
 
-def migrate_run(data: dict[str, Any], source: str) -> dict[str, Any]:
-    """Bring a run.json dict to the current schema, or refuse one that is newer."""
+def migrate_schema(
+    data: dict[str, Any],
+    source: str,
+    *,
+    current: int,
+    migrations: Mapping[int, Callable[[dict[str, Any]], dict[str, Any]]],
+    error: type[BenchError],
+    unversioned: str = "no integer schema_version",
+) -> dict[str, Any]:
+    """Bring a versioned dict to schema ``current`` via ``migrations`` (N-1 -> N).
+
+    Raises ``error`` for a dict with no integer schema_version (``unversioned`` says
+    so), a newer schema, or a version no migration starts from.
+    """
     version = data.get("schema_version")
     if not isinstance(version, int):
-        raise ResultsError(f"{source}: no integer schema_version; not a bench run file")
-    if version > RUN_SCHEMA_VERSION:
-        raise ResultsError(
+        raise error(f"{source}: {unversioned}")
+    if version > current:
+        raise error(
             f"{source}: schema_version {version} is newer than this bench reads "
-            f"({RUN_SCHEMA_VERSION}); upgrade bench to read it"
+            f"({current}); upgrade bench to read it"
         )
-    while version < RUN_SCHEMA_VERSION:
-        migrate = _RUN_MIGRATIONS.get(version + 1)
+    while version < current:
+        migrate = migrations.get(version + 1)
         if migrate is None:
-            raise ResultsError(f"{source}: no migration from schema_version {version}")
+            raise error(f"{source}: no migration from schema_version {version}")
         data = migrate(data)
         version += 1
         data["schema_version"] = version
     return data
+
+
+def migrate_run(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """Bring a run.json dict to the current schema, or refuse one that is newer."""
+    return migrate_schema(
+        data,
+        source,
+        current=RUN_SCHEMA_VERSION,
+        migrations=_RUN_MIGRATIONS,
+        error=ResultsError,
+        unversioned="no integer schema_version; not a bench run file",
+    )
 
 
 def read_run(directory: Path) -> dict[str, Any]:

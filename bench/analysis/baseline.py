@@ -38,7 +38,7 @@ from bench.analysis.stats import (
 )
 from bench.analysis.units import format_quantity
 from bench.errors import BenchError
-from bench.results import utc_now_iso, write_json_atomic
+from bench.results import migrate_schema, utc_now_iso, write_json_atomic
 
 BASELINE_SCHEMA_VERSION = 1
 BASELINE_KIND = "bench-baseline"
@@ -200,22 +200,13 @@ def migrate_baseline(data: dict[str, Any], source: str) -> dict[str, Any]:
     """Bring a baseline dict to the current schema, or refuse one that is newer."""
     if data.get("kind") != BASELINE_KIND:
         raise BaselineError(f"{source}: not a bench baseline file (kind is {data.get('kind')!r})")
-    version = data.get("schema_version")
-    if not isinstance(version, int):
-        raise BaselineError(f"{source}: no integer schema_version")
-    if version > BASELINE_SCHEMA_VERSION:
-        raise BaselineError(
-            f"{source}: schema_version {version} is newer than this bench reads "
-            f"({BASELINE_SCHEMA_VERSION}); upgrade bench to read it"
-        )
-    while version < BASELINE_SCHEMA_VERSION:
-        migrate = _MIGRATIONS.get(version + 1)
-        if migrate is None:
-            raise BaselineError(f"{source}: no migration from schema_version {version}")
-        data = migrate(data)
-        version += 1
-        data["schema_version"] = version
-    return data
+    return migrate_schema(
+        data,
+        source,
+        current=BASELINE_SCHEMA_VERSION,
+        migrations=_MIGRATIONS,
+        error=BaselineError,
+    )
 
 
 def read_baseline(path: Path) -> dict[str, Any]:

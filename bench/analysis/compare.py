@@ -36,7 +36,6 @@ from scipy import stats as scipy_stats
 
 from bench.analysis.dataset import Dataset, fact, resolve_fact_path
 from bench.analysis.stats import (
-    BOOTSTRAP_RESAMPLES,
     BOOTSTRAP_SEED,
     CONFIDENCE,
     SCIPY_BOOTSTRAP_MAX_N,
@@ -46,9 +45,10 @@ from bench.analysis.stats import (
     as_sorted_array,
     describe,
     measured,
+    percentile_bootstrap,
     sample_medians,
     stage_columns,
-    stage_unit,
+    stage_values,
     view_labels,
 )
 from bench.analysis.units import format_quantity, unit_kind
@@ -203,19 +203,7 @@ def _ratio_ci(base: FloatArray, cont: FloatArray, seed: int) -> tuple[float, flo
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", scipy_stats.DegenerateDataWarning)
-            result = scipy_stats.bootstrap(
-                (base, cont),
-                ratio_of_medians,
-                n_resamples=BOOTSTRAP_RESAMPLES,
-                method="percentile",
-                confidence_level=CONFIDENCE,
-                vectorized=True,
-                paired=False,
-                axis=-1,
-                rng=np.random.default_rng(seed),
-            )
-        low = float(result.confidence_interval.low)
-        high = float(result.confidence_interval.high)
+            low, high = percentile_bootstrap((base, cont), ratio_of_medians, seed=seed)
         if math.isfinite(low) and math.isfinite(high):
             return low, high
         ratio = float(np.median(cont) / np.median(base))
@@ -422,14 +410,10 @@ def _value_arrays(
     arrays: dict[tuple[str, tuple[str, ...]], _Side] = {}
     for group_key, part in frame.groupby(["_group", *key_columns], sort=False, observed=True):
         label, *rest = (str(k) for k in group_key)
-        unit = str(part["unit"].iloc[0])
         accel = accel_of(part)
-        columns = [(VALUE_STAGE, "value"), *((c.removeprefix("stage."), c) for c in stage_names)]
-        for stage, column in columns:
-            data = as_sorted_array(part[column].to_numpy(dtype=np.float64, na_value=np.nan))
-            if data.size:
-                stage_u = unit if stage == VALUE_STAGE else stage_unit(stage, unit)
-                arrays[(label, (*rest, stage))] = _Side(data, stage_u, accel)
+        unit = str(part["unit"].iloc[0])
+        for stage, stage_u, data in stage_values(part, stage_names, unit):
+            arrays[(label, (*rest, stage))] = _Side(data, stage_u, accel)
     return arrays
 
 
@@ -666,6 +650,18 @@ def row_title(row: ComparisonRow) -> str:
     return " ".join(parts)
 
 
+def result_cells(row: ComparisonRow) -> list[str]:
+    """A row's outcome as table cells: both medians, ratio [CI], p, verdict, warnings."""
+    return [
+        format_quantity(row.median_baseline, row.unit),
+        format_quantity(row.median_contender, row.unit),
+        format_ratio(row),
+        "-" if row.p_value is None else f"{row.p_value:.3g}",
+        row.verdict,
+        "; ".join(row.warnings),
+    ]
+
+
 def _markdown_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
@@ -689,16 +685,6 @@ def format_markdown(report: ComparisonReport) -> str:
     )
     lines += [header, "|" + "---|" * 9]
     for row in report.rows:
-        cells = [
-            row_title(row),
-            row.run_id,
-            row.contender,
-            format_quantity(row.median_baseline, row.unit),
-            format_quantity(row.median_contender, row.unit),
-            format_ratio(row),
-            "-" if row.p_value is None else f"{row.p_value:.3g}",
-            row.verdict,
-            "; ".join(row.warnings),
-        ]
+        cells = [row_title(row), row.run_id, row.contender, *result_cells(row)]
         lines.append("| " + " | ".join(_markdown_cell(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"

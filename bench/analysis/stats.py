@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -200,18 +200,7 @@ def median_ci(
     if n == 1 or data[0] == data[-1]:
         return median, median, "degenerate (all values equal)"
     if n <= SCIPY_BOOTSTRAP_MAX_N:
-        result = scipy_stats.bootstrap(
-            (data,),
-            np.median,
-            n_resamples=BOOTSTRAP_RESAMPLES,
-            method="percentile",
-            confidence_level=confidence,
-            vectorized=True,
-            axis=-1,
-            rng=np.random.default_rng(seed),
-        )
-        low = float(result.confidence_interval.low)
-        high = float(result.confidence_interval.high)
+        low, high = percentile_bootstrap((data,), np.median, seed=seed, confidence=confidence)
         method = f"bootstrap percentile ({BOOTSTRAP_RESAMPLES} resamples, seed {seed})"
     else:
         alpha = (1 - confidence) / 2
@@ -223,6 +212,32 @@ def median_ci(
     low = min(max(low, float(data[0])), median)
     high = max(min(high, float(data[-1])), median)
     return low, high, method
+
+
+def percentile_bootstrap(
+    samples: tuple[FloatArray, ...],
+    statistic: Callable[..., Any],
+    *,
+    seed: int = BOOTSTRAP_SEED,
+    confidence: float = CONFIDENCE,
+) -> tuple[float, float]:
+    """``scipy.stats.bootstrap`` percentile CI of a vectorized statistic, as (low, high).
+
+    ``BOOTSTRAP_RESAMPLES`` resamples from a generator seeded with ``seed``; the samples
+    are resampled independently (not paired).
+    """
+    result = scipy_stats.bootstrap(
+        samples,
+        statistic,
+        n_resamples=BOOTSTRAP_RESAMPLES,
+        method="percentile",
+        confidence_level=confidence,
+        vectorized=True,
+        paired=False,
+        axis=-1,
+        rng=np.random.default_rng(seed),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def exact_median_bootstrap_cdf(n: int) -> FloatArray:
@@ -286,6 +301,21 @@ def stage_unit(stage: str, value_unit: str) -> str:
     return value_unit
 
 
+def stage_values(
+    frame: pd.DataFrame, stage_names: Sequence[str], unit: str
+) -> Iterator[tuple[str, str, FloatArray]]:
+    """(stage, unit, sorted finite values) of a frame's value and each stage column.
+
+    The sample value comes first as ``VALUE_STAGE`` in ``unit`` (the samples' unit),
+    each stage in its own (``stage_unit``); stages with no finite value are skipped.
+    """
+    columns = [(VALUE_STAGE, "value"), *((c.removeprefix("stage."), c) for c in stage_names)]
+    for stage, column in columns:
+        values = as_sorted_array(frame[column].to_numpy(dtype=np.float64, na_value=np.nan))
+        if values.size:
+            yield stage, unit if stage == VALUE_STAGE else stage_unit(stage, unit), values
+
+
 def view_labels(frame: pd.DataFrame) -> pd.Series:
     """What a sample measures within its metric: ``label.view``, with a non-total role appended.
 
@@ -337,14 +367,9 @@ def summarize_stats(
     for (run_id, metric, backend, case, view), group in groups:
         ok = group["ok"].to_numpy(dtype=bool)
         failed = int((~ok).sum())
-        good = group[ok]
         unit = str(group["unit"].iloc[0])
         accel = accel_of(group)
-        columns = [(VALUE_STAGE, "value"), *((c.removeprefix("stage."), c) for c in stage_names)]
-        for stage, column in columns:
-            values = as_sorted_array(good[column].to_numpy(dtype=np.float64, na_value=np.nan))
-            if values.size == 0:
-                continue
+        for stage, stage_u, values in stage_values(group[ok], stage_names, unit):
             rows.append(
                 StatRow(
                     run_id=str(run_id),
@@ -353,7 +378,7 @@ def summarize_stats(
                     case=str(case),
                     view=str(view),
                     stage=stage,
-                    unit=unit if stage == VALUE_STAGE else stage_unit(stage, unit),
+                    unit=stage_u,
                     failed=failed,
                     accel=accel,
                     stats=describe(values, seed=seed, presorted=True),

@@ -25,7 +25,7 @@ from bench.analysis.compare import (
     CompareError,
     ComparisonReport,
     compare_dataset,
-    format_ratio,
+    result_cells,
     row_title,
 )
 from bench.analysis.dataset import Dataset, RunInfo, fact
@@ -131,6 +131,18 @@ class _Ids:
     def plot(self, figure: figures.Figure, caption: str = "") -> Plot:
         self.count += 1
         return Plot(f"plot-{self.count}", figure_json(figure), caption)
+
+
+def _of_metric(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The samples of one metric (an empty frame stays as it is)."""
+    return frame[frame["metric"].astype(str) == metric] if not frame.empty else frame
+
+
+def _unmeasured(section: Section, text: str) -> Section:
+    """``section`` with only a note saying why it has no content, marked not measured."""
+    section.items.append(Note(text))
+    section.measured = False
+    return section
 
 
 def build_report(
@@ -407,11 +419,9 @@ def _startup_section(
     frame: pd.DataFrame, stats: list[StatRow], naming: _Naming, ids: _Ids
 ) -> Section:
     section = Section("startup", "Startup per backend")
-    data = frame[frame["metric"].astype(str) == "startup"] if not frame.empty else frame
+    data = _of_metric(frame, "startup")
     if data.empty:
-        section.items.append(Note(f"Startup: {NOT_MEASURED}."))
-        section.measured = False
-        return section
+        return _unmeasured(section, f"Startup: {NOT_MEASURED}.")
     cases = list(pd.unique(data["case"].astype(str)))
     multi_case = len(cases) > 1
     for case in cases:
@@ -501,17 +511,7 @@ def _comparison_table(report: ComparisonReport, caption: str, with_run: bool) ->
     rows = []
     classes = []
     for row in report.rows:
-        cells = [
-            row_title(row),
-            row.baseline,
-            row.contender,
-            format_quantity(row.median_baseline, row.unit),
-            format_quantity(row.median_contender, row.unit),
-            format_ratio(row),
-            "-" if row.p_value is None else f"{row.p_value:.3g}",
-            row.verdict,
-            "; ".join(row.warnings),
-        ]
+        cells = [row_title(row), row.baseline, row.contender, *result_cells(row)]
         if with_run:
             cells.insert(1, row.run_id)
         rows.append(cells)
@@ -525,13 +525,9 @@ def _backends_section(dataset: Dataset) -> Section:
     try:
         report = compare_dataset(dataset, "backend")
     except CompareError as exc:
-        section.items.append(Note(f"Nothing to compare: {exc}."))
-        section.measured = False
-        return section
+        return _unmeasured(section, f"Nothing to compare: {exc}.")
     if not report.rows:
-        section.items.append(Note("No quantity was measured by two backends of one run."))
-        section.measured = False
-        return section
+        return _unmeasured(section, "No quantity was measured by two backends of one run.")
     section.items.append(
         _comparison_table(
             report,
@@ -552,11 +548,9 @@ def _memory_section(
     frame: pd.DataFrame, stats: list[StatRow], naming: _Naming, ids: _Ids
 ) -> Section:
     section = Section("memory", "Memory overhead per instance")
-    data = frame[frame["metric"].astype(str) == "memory"] if not frame.empty else frame
+    data = _of_metric(frame, "memory")
     if data.empty:
-        section.items.append(Note(f"Memory overhead: {NOT_MEASURED}."))
-        section.measured = False
-        return section
+        return _unmeasured(section, f"Memory overhead: {NOT_MEASURED}.")
     rows = [r for r in stats if r.metric == "memory" and r.stage == VALUE_STAGE]
     for title, wanted in (
         ("Overhead per instance (view minus the process baseline)", True),
@@ -615,11 +609,9 @@ def _x_of(part: pd.DataFrame) -> tuple[np.ndarray[Any, Any], str]:
 
 def _density_section(frame: pd.DataFrame, naming: _Naming, ids: _Ids) -> Section:
     section = Section("density", "Density: instances added until a stop rule fired")
-    data = frame[frame["metric"].astype(str) == "density"] if not frame.empty else frame
+    data = _of_metric(frame, "density")
     if data.empty:
-        section.items.append(Note(f"Density: {NOT_MEASURED}."))
-        section.measured = False
-        return section
+        return _unmeasured(section, f"Density: {NOT_MEASURED}.")
     multi_case = data["case"].astype(str).nunique() > 1
     plots = (
         ("startup_s", "Startup latency of the newest instance vs N", False),
@@ -699,11 +691,9 @@ def _float(value: Any) -> float | None:
 
 def _limits_section(frame: pd.DataFrame, naming: _Naming, ids: _Ids) -> Section:
     section = Section("limits", "Limit enforcement (does the limit hold, measured)")
-    data = frame[frame["metric"].astype(str) == "limits"] if not frame.empty else frame
+    data = _of_metric(frame, "limits")
     if data.empty:
-        section.items.append(Note(f"Limit enforcement: {NOT_MEASURED}."))
-        section.measured = False
-        return section
+        return _unmeasured(section, f"Limit enforcement: {NOT_MEASURED}.")
     rows = []
     classes = []
     plotted = 0
@@ -777,20 +767,15 @@ def _comparison_section(dataset: Dataset, compare_by: str, baseline: str | None)
     what = "runs" if compare_by == "run" else compare_by
     section = Section("comparison", f"Comparison across {what}")
     if len(dataset.runs) < 2:
-        section.items.append(
-            Note(
-                "One run: nothing to compare across runs. Give several runs "
-                "(or --compare-by kernel) to compare."
-            )
+        return _unmeasured(
+            section,
+            "One run: nothing to compare across runs. Give several runs "
+            "(or --compare-by kernel) to compare.",
         )
-        section.measured = False
-        return section
     try:
         report = compare_dataset(dataset, compare_by, baseline=baseline)
     except CompareError as exc:
-        section.items.append(Note(f"No comparison: {exc}."))
-        section.measured = False
-        return section
+        return _unmeasured(section, f"No comparison: {exc}.")
     for label, reasons in report.incomparable.items():
         section.items.append(
             Note(f"{label}: incomparable with {report.baseline}: {'; '.join(reasons)}", "warn")
@@ -814,9 +799,7 @@ def _stability_section(stats: list[StatRow], dataset: Dataset) -> Section:
     section = Section("stability", "Stability warnings")
     flagged = [r for r in stats if r.stats.warnings]
     if not stats:
-        section.items.append(Note(f"No statistics: {NOT_MEASURED}."))
-        section.measured = False
-        return section
+        return _unmeasured(section, f"No statistics: {NOT_MEASURED}.")
     if not flagged:
         section.items.append(Note("No stability warnings: every CV < 10%, n >= 5, few outliers."))
         return section

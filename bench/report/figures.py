@@ -124,6 +124,16 @@ def _log_axis_wanted(minimum: float, maximum: float) -> bool:
     return minimum > 0 and maximum / minimum > 30
 
 
+def _value_x_layout(
+    title: str, shown: str, lows: list[float], highs: list[float], y_title: str, **extra: Any
+) -> dict[str, Any]:
+    """``base_layout`` with values on x: a log axis when the groups' range spans > 30x."""
+    log = bool(lows) and _log_axis_wanted(min(lows), max(highs))
+    layout = base_layout(title, f"{shown}{' (log scale)' if log else ''}", y_title, **extra)
+    layout["xaxis"]["type"] = "log" if log else "linear"
+    return layout
+
+
 def distribution_figure(groups: Sequence[tuple[str, FloatArray]], unit: str, title: str) -> Figure:
     """Box plots from precomputed quartiles/fences (no raw points), one per labelled group.
 
@@ -159,9 +169,7 @@ def distribution_figure(groups: Sequence[tuple[str, FloatArray]], unit: str, tit
                 "hoverinfo": "x+name",
             }
         )
-    log = bool(lows) and _log_axis_wanted(min(lows), max(highs))
-    layout = base_layout(title, f"{shown}{' (log scale)' if log else ''}", "", showlegend=False)
-    layout["xaxis"]["type"] = "log" if log else "linear"
+    layout = _value_x_layout(title, shown, lows, highs, "", showlegend=False)
     layout["height"] = max(220, 70 + 45 * len(traces))
     layout["yaxis"]["autorange"] = "reversed"  # first group (the native floor) on top
     return {"data": traces, "layout": layout}
@@ -198,9 +206,7 @@ def ecdf_figure(groups: Sequence[tuple[str, FloatArray]], unit: str, title: str)
                 "y": rounded(ys),
             }
         )
-    log = bool(lows) and _log_axis_wanted(min(lows), max(highs))
-    layout = base_layout(title, f"{shown}{' (log scale)' if log else ''}", "fraction of samples")
-    layout["xaxis"]["type"] = "log" if log else "linear"
+    layout = _value_x_layout(title, shown, lows, highs, "fraction of samples")
     layout["yaxis"]["range"] = [0, 1.02]
     return {"data": traces, "layout": layout}
 
@@ -254,17 +260,7 @@ def stage_breakdown_figure(groups: Sequence[tuple[str, pd.DataFrame]], title: st
             column = segments[name].dropna()
             medians[name].append(float(column.median() * 1e3) if column.size else math.nan)
     traces = []
-    colours = (
-        "#4c78a8",
-        "#72b7b2",
-        "#f58518",
-        "#e45756",
-        "#54a24b",
-        "#b279a2",
-        "#9d755d",
-        "#bab0ac",
-    )
-    for (name, text), colour in zip(MILESTONES, colours, strict=True):
+    for (name, text), colour in zip(MILESTONES, SEGMENT_COLOURS, strict=True):
         values = medians[name]
         if all(not math.isfinite(v) for v in values):
             continue
