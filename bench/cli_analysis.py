@@ -7,6 +7,7 @@ runs or baseline, nothing to compare), 3 reserved for unavailable backends.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -113,9 +114,15 @@ def register(app: typer.Typer, console: Console, err_console: Console) -> None:
             format_markdown,
         )
         from bench.analysis.dataset import ANALYSIS_LABELS, load_dataset
+        from bench.analysis.stats import scipy_stats
 
+        # import scipy.stats on a thread while the runs load: big runs are decoded by
+        # worker processes, so the import costs the command next to nothing
+        importer = threading.Thread(target=scipy_stats, daemon=True)
+        importer.start()
         try:
             dataset = load_dataset(runs, labels=ANALYSIS_LABELS)
+            importer.join()
             report = compare_dataset(
                 dataset,
                 group_by,

@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats as scipy_stats
 
 from bench.analysis.dataset import Dataset, fact, resolve_fact_path
 from bench.analysis.stats import (
@@ -47,6 +46,7 @@ from bench.analysis.stats import (
     measured,
     percentile_bootstrap,
     sample_medians,
+    scipy_stats,
     stage_columns,
     stage_values,
     view_labels,
@@ -184,7 +184,7 @@ def _mann_whitney_p(base: FloatArray, cont: FloatArray) -> float:
         return 1.0  # every value equal: no evidence of any difference
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        result = scipy_stats.mannwhitneyu(base, cont, alternative="two-sided", method="auto")
+        result = scipy_stats().mannwhitneyu(base, cont, alternative="two-sided", method="auto")
     p_value = float(result.pvalue)
     return p_value if math.isfinite(p_value) else 1.0
 
@@ -202,7 +202,7 @@ def _ratio_ci(base: FloatArray, cont: FloatArray, seed: int) -> tuple[float, flo
             return result
 
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", scipy_stats.DegenerateDataWarning)
+            warnings.simplefilter("ignore", scipy_stats().DegenerateDataWarning)
             low, high = percentile_bootstrap((base, cont), ratio_of_medians, seed=seed)
         if math.isfinite(low) and math.isfinite(high):
             return low, high

@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from scipy import stats as scipy_stats
 
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 2000
@@ -40,6 +39,18 @@ OUTLIER_WARN_FRACTION = 0.01
 VALUE_STAGE = "value"
 
 FloatArray = npt.NDArray[np.float64]
+
+
+@functools.cache
+def scipy_stats() -> Any:
+    """Return scipy.stats, imported on first use.
+
+    The import costs ~0.5 s, which a CLI start should not pay before it has work for it
+    (the compare command imports it on a thread while the runs load).
+    """
+    import scipy.stats
+
+    return scipy.stats
 
 
 @dataclass(frozen=True)
@@ -226,7 +237,7 @@ def percentile_bootstrap(
     ``BOOTSTRAP_RESAMPLES`` resamples from a generator seeded with ``seed``; the samples
     are resampled independently (not paired).
     """
-    result = scipy_stats.bootstrap(
+    result = scipy_stats().bootstrap(
         samples,
         statistic,
         n_resamples=BOOTSTRAP_RESAMPLES,
@@ -265,7 +276,7 @@ def _median_cdf_window(n: int) -> tuple[int, FloatArray]:
     half = int(6 * math.sqrt(n)) + 16
     first, last = max(1, k - half), min(n, k + half)
     fractions = np.arange(first, last + 1, dtype=np.float64) / n
-    window = np.asarray(scipy_stats.binom.sf(k - 1, n, fractions), dtype=np.float64)
+    window = np.asarray(scipy_stats().binom.sf(k - 1, n, fractions), dtype=np.float64)
     if last == n:
         window[-1] = 1.0
     window.flags.writeable = False
