@@ -1,29 +1,53 @@
-"""The analysis commands: compare, check, baseline, report. Thin: parse, call the library, print.
+"""The analysis commands: compare, calibrate, check, baseline, report. Thin: parse, call, print.
 
 ``bench.cli`` calls ``register(app, console, err_console)`` at import. Exit codes follow
-bench's: 0 success, 1 a check failed (a metric left its band), 2 bad input (unreadable
-runs or baseline, nothing to compare), 3 reserved for unavailable backends.
+bench's: 0 success, 1 a check failed (a quantity left its baseline) or a calibration
+run had failed samples, 2 bad input (unreadable runs, baseline or calibration, nothing
+to compare), 3 a backend unavailable (calibrate), 130 interrupted.
+
+Runs on the command line are run directories, trees containing them, quoted globs
+(``'results/lab/*-quick-*'``), or a run with a block selection (``RUN@0-2``,
+``RUN@0,2,4``). ``bench compare`` compares each run with the first unless ``--``
+splits the arguments into two sides, each a set of runs (or blocks) pooled by block:
+``bench compare A1 A2 A3 -- B1 B2 B3``.
 """
 
 from __future__ import annotations
 
+import glob
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperCommand
 
-from bench.errors import BenchError
+from bench.errors import BenchError, ResultsError
+
+if TYPE_CHECKING:
+    from bench.analysis.baseline import CheckRow
+    from bench.analysis.calibration import Calibration
+    from bench.analysis.compare import ComparisonReport, ComparisonRow, Group
+    from bench.analysis.dataset import Dataset
 
 RunsArgument = Annotated[
-    list[Path], typer.Argument(help="Run directories, or trees containing them.")
+    list[str],
+    typer.Argument(
+        help="Run directories, trees containing them, quoted globs, or RUN@BLOCKS "
+        "(RUN@0-2, RUN@0,2) to take only some blocks of a run."
+    ),
 ]
+SIDES_SEPARATOR = "--"
+# What ``--`` becomes before click parses: a positional marker, so options may still
+# follow it (``bench compare A -- B --metric startup``) and the split point survives.
+_SIDES_MARKER = "\x00sides"
 
 
 class CompareFormat(StrEnum):
@@ -49,10 +73,119 @@ _OUTCOME_STYLES = {
     "faster": "bold green",
     "smaller": "bold green",
     "lower": "bold yellow",
+    "equivalent": "green",
+    "inconclusive": "dim",
     "incomparable": "yellow",
     "missing": "yellow",
-    "not significant": "dim",
 }
+
+
+class SidesCommand(TyperCommand):
+    """A command whose first ``--`` splits its runs into two sides instead of ending options.
+
+    Click would drop ``--`` and treat everything after it as positional; here it becomes
+    a positional marker, so the split point reaches the command and options can be
+    given anywhere.
+    """
+
+    # ctx is click's Context (typer ships its own click; Any keeps this independent of it)
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        """Replace the first ``--`` by the side marker, then parse as usual."""
+        if SIDES_SEPARATOR in args:
+            args = list(args)
+            args[args.index(SIDES_SEPARATOR)] = _SIDES_MARKER
+        return super().parse_args(ctx, args)
+
+
+# --- run arguments -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunArgument:
+    """One run argument: a path (run, tree or glob match) and an optional block selection."""
+
+    text: str
+    path: Path
+    blocks: frozenset[int] | None = None
+
+
+def parse_blocks(spec: str) -> frozenset[int]:
+    """``0-2`` -> {0, 1, 2}; ``0,2,5-6`` -> {0, 2, 5, 6}."""
+    blocks: set[int] = set()
+    try:
+        for part in spec.split(","):
+            first, _, last = part.strip().partition("-")
+            start = int(first)
+            stop = int(last) if last else start
+            if start < 0 or stop < start:
+                raise ValueError(part)
+            blocks.update(range(start, stop + 1))
+    except ValueError:
+        raise ResultsError(
+            f"bad block selection {spec!r}: use RUN@0-2 or RUN@0,2,4 (blocks count from 0)"
+        ) from None
+    return frozenset(blocks)
+
+
+def expand_run_arguments(texts: Sequence[str]) -> list[RunArgument]:
+    """Resolve run arguments: a literal path, else ``PATH@BLOCKS``, PATH a path or a glob."""
+    found: list[RunArgument] = []
+    for text in texts:
+        head, blocks = text, None
+        if not Path(text).exists():
+            before, at, spec = text.rpartition("@")
+            if at and before and spec and all(ch.isdigit() or ch in ",-" for ch in spec):
+                head, blocks = before, parse_blocks(spec)
+        if Path(head).exists():
+            found.append(RunArgument(text, Path(head), blocks))
+        elif any(ch in head for ch in "*?["):
+            matches = sorted(glob.glob(head))
+            if not matches:
+                raise ResultsError(f"{text}: the pattern matched nothing")
+            found.extend(RunArgument(m, Path(m), blocks) for m in matches)
+        else:
+            raise ResultsError(f"{head}: no such run directory")
+    return found
+
+
+def load_arguments(
+    arguments: Sequence[RunArgument],
+) -> tuple[Dataset, dict[int, list[str]]]:
+    """Load every run the arguments name once; and the run ids of each argument (by index)."""
+    from bench.analysis.dataset import ANALYSIS_LABELS, load_dataset
+    from bench.results import find_run_dirs
+
+    per_argument: dict[int, list[Path]] = {}
+    directories: list[Path] = []
+    for index, argument in enumerate(arguments):
+        dirs = find_run_dirs([argument.path])
+        per_argument[index] = dirs
+        directories.extend(dirs)
+    dataset = load_dataset(list(dict.fromkeys(directories)), labels=ANALYSIS_LABELS)
+    by_directory = {run.directory.resolve(): run_id for run_id, run in dataset.runs.items()}
+    run_ids = {
+        index: [by_directory[d.resolve()] for d in dirs if d.resolve() in by_directory]
+        for index, dirs in per_argument.items()
+    }
+    return dataset, run_ids
+
+
+def build_sides(
+    arguments: Sequence[RunArgument], run_ids: dict[int, list[str]], split: int
+) -> list[Group]:
+    """Side A (arguments before ``split``) and side B (from it on), as comparison groups."""
+    from bench.analysis.compare import Group, Member
+
+    sides = []
+    for label, indices in (("A", range(split)), ("B", range(split, len(arguments)))):
+        members = tuple(
+            Member(run_id, arguments[i].blocks) for i in indices for run_id in run_ids[i]
+        )
+        if not members:
+            raise ResultsError(f"side {label} of the comparison names no run")
+        run_list = tuple(dict.fromkeys(m.run_id for m in members))
+        sides.append(Group(label, run_list, members))
+    return sides
 
 
 def register(app: typer.Typer, console: Console, err_console: Console) -> None:
@@ -71,16 +204,30 @@ def register(app: typer.Typer, console: Console, err_console: Console) -> None:
             output.write_text(text)
             err_console.print(f"wrote {output}", highlight=False)
 
-    @app.command()
+    def warn(text: str) -> None:
+        err_console.print(Text.assemble(("warning: ", "yellow"), text), highlight=False)
+
+    def calibration_choice(
+        calibration_file: Path | None, no_calibration: bool
+    ) -> Calibration | str | None:
+        from bench.analysis.calibration import Calibration
+
+        if no_calibration:
+            return None
+        if calibration_file is not None:
+            return Calibration.read(calibration_file)
+        return "auto"
+
+    @app.command(cls=SidesCommand)
     def compare(
         runs: RunsArgument,
         group_by: Annotated[
             str,
             typer.Option(
                 "--group-by",
-                help="run (each run; the first is the baseline), backend (backends within "
-                "each run), or a host fact: kernel, cpu.model, cgroup.version, "
-                "software.docker.runc ...",
+                help="run (each run against the first), backend (backends within each run, "
+                "block by block), or a host fact: kernel, cpu.model, cgroup.version, "
+                "software.docker.runc ... Ignored when -- splits the runs into two sides.",
             ),
         ] = "run",
         baseline: Annotated[
@@ -92,9 +239,30 @@ def register(app: typer.Typer, console: Console, err_console: Console) -> None:
             list[str] | None, typer.Option("--metric", help="Only these metrics (repeatable).")
         ] = None,
         min_effect: Annotated[
-            float, typer.Option("--min-effect", help="Smallest ratio change reported (0.05=5%).")
+            float,
+            typer.Option(
+                "--min-effect",
+                help="Declared margin: the smallest change worth a verdict (0.05 = 5%); "
+                "raised to the calibrated noise when that is larger.",
+            ),
         ] = 0.05,
-        alpha: Annotated[float, typer.Option("--alpha", help="Mann-Whitney U level.")] = 0.05,
+        min_abs_mib: Annotated[
+            float,
+            typer.Option(
+                "--min-abs-mib", help="Floor of the margin of size rows, in MiB (absolute)."
+            ),
+        ] = 1.0,
+        calibration_file: Annotated[
+            Path | None,
+            typer.Option(
+                "--calibration",
+                help="Calibration file (default: results/<host>/calibration.json beside "
+                "the runs, when present).",
+            ),
+        ] = None,
+        no_calibration: Annotated[
+            bool, typer.Option("--no-calibration", help="Ignore any calibration.")
+        ] = False,
         ignore_key: Annotated[
             list[str] | None,
             typer.Option("--ignore-key", help="Must-match host key to ignore (repeatable)."),
@@ -106,37 +274,49 @@ def register(app: typer.Typer, console: Console, err_console: Console) -> None:
             Path | None, typer.Option("-o", "--output", help="Write to this file.")
         ] = None,
     ) -> None:
-        """Compare runs (or kernels, hosts, backends): ratio with CI and a verdict per metric."""
+        """Compare runs, sets of runs (A1 A2 -- B1 B2), kernels or backends, block by block."""
         from bench.analysis.compare import (
             compare_dataset,
             format_csv,
             format_json,
             format_markdown,
         )
-        from bench.analysis.dataset import ANALYSIS_LABELS, load_dataset
         from bench.analysis.stats import scipy_stats
 
-        # import scipy.stats on a thread while the runs load: big runs are decoded by
-        # worker processes, so the import costs the command next to nothing
+        # import scipy.stats on a thread while the runs load
         importer = threading.Thread(target=scipy_stats, daemon=True)
         importer.start()
         try:
-            dataset = load_dataset(runs, labels=ANALYSIS_LABELS)
+            split_at = runs.index(_SIDES_MARKER) if _SIDES_MARKER in runs else None
+            if split_at is not None and _SIDES_MARKER in runs[split_at + 1 :]:
+                raise ResultsError("compare takes one -- (between the two sides)")
+            texts = [r for r in runs if r != _SIDES_MARKER]
+            arguments = expand_run_arguments(texts)
+            dataset, run_ids = load_arguments(arguments)
+            sides = None
+            if split_at is not None:
+                split = len(expand_run_arguments(texts[:split_at]))
+                sides = build_sides(arguments, run_ids, split)
+            elif any(a.blocks is not None for a in arguments):
+                sides = build_sides_each(arguments, run_ids)
+            choice = calibration_choice(calibration_file, no_calibration)
             importer.join()
             report = compare_dataset(
                 dataset,
                 group_by,
+                sides=sides,
                 baseline=baseline,
                 stages=stages,
                 metrics=metric or (),
                 min_effect=min_effect,
-                alpha=alpha,
+                min_abs_mib=min_abs_mib,
                 ignore_keys=ignore_key or (),
+                calibration=choice,  # type: ignore[arg-type]
             )
         except BenchError as exc:
             raise fail(exc) from None
         for warning in dataset.warnings:
-            err_console.print(Text.assemble(("warning: ", "yellow"), warning), highlight=False)
+            warn(warning)
         if output_format is CompareFormat.json:
             emit(format_json(report), output)
         elif output_format is CompareFormat.csv:
@@ -146,43 +326,130 @@ def register(app: typer.Typer, console: Console, err_console: Console) -> None:
         else:
             _print_comparison(console, report)
 
+    def build_sides_each(
+        arguments: Sequence[RunArgument], run_ids: dict[int, list[str]]
+    ) -> list[Group]:
+        """Without ``--``, each argument with a block selection is its own side."""
+        from bench.analysis.compare import Group, Member
+
+        groups = []
+        for index, argument in enumerate(arguments):
+            for run_id in run_ids[index]:
+                member = Member(run_id, argument.blocks)
+                groups.append(Group(member.text(), (run_id,), (member,)))
+        return groups
+
+    @app.command()
+    def calibrate(
+        sources: Annotated[
+            list[str] | None,
+            typer.Argument(
+                help="A scenario file to run (default scenarios/quick.yaml), or existing "
+                "A/A runs of one scenario to calibrate from without running anything."
+            ),
+        ] = None,
+        runs_count: Annotated[
+            int, typer.Option("--runs", min=1, help="Separate runs of the scenario.")
+        ] = 2,
+        repeat: Annotated[
+            int, typer.Option("--repeat", min=1, help="Repeats (blocks) in each run.")
+        ] = 3,
+        results: Annotated[Path, typer.Option("--results", help="Results root directory.")] = Path(
+            "results"
+        ),
+        output: Annotated[
+            Path | None,
+            typer.Option(
+                "-o", "--output", help="Calibration file (default results/<host>/calibration.json)."
+            ),
+        ] = None,
+    ) -> None:
+        """Measure this host's run-to-run noise by A/A repeats; compare and check use it."""
+        from bench.analysis.calibration import (
+            CALIBRATION_FILE,
+            Calibration,
+            make_calibration,
+            read_calibration,
+            write_calibration,
+        )
+        from bench.analysis.dataset import ANALYSIS_LABELS, load_dataset
+
+        texts = sources or ["scenarios/quick.yaml"]
+        scenario_file = Path(texts[0])
+        try:
+            if len(texts) == 1 and scenario_file.suffix in {".yaml", ".yml"}:
+                directories = _calibration_runs(
+                    console, err_console, scenario_file, runs_count, repeat, results
+                )
+            else:
+                directories = [a.path for a in expand_run_arguments(texts)]
+            dataset = load_dataset(directories, labels=ANALYSIS_LABELS)
+            host_dir = _host_directory(dataset)
+            target = output or host_dir / CALIBRATION_FILE
+            existing = read_calibration(target) if target.exists() else None
+            document = make_calibration(dataset, existing=existing)
+            write_calibration(target, document)
+        except BenchError as exc:
+            raise fail(exc) from None
+        _print_calibration(console, Calibration.from_document(document, target))
+        console.print(f"calibration: {target}", highlight=False, markup=False)
+        failed = sum(
+            int((run.record.get("counts") or {}).get("failed", 0)) for run in dataset.runs.values()
+        )
+        if failed:
+            warn(f"{failed} sample(s) failed during calibration; they are left out")
+
     @app.command()
     def baseline(
         runs: RunsArgument,
         output: Annotated[Path, typer.Option("-o", "--output", help="Baseline file to write.")],
         tolerance: Annotated[
-            float, typer.Option("--tolerance", help="Smallest band half-width (0.10 = 10%).")
+            float,
+            typer.Option(
+                "--tolerance",
+                help="The gate's declared margin (0.10 = 10%); raised to the calibrated noise "
+                "when that is larger.",
+            ),
         ] = 0.10,
         stages: Annotated[
-            bool, typer.Option("--stages", help="Bands for every stage too.")
+            bool, typer.Option("--stages", help="References for every stage too.")
         ] = False,
         replace: Annotated[
             bool, typer.Option("--replace", help="Start a new file instead of updating it.")
         ] = False,
     ) -> None:
-        """Write per-host tolerance bands from a good run (updates an existing file)."""
+        """Write per-host references (block medians) from good runs (updates an existing file)."""
         from bench.analysis.baseline import make_baseline, read_baseline, write_baseline
-        from bench.analysis.dataset import ANALYSIS_LABELS, load_dataset
 
         try:
-            dataset = load_dataset(runs, labels=ANALYSIS_LABELS)
+            dataset, _ = load_arguments(expand_run_arguments(runs))
             existing = read_baseline(output) if output.exists() and not replace else None
             document = make_baseline(dataset, tolerance=tolerance, stages=stages, existing=existing)
             write_baseline(output, document)
         except BenchError as exc:
             raise fail(exc) from None
         table = Table(title=f"baseline {output}")
-        for column in ("host", "scenario", "source run", "bands"):
+        for column in ("host", "scenario", "source runs", "blocks", "references"):
             table.add_column(column)
+        single_block = False
         for host, entry in document["hosts"].items():
             for scenario in entry["scenarios"].values():
+                blocks = int(scenario.get("blocks", 1))
+                single_block = single_block or blocks < 2
                 table.add_row(
                     Text(host),
                     Text(str(scenario["scenario"])),
-                    Text(str(scenario["source_run"])),
-                    str(len(scenario["bands"])),
+                    Text(", ".join(scenario.get("source_runs", []))),
+                    str(blocks),
+                    str(len(scenario["references"])),
                 )
         console.print(table)
+        if single_block:
+            warn(
+                "a reference of one block has no run-to-run noise of its own: bench check "
+                "can only judge it with a calibration of this host (bench calibrate), or "
+                "write the baseline from runs with --repeat 3"
+            )
 
     @app.command()
     def check(
@@ -191,38 +458,63 @@ def register(app: typer.Typer, console: Console, err_console: Console) -> None:
             Path, typer.Option("--baseline", help="Baseline file written by bench baseline.")
         ],
         stages: Annotated[bool, typer.Option("--stages", help="Check every stage too.")] = False,
+        calibration_file: Annotated[
+            Path | None,
+            typer.Option("--calibration", help="Calibration file (default: beside the runs)."),
+        ] = None,
+        no_calibration: Annotated[
+            bool, typer.Option("--no-calibration", help="Ignore any calibration.")
+        ] = False,
         output_format: Annotated[
             CheckFormat, typer.Option("--format", help="Output format.")
         ] = CheckFormat.table,
     ) -> None:
-        """Check runs against a baseline's tolerance bands; exit 1 when a metric leaves its band."""
+        """Check runs against a baseline with compare's verdicts; exit 1 when a quantity moved."""
         import json
 
         from bench.analysis.baseline import check_dataset, read_baseline
-        from bench.analysis.dataset import ANALYSIS_LABELS, load_dataset
 
         try:
             document = read_baseline(baseline_file)
-            dataset = load_dataset(runs, labels=ANALYSIS_LABELS)
-            result = check_dataset(dataset, document, stages=stages)
+            dataset, _ = load_arguments(expand_run_arguments(runs))
+            result = check_dataset(
+                dataset,
+                document,
+                stages=stages,
+                calibration=calibration_choice(calibration_file, no_calibration),  # type: ignore[arg-type]
+            )
         except BenchError as exc:
             raise fail(exc) from None
         if output_format is CheckFormat.json:
-            payload = {"failed": result.failed, "rows": [row.as_dict() for row in result.rows]}
+            payload = {
+                "failed": result.failed,
+                "notes": result.notes,
+                "rows": [row.as_dict() for row in result.rows],
+            }
             typer.echo(json.dumps(payload, indent=2))
         else:
             failing_first = sorted(result.rows, key=lambda row: not row.failed)
             _print_check(console, failing_first)
+            for note in result.notes:
+                console.print(Text(f"note: {note}", style="dim"))
             failures = result.failures
+            unjudged = result.unjudged
+            if unjudged:
+                warn(
+                    f"{len(unjudged)} of {len(result.rows)} quantities could not be judged "
+                    "(run-to-run noise unknown): run bench calibrate on this host, or "
+                    "write the baseline from runs with repeats"
+                )
             if failures:
                 console.print(
                     f"[bold red]FAILED:[/] {len(failures)} of {len(result.rows)} quantities "
-                    f"left their band (baseline {baseline_file})",
+                    f"moved away from the baseline (baseline {baseline_file})",
                     highlight=False,
                 )
             else:
                 console.print(
-                    f"[bold green]ok:[/] {len(result.rows)} quantities within their bands",
+                    f"[bold green]ok:[/] no quantity moved beyond its margin "
+                    f"({len(result.rows)} checked)",
                     highlight=False,
                 )
         if result.failed:
@@ -250,11 +542,10 @@ def register(app: typer.Typer, console: Console, err_console: Console) -> None:
         ] = None,
     ) -> None:
         """Write one self-contained HTML report (plotly.js inlined; works offline)."""
-        from bench.analysis.dataset import ANALYSIS_LABELS, load_dataset
         from bench.report import DEFAULT_REPORTS_DIR, write_report
 
         try:
-            dataset = load_dataset(runs, labels=ANALYSIS_LABELS)
+            dataset, _ = load_arguments(expand_run_arguments(runs))
             if output is None:
                 if len(dataset.runs) == 1:
                     output = DEFAULT_REPORTS_DIR / f"{next(iter(dataset.runs))}.html"
@@ -267,7 +558,7 @@ def register(app: typer.Typer, console: Console, err_console: Console) -> None:
         except BenchError as exc:
             raise fail(exc) from None
         for warning in outcome.warnings:
-            err_console.print(Text.assemble(("warning: ", "yellow"), warning), highlight=False)
+            warn(warning)
         console.print(
             f"report: {outcome.path}  ({outcome.size_bytes / 1e6:.1f} MB, {outcome.plots} plots, "
             f"{outcome.runs} run(s), {outcome.samples} samples, {outcome.seconds:.1f} s)",
@@ -276,11 +567,103 @@ def register(app: typer.Typer, console: Console, err_console: Console) -> None:
         )
 
 
-def _print_comparison(console: Console, report: object) -> None:
-    from bench.analysis.compare import ComparisonReport, format_ratio, row_title
+def _calibration_runs(
+    console: Console,
+    err_console: Console,
+    scenario_file: Path,
+    runs_count: int,
+    repeat: int,
+    results: Path,
+) -> list[Path]:
+    """Run the scenario ``runs_count`` times with ``repeat`` blocks each; their directories."""
+    from bench.runner import RunEvent, run_scenario
+    from bench.scenario import load_scenario
+
+    scenario, text = load_scenario(scenario_file)
+    repeated = scenario.model_copy(update={"repeats": repeat})
+    directories: list[Path] = []
+
+    def on_event(event: RunEvent) -> None:
+        if event.kind in {"phase", "warning", "planned"}:
+            style = "yellow" if event.kind == "warning" else "dim"
+            console.print(Text(event.message, style=style), highlight=False)
+        elif event.kind == "sample" and event.sample is not None and not event.sample.ok:
+            err_console.print(
+                f"failed sample {event.sample.backend} {event.sample.case}: {event.sample.error}",
+                highlight=False,
+                markup=False,
+            )
+
+    for index in range(runs_count):
+        console.print(
+            f"calibration run {index + 1} of {runs_count}: {scenario.name}, {repeat} repeats",
+            highlight=False,
+        )
+        outcome = run_scenario(repeated, text, str(scenario_file), results, on_event)
+        if outcome.status != "complete":
+            raise BenchError(f"calibration run {outcome.run_id} ended {outcome.status}")
+        directories.append(outcome.directory)
+    return directories
+
+
+def _host_directory(dataset: Dataset) -> Path:
+    """``results/<host>``: the directory the (first) run lives in."""
+    run = next(iter(dataset.runs.values()), None)
+    if run is None:
+        raise ResultsError("no runs to calibrate from")
+    return run.directory.parent
+
+
+def _print_calibration(console: Console, calibration: Calibration) -> None:
+    from bench.analysis.calibration import value_entries
+    from bench.analysis.units import format_quantity
+    from bench.analysis.verdict import percent
+
+    table = Table(
+        title=f"block-to-block noise on {calibration.host} (SD of block medians; margins use "
+        "max(min effect, noise))"
+    )
+    for column in ("scenario", "metric", "backend", "case", "view", "blocks", "median", "noise"):
+        table.add_column(
+            column, justify="right" if column in {"blocks", "median", "noise"} else "left"
+        )
+    for entry in value_entries(calibration):
+        median = sorted(entry.block_medians)[len(entry.block_medians) // 2]
+        noise = (
+            percent(entry.noise_fraction)
+            if entry.noise_fraction is not None and entry.unit not in {"MiB", "bytes"}
+            else format_quantity(entry.sigma_abs, entry.unit)
+        )
+        table.add_row(
+            Text(entry.scenario),
+            entry.metric,
+            Text(entry.backend),
+            Text(entry.case),
+            Text(entry.view or "-"),
+            str(entry.blocks),
+            format_quantity(median, entry.unit),
+            noise,
+        )
+    console.print(table)
+
+
+def _print_comparison(console: Console, report: ComparisonReport) -> None:
+    from bench.analysis.compare import (
+        condensed_warnings,
+        format_blocks,
+        format_difference,
+        format_margin,
+        format_mde,
+        format_ratio,
+        method_text,
+        row_title,
+    )
     from bench.analysis.units import format_quantity
 
-    assert isinstance(report, ComparisonReport)
+    if report.group_by == "sides":
+        for group in report.groups:
+            members = ", ".join(m.text() for m in group.all_members())
+            console.print(Text(f"{group.label} = {members}"), highlight=False)
     for label, reasons in report.incomparable.items():
         console.print(
             Text.assemble(
@@ -289,77 +672,99 @@ def _print_comparison(console: Console, report: object) -> None:
                 "; ".join(reasons),
             )
         )
+    for label, load in report.load.items():
+        if load.flagged:
+            console.print(
+                Text.assemble(
+                    ("background load differs: ", "bold yellow"),
+                    f"{report.baseline} vs {label}: {load.summary()}",
+                )
+            )
     if any("tcg" in (r.accel_baseline, r.accel_contender) for r in report.rows):
         console.print(
             "[bold yellow]VMs ran under TCG (software emulation), not KVM:[/] "
             "their figures are not hardware-virtualization figures."
         )
-    settings = report.settings
-    table = Table(
-        title=Text(
-            f"compare by {report.group_by}; baseline {report.baseline} "
-            f"(significant: Mann-Whitney p < {settings['alpha']} and effect >= "
-            f"{settings['min_effect']:.0%})"
-        )
-    )
-    with_run = report.group_by == "backend" and len({r.run_id for r in report.rows}) > 1
-    columns = [
-        "what",
-        *(["run"] if with_run else []),
-        "contender",
-        "baseline",
-        "contender ",
-        "ratio [95% CI]",
-        "p",
-        "verdict",
-    ]
-    for column in columns:
-        table.add_column(
-            column.strip(),
-            justify="right"
-            if column in {"baseline", "contender ", "ratio [95% CI]", "p"}
-            else "left",
-            overflow="fold",
-        )
+    by_contender: dict[str, list[ComparisonRow]] = {}
     for row in report.rows:
-        style = _OUTCOME_STYLES.get(row.outcome, "")
-        cells: list[Text | str] = [
-            Text(row_title(row)),
-            *([Text(row.run_id[-6:])] if with_run else []),
-            Text(row.contender),
-            format_quantity(row.median_baseline, row.unit),
-            format_quantity(row.median_contender, row.unit),
-            format_ratio(row),
-            "-" if row.p_value is None else f"{row.p_value:.3g}",
-            Text(row.verdict, style=style),
+        by_contender.setdefault(row.contender, []).append(row)
+    with_run = report.group_by == "backend" and len({r.run_id for r in report.rows}) > 1
+    for contender, rows in by_contender.items():
+        how = (
+            "backends of each run, block by block"
+            if report.group_by == "backend"
+            else (f"compare by {report.group_by}")
+        )
+        title = f"{contender} against {report.baseline} ({how})"
+        table = Table(title=Text(title))
+        columns = [
+            ("what", "left"),
+            *([("run", "left")] if with_run else []),
+            ("baseline", "right"),
+            ("contender", "right"),
+            ("ratio [95% CI]", "right"),
+            ("difference", "right"),
+            ("margin", "right"),
+            ("MDE", "right"),
+            ("blocks", "right"),
+            ("verdict", "left"),
         ]
-        table.add_row(*cells)
-    console.print(table)
-    warned = [r for r in report.rows if r.warnings]
-    if warned:
-        console.print("[yellow]stability warnings:[/]")
-        for row in warned:
-            console.print(Text(f"  {row_title(row)} ({row.contender}): {'; '.join(row.warnings)}"))
+        for name, justify in columns:
+            table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+        for row in rows:
+            cells: list[Text | str] = [
+                Text(row_title(row) if report.group_by != "backend" else _backend_title(row)),
+                *([Text(row.run_id[-6:])] if with_run else []),
+                format_quantity(row.median_baseline, row.unit),
+                format_quantity(row.median_contender, row.unit),
+                format_ratio(row),
+                format_difference(row),
+                format_margin(row),
+                format_mde(row),
+                format_blocks(row),
+                Text(row.verdict, style=_OUTCOME_STYLES.get(row.outcome, "")),
+            ]
+            table.add_row(*cells)
+        console.print(table)
+    console.print(Text(method_text(report), style="dim"))
+    for note in report.notes:
+        console.print(Text(f"note: {note}", style="dim"))
+    warnings = condensed_warnings(report)
+    if warnings:
+        console.print("[yellow]warnings:[/]")
+        for line in warnings:
+            console.print(Text(f"  {line}"))
 
 
-def _print_check(console: Console, rows: Sequence[object]) -> None:
-    from bench.analysis.baseline import CheckRow
+def _backend_title(row: ComparisonRow) -> str:
+    parts = [row.metric, row.backend.split(" -> ")[-1], row.case]
+    if row.view:
+        parts.append(row.view)
+    if row.stage != "value":
+        parts.append(row.stage)
+    return " ".join(parts)
+
+
+def _print_check(console: Console, rows: Sequence[CheckRow]) -> None:
     from bench.analysis.units import format_quantity
 
-    table = Table(title="baseline check (median of this run against its band)")
-    for column in ("host", "what", "status", "median", "band", "baseline median", "detail"):
+    table = Table(title="baseline check (this run's blocks against the baseline's)")
+    for column in (
+        "host",
+        "what",
+        "status",
+        "median",
+        "baseline",
+        "ratio [95% CI]",
+        "margin",
+        "verdict",
+    ):
         table.add_column(column, overflow="fold")
     for row in rows:
-        assert isinstance(row, CheckRow)
         what = " ".join(
             p
             for p in (row.metric, row.backend, row.case, row.view, row.stage)
             if p and p != "value"
-        )
-        band = (
-            f"{format_quantity(row.lower, row.unit)} - {format_quantity(row.upper, row.unit)}"
-            if row.lower is not None and row.upper is not None
-            else "-"
         )
         style = "bold red" if row.failed else ("green" if row.status == "ok" else "dim")
         table.add_row(
@@ -367,8 +772,9 @@ def _print_check(console: Console, rows: Sequence[object]) -> None:
             Text(what),
             Text(row.status, style=style),
             format_quantity(row.median, row.unit),
-            band,
             format_quantity(row.baseline_median, row.unit),
+            Text(row.ratio_text()),
+            Text(row.margin_text()),
             Text(row.detail),
         )
     console.print(table)

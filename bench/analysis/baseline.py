@@ -1,17 +1,25 @@
-"""Baseline gate: per-host tolerance bands written from a good run, and runs checked against them.
+"""Baseline gate: per-host references written from good runs, later runs checked against them.
 
-Like Kata's checkmetrics, a baseline file holds, for each host and scenario, one band per
-measured quantity (metric, backend, case, view, stage): the good run's median and the
-band [lower, upper] a later run's median must stay inside. The band's half-width is the
-larger of ``tolerance`` (default 10%) of the median and ``CI_FACTOR`` times the half-width
-of the median's bootstrap CI, so a noisy quantity gets a band it can actually hold.
-Leaving the band in either direction fails: much faster than usual is as suspicious
-as slower (a container that did not really start). For limit checks the band also
-records whether the limit held; a limit that held in the baseline and no longer holds
-fails regardless of numbers.
+Like Kata's checkmetrics, a baseline file holds, for each host and scenario, one
+reference per measured quantity (metric, backend, case, view, stage): the good runs'
+block medians (a run without repeats is one block). ``bench check`` compares a later
+run's blocks with them using ``bench compare``'s machinery (``bench.analysis.verdict``):
+the margin is ``max(tolerance, calibrated noise)`` (``tolerance`` declared when the
+baseline was written, default 10%), and
+
+- a verdict beyond the margin in either direction fails (much faster than usual is as
+  suspicious as slower: a container that did not really start);
+- ``equivalent`` passes;
+- ``inconclusive`` passes and is counted as not judged: when the run-to-run noise is
+  unknown (one block on both sides and no calibration) nothing can be concluded, and
+  the check says so instead of inventing a band.
+
+For limit checks the reference also records whether the limit held; a limit that held
+in the baseline and no longer holds fails regardless of numbers.
 
 The file is versioned like every file bench writes: ``schema_version`` (newer refused,
-older migrated by ``_update_to_N``), ``kind: bench-baseline``.
+older migrated by ``_update_to_N``), ``kind: bench-baseline``. Version 1 held tolerance
+bands (median, lower, upper); it is migrated to one-block references of its medians.
 """
 
 from __future__ import annotations
@@ -19,48 +27,92 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from bench import __version__
-from bench.analysis.compare import MUST_MATCH_HOST_KEYS, facts_agree
-from bench.analysis.dataset import Dataset, RunInfo, fact, resolve_fact_path
-from bench.analysis.stats import (
-    VALUE_STAGE,
-    StatRow,
-    measured,
-    summarize_stats,
-    view_labels,
+from bench.analysis.calibration import Calibration, quantity_blocks
+from bench.analysis.compare import (
+    ABSOLUTE_METRICS,
+    DEFAULT_MIN_ABS_MIB,
+    MUST_MATCH_HOST_KEYS,
+    CompareError,
+    _resolve_calibration,
+    facts_agree,
 )
-from bench.analysis.units import format_quantity
+from bench.analysis.dataset import Dataset, RunInfo, fact, resolve_fact_path
+from bench.analysis.noise import without_noise
+from bench.analysis.order import backend_mechanisms
+from bench.analysis.stats import VALUE_STAGE, accel_of, measured, view_labels
+from bench.analysis.units import format_quantity, mib_in_unit, unit_kind
+from bench.analysis.verdict import (
+    DIRECTIONAL_OUTCOMES,
+    MODE_RATIO,
+    NOISE_UNKNOWN,
+    OUTCOME_EQUIVALENT,
+    Verdict,
+    compare_blocks,
+    percent,
+)
 from bench.errors import BenchError
 from bench.results import migrate_schema, utc_now_iso, write_json_atomic
 
-BASELINE_SCHEMA_VERSION = 1
+BASELINE_SCHEMA_VERSION = 2
 BASELINE_KIND = "bench-baseline"
 DEFAULT_TOLERANCE = 0.10
-# The later run's median has its own noise: sqrt(2) x the CI half-width, rounded up.
-CI_FACTOR = 1.5
 # Quantities that describe the host's state during a run, not the thing measured.
 EXCLUDED_VIEWS = frozenset({("density", "mem_available")})
 
 STATUS_OK = "ok"
-STATUS_ABOVE = "above band"
-STATUS_BELOW = "below band"
+STATUS_ABOVE = "above baseline"
+STATUS_BELOW = "below baseline"
+STATUS_INCONCLUSIVE = "inconclusive"
 STATUS_MISSING = "missing"
-STATUS_NEW = "new (no band)"
+STATUS_NEW = "new (no reference)"
 STATUS_INCOMPARABLE = "incomparable"
 STATUS_NOT_ENFORCED = "limit not enforced"
 FAILING_STATUSES = frozenset(
     {STATUS_ABOVE, STATUS_BELOW, STATUS_MISSING, STATUS_INCOMPARABLE, STATUS_NOT_ENFORCED}
 )
 
-# schema_version N-1 -> N migrations; empty until the format changes
-_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+def _update_to_2(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 bands (median, lower, upper) -> one-block references of their medians."""
+    for host in data.get("hosts", {}).values():
+        for entry in host.get("scenarios", {}).values():
+            references = []
+            for band in entry.pop("bands", []):
+                references.append(
+                    {
+                        "metric": band["metric"],
+                        "backend": band["backend"],
+                        "case": band["case"],
+                        "view": band["view"],
+                        "stage": band["stage"],
+                        "unit": band["unit"],
+                        "accel": band.get("accel", "n/a"),
+                        "n": band.get("n", 1),
+                        "blocks": 1,
+                        "block_medians": [band["median"]],
+                        "median": band["median"],
+                        "enforced": band.get("enforced"),
+                    }
+                )
+            entry["references"] = references
+            entry["blocks"] = 1
+            source = entry.pop("source_run", None)
+            entry["source_runs"] = [source] if source else []
+    data["tolerance"] = data.pop("tolerance_default", DEFAULT_TOLERANCE)
+    data.pop("ci_factor", None)
+    return data
+
+
+# schema_version N-1 -> N migrations
+_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {2: _update_to_2}
 
 
 class BaselineError(BenchError):
@@ -70,8 +122,8 @@ class BaselineError(BenchError):
 
 
 @dataclass(frozen=True)
-class Band:
-    """The tolerance band of one quantity on one host, for one scenario."""
+class Reference:
+    """What one quantity measured in the good runs: its block medians."""
 
     metric: str
     backend: str
@@ -81,41 +133,15 @@ class Band:
     unit: str
     accel: str
     n: int
+    blocks: int
+    block_medians: list[float]
     median: float
-    lower: float
-    upper: float
-    tolerance: float
     enforced: bool | None = None
+    mechanism: str = ""
 
     def key(self) -> tuple[str, str, str, str, str]:
-        """What the band is about, for matching a run's quantities to it."""
+        """What the reference is about, for matching a run's quantities to it."""
         return (self.metric, self.backend, self.case, self.view, self.stage)
-
-
-def band_for(row: StatRow, tolerance: float, enforced: bool | None = None) -> Band:
-    """The band of one statistics row: median +- max(tolerance, CI_FACTOR x CI half-width)."""
-    stats = row.stats
-    ci_half = max(stats.ci_high - stats.median, stats.median - stats.ci_low, 0.0)
-    half_width = max(tolerance * abs(stats.median), CI_FACTOR * ci_half)
-    lower = stats.median - half_width
-    if stats.minimum >= 0:
-        lower = max(lower, 0.0)  # a non-negative quantity's band stays non-negative
-    effective = half_width / abs(stats.median) if stats.median else math.inf
-    return Band(
-        metric=row.metric,
-        backend=row.backend,
-        case=row.case,
-        view=row.view,
-        stage=row.stage,
-        unit=row.unit,
-        accel=row.accel,
-        n=stats.n,
-        median=stats.median,
-        lower=lower,
-        upper=stats.median + half_width,
-        tolerance=round(effective, 6) if math.isfinite(effective) else -1.0,
-        enforced=enforced,
-    )
 
 
 def host_identity(run: RunInfo, keys: Sequence[str] = MUST_MATCH_HOST_KEYS) -> dict[str, Any]:
@@ -123,6 +149,79 @@ def host_identity(run: RunInfo, keys: Sequence[str] = MUST_MATCH_HOST_KEYS) -> d
     facts = {key: fact(run, key) for key in keys}
     facts["kernel.release"] = fact(run, "kernel")
     return facts
+
+
+def _gated(key: tuple[str, str, str, str, str]) -> bool:
+    return (key[0], key[3]) not in EXCLUDED_VIEWS
+
+
+def _accel_by_quantity(frame: pd.DataFrame) -> dict[tuple[str, str, str, str], str]:
+    data = without_noise(measured(frame))
+    if data.empty:
+        return {}
+    data = data[data["ok"].to_numpy(dtype=bool)]
+    data = data.assign(_view=view_labels(data))
+    result: dict[tuple[str, str, str, str], str] = {}
+    for key, part in data.groupby(["metric", "backend", "case", "_view"], observed=True):
+        metric, backend, case, view = (str(k) for k in key)
+        result[(metric, backend, case, view)] = accel_of(part)
+    return result
+
+
+def _units(frame: pd.DataFrame) -> dict[tuple[str, str, str, str], str]:
+    data = without_noise(measured(frame))
+    if data.empty:
+        return {}
+    data = data.assign(_view=view_labels(data))
+    first = data.groupby(["metric", "backend", "case", "_view"], observed=True)["unit"].first()
+    result: dict[tuple[str, str, str, str], str] = {}
+    for key, unit in zip(first.index.tolist(), first.tolist(), strict=True):
+        metric, backend, case, view = (str(k) for k in key)
+        result[(metric, backend, case, view)] = str(unit)
+    return result
+
+
+def references_of(
+    frame: pd.DataFrame, *, stages: bool = False
+) -> dict[tuple[str, str, str, str, str], Reference]:
+    """A reference per gated quantity of a samples frame (its runs' blocks pooled)."""
+    from bench.analysis.stats import stage_unit
+
+    blocks = quantity_blocks(frame, stages=stages)
+    accel = _accel_by_quantity(frame)
+    units = _units(frame)
+    enforced = _enforced_by_group(frame)
+    mechanisms = backend_mechanisms(frame)
+    references = {}
+    for key, by_block in blocks.items():
+        if not _gated(key):
+            continue
+        metric, backend, case, view, stage = key
+        unit = units.get((metric, backend, case, view), "")
+        if stage != VALUE_STAGE:
+            unit = stage_unit(stage, unit)
+        medians = [float(np.median(by_block[b])) for b in sorted(by_block)]
+        centre = (
+            float(np.exp(np.mean(np.log(medians))))
+            if all(m > 0 for m in medians)
+            else float(np.mean(medians))
+        )
+        references[key] = Reference(
+            metric=metric,
+            backend=backend,
+            case=case,
+            view=view,
+            stage=stage,
+            unit=unit,
+            accel=accel.get((metric, backend, case, view), "n/a"),
+            n=int(sum(v.size for v in by_block.values())),
+            blocks=len(medians),
+            block_medians=medians,
+            median=centre,
+            enforced=enforced.get((backend, case, view)),
+            mechanism=mechanisms.get(backend, ""),
+        )
+    return references
 
 
 def make_baseline(
@@ -134,31 +233,33 @@ def make_baseline(
 ) -> dict[str, Any]:
     """Build (or update ``existing``) a baseline from the runs of ``dataset``.
 
+    Runs of one host and scenario are pooled: their blocks together are the reference.
     Entries are keyed by host name and scenario hash; an entry of the same host and
     scenario in ``existing`` is replaced, every other entry is kept.
     """
     document = migrate_baseline(existing, "existing baseline") if existing else _empty()
-    rows = [r for r in summarize_stats(dataset.samples, stages=stages) if _gated(r)]
-    enforced = _enforced_by_group(dataset.samples)
-    for run_id, run in dataset.runs.items():
-        bands = [
-            band_for(r, tolerance, enforced.get((r.run_id, r.backend, r.case, r.view)))
-            for r in rows
-            if r.run_id == run_id
-        ]
-        if not bands:
+    by_entry: dict[tuple[str, str], list[RunInfo]] = {}
+    for run in dataset.runs.values():
+        by_entry.setdefault((run.hostname, run.scenario_sha256), []).append(run)
+    frame = dataset.samples
+    for (hostname, sha), runs in by_entry.items():
+        run_ids = [run.run_id for run in runs]
+        part = frame[frame["run_id"].astype(str).isin(run_ids)] if not frame.empty else frame
+        references = references_of(part, stages=stages)
+        if not references:
             continue
-        host = document["hosts"].setdefault(run.hostname, {"facts": {}, "scenarios": {}})
-        host["facts"] = host_identity(run)
-        host["scenarios"][run.scenario_sha256] = {
-            "scenario": run.scenario_name,
-            "source_run": run_id,
+        host = document["hosts"].setdefault(hostname, {"facts": {}, "scenarios": {}})
+        host["facts"] = host_identity(runs[0])
+        host["scenarios"][sha] = {
+            "scenario": runs[0].scenario_name,
+            "source_runs": run_ids,
+            "blocks": min(r.blocks for r in references.values()),
             "created_at_utc": utc_now_iso(),
-            "bands": [asdict(b) for b in bands],
+            "references": [asdict(r) for r in references.values()],
         }
     document["updated_at_utc"] = utc_now_iso()
     document["bench_version"] = __version__
-    document["tolerance_default"] = tolerance
+    document["tolerance"] = tolerance
     return document
 
 
@@ -167,32 +268,24 @@ def _empty() -> dict[str, Any]:
         "schema_version": BASELINE_SCHEMA_VERSION,
         "kind": BASELINE_KIND,
         "created_at_utc": utc_now_iso(),
-        "ci_factor": CI_FACTOR,
         "hosts": {},
     }
 
 
-def _gated(row: StatRow) -> bool:
-    return (row.metric, row.view) not in EXCLUDED_VIEWS
-
-
-def _enforced_by_group(frame: pd.DataFrame) -> dict[tuple[str, str, str, str], bool | None]:
-    """For limit samples: whether every check of (run, backend, case, view) held the limit."""
-    data = measured(frame)
+def _enforced_by_group(frame: pd.DataFrame) -> dict[tuple[str, str, str], bool | None]:
+    """For limit samples: whether every check of (backend, case, view) held the limit."""
+    data = without_noise(measured(frame))
     if data.empty or "label.enforced" not in data.columns:
         return {}
     data = data[data["metric"].astype(str) == "limits"]
     if data.empty:
         return {}
     data = data.assign(_view=view_labels(data))
-    result: dict[tuple[str, str, str, str], bool | None] = {}
-    for (run_id, backend, case, view), group in data.groupby(
-        ["run_id", "backend", "case", "_view"], observed=True
-    ):
+    result: dict[tuple[str, str, str], bool | None] = {}
+    for key, group in data.groupby(["backend", "case", "_view"], observed=True):
+        backend, case, view = (str(k) for k in key)
         flags = [v for v in group["label.enforced"] if isinstance(v, bool | np.bool_)]
-        result[(str(run_id), str(backend), str(case), str(view))] = (
-            bool(all(flags)) if flags else None
-        )
+        result[(backend, case, view)] = bool(all(flags)) if flags else None
     return result
 
 
@@ -231,7 +324,7 @@ def write_baseline(path: Path, document: dict[str, Any]) -> None:
 
 @dataclass(frozen=True)
 class CheckRow:
-    """One quantity of a checked run against its band."""
+    """One quantity of a checked run against its reference."""
 
     host: str
     run_id: str
@@ -243,10 +336,19 @@ class CheckRow:
     unit: str
     status: str
     median: float | None
-    lower: float | None
-    upper: float | None
     baseline_median: float | None
     detail: str = ""
+    ratio: float | None = None
+    ratio_ci_low: float | None = None
+    ratio_ci_high: float | None = None
+    difference: float | None = None
+    mode: str = MODE_RATIO
+    margin: float | None = None
+    margin_source: str = ""
+    mde: float | None = None
+    noise: str = ""
+    blocks: int = 0
+    baseline_blocks: int = 0
 
     @property
     def failed(self) -> bool:
@@ -254,15 +356,39 @@ class CheckRow:
         return self.status in FAILING_STATUSES
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain dict (with ``failed``) for JSON output."""
-        return {**asdict(self), "failed": self.failed}
+        """Plain dict (with ``failed``) for JSON output; non-finite floats as None."""
+        data = {**asdict(self), "failed": self.failed}
+        return {
+            k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in data.items()
+        }
+
+    def ratio_text(self) -> str:
+        """``1.31 [1.22, 1.40]`` (ratio rows), ``+147 MiB`` (absolute rows) or ``-``."""
+        if self.mode == MODE_RATIO and self.ratio is not None:
+            if self.ratio_ci_low is None or self.ratio_ci_high is None:
+                return f"{self.ratio:.3f}"
+            return f"{self.ratio:.3f} [{self.ratio_ci_low:.3f}, {self.ratio_ci_high:.3f}]"
+        if self.difference is not None:
+            sign = "+" if self.difference > 0 else "-" if self.difference < 0 else ""
+            return f"{sign}{format_quantity(abs(self.difference), self.unit)}"
+        return "-"
+
+    def margin_text(self) -> str:
+        """``+-10% (min effect)`` or ``+-1.00 MiB (absolute floor)``."""
+        if self.margin is None:
+            return "-"
+        if self.mode == MODE_RATIO:
+            return f"±{percent(self.margin)} ({self.margin_source})"
+        return f"±{format_quantity(self.margin, self.unit)} ({self.margin_source})"
 
 
 @dataclass
 class CheckResult:
-    """Every checked quantity, and whether the gate passed."""
+    """Every checked quantity, whether the gate passed, and notes on how it judged."""
 
     rows: list[CheckRow]
+    notes: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
@@ -274,6 +400,13 @@ class CheckResult:
         """The failing rows."""
         return [row for row in self.rows if row.failed]
 
+    @property
+    def unjudged(self) -> list[CheckRow]:
+        """Rows that could not be judged because the run-to-run noise is unknown."""
+        return [
+            r for r in self.rows if r.status == STATUS_INCONCLUSIVE and r.noise == NOISE_UNKNOWN
+        ]
+
 
 def check_dataset(
     dataset: Dataset,
@@ -281,15 +414,21 @@ def check_dataset(
     *,
     stages: bool = False,
     must_match: Sequence[str] = MUST_MATCH_HOST_KEYS,
+    calibration: Calibration | Literal["auto"] | None = "auto",
+    min_abs_mib: float = DEFAULT_MIN_ABS_MIB,
 ) -> CheckResult:
-    """Check every run of ``dataset`` against the bands for its host and scenario.
+    """Check every run of ``dataset`` against the references for its host and scenario.
 
     Raises BaselineError when the baseline has no entry for a run's host or scenario
     (a gate with nothing to compare against must not pass silently).
     """
     baseline = migrate_baseline(baseline, "baseline")
-    stats = [r for r in summarize_stats(dataset.samples, stages=stages) if _gated(r)]
-    enforced = _enforced_by_group(dataset.samples)
+    tolerance = float(baseline.get("tolerance", DEFAULT_TOLERANCE))
+    try:
+        chosen, notes = _resolve_calibration(dataset, calibration)
+    except CompareError as exc:
+        raise BaselineError(str(exc)) from None
+    frame = dataset.samples
     rows: list[CheckRow] = []
     for run_id, run in dataset.runs.items():
         host = baseline.get("hosts", {}).get(run.hostname)
@@ -310,32 +449,56 @@ def check_dataset(
                 f"the baseline has: {names or 'none'}"
             )
         mismatch = _host_mismatch(run, host.get("facts", {}), must_match)
-        bands = {Band(**b).key(): Band(**b) for b in entry.get("bands", [])}
+        fields = set(Reference.__dataclass_fields__)
+        references = {
+            Reference(**{k: v for k, v in r.items() if k in fields}).key(): Reference(
+                **{k: v for k, v in r.items() if k in fields}
+            )
+            for r in entry.get("references", [])
+        }
         if not stages:
-            bands = {k: b for k, b in bands.items() if b.stage == VALUE_STAGE}
-        seen: set[tuple[str, str, str, str, str]] = set()
-        for row in (r for r in stats if r.run_id == run_id):
-            key = (row.metric, row.backend, row.case, row.view, row.stage)
-            seen.add(key)
-            held = enforced.get((run_id, row.backend, row.case, row.view))
-            rows.append(_check_row(run, row, bands.get(key), mismatch, held))
-        for key, band in bands.items():
-            if key not in seen:
+            references = {k: r for k, r in references.items() if r.stage == VALUE_STAGE}
+        part = frame[frame["run_id"].astype(str) == run_id] if not frame.empty else frame
+        current = quantity_blocks(part, stages=stages)
+        accel = _accel_by_quantity(part)
+        units = _units(part)
+        enforced = _enforced_by_group(part)
+        checker = _Checker(run, tolerance, min_abs_mib, chosen, mismatch)
+        for key, by_block in current.items():
+            if not _gated(key):
+                continue
+            metric, backend, case, view, stage = key
+            unit = units.get((metric, backend, case, view), "")
+            if stage != VALUE_STAGE:
+                from bench.analysis.stats import stage_unit
+
+                unit = stage_unit(stage, unit)
+            rows.append(
+                checker.row(
+                    key,
+                    [by_block[b] for b in sorted(by_block)],
+                    unit,
+                    accel.get((metric, backend, case, view), "n/a"),
+                    references.get(key),
+                    enforced.get((backend, case, view)),
+                )
+            )
+        for key, reference in references.items():
+            if key not in current:
                 rows.append(
                     CheckRow(
                         run.hostname,
                         run_id,
                         *key,
-                        unit=band.unit,
+                        unit=reference.unit,
                         status=STATUS_MISSING,
                         median=None,
-                        lower=band.lower,
-                        upper=band.upper,
-                        baseline_median=band.median,
+                        baseline_median=reference.median,
                         detail="in the baseline, but no successful samples in this run",
+                        baseline_blocks=reference.blocks,
                     )
                 )
-    return CheckResult(rows)
+    return CheckResult(rows, notes)
 
 
 def _host_mismatch(run: RunInfo, facts: dict[str, Any], must_match: Sequence[str]) -> str:
@@ -349,52 +512,91 @@ def _host_mismatch(run: RunInfo, facts: dict[str, Any], must_match: Sequence[str
     return "; ".join(reasons)
 
 
-def _check_row(
-    run: RunInfo, row: StatRow, band: Band | None, mismatch: str, held: bool | None
-) -> CheckRow:
-    median = row.stats.median
-    common: dict[str, Any] = {
-        "host": run.hostname,
-        "run_id": run.run_id,
-        "metric": row.metric,
-        "backend": row.backend,
-        "case": row.case,
-        "view": row.view,
-        "stage": row.stage,
-        "unit": row.unit,
-        "median": median,
-    }
-    if band is None:
+@dataclass(frozen=True)
+class _Checker:
+    run: RunInfo
+    tolerance: float
+    min_abs_mib: float
+    calibration: Calibration | None
+    mismatch: str
+
+    def row(
+        self,
+        key: tuple[str, str, str, str, str],
+        blocks: list[np.ndarray[Any, Any]],
+        unit: str,
+        accel: str,
+        reference: Reference | None,
+        held: bool | None,
+    ) -> CheckRow:
+        metric, backend, case, view, stage = key
+        medians = [float(np.median(b)) for b in blocks]
+        median = (
+            float(np.exp(np.mean(np.log(medians))))
+            if all(m > 0 for m in medians)
+            else float(np.mean(medians))
+        )
+        common: dict[str, Any] = {
+            "host": self.run.hostname,
+            "run_id": self.run.run_id,
+            "metric": metric,
+            "backend": backend,
+            "case": case,
+            "view": view,
+            "stage": stage,
+            "unit": unit,
+            "median": median,
+            "blocks": len(blocks),
+        }
+        if reference is None:
+            return CheckRow(
+                **common, status=STATUS_NEW, baseline_median=None, detail="not in the baseline"
+            )
+        common |= {"baseline_median": reference.median, "baseline_blocks": reference.blocks}
+        if self.mismatch:
+            return CheckRow(**common, status=STATUS_INCOMPARABLE, detail=self.mismatch)
+        if reference.accel != accel:
+            detail = f"accelerator is {accel}, baseline ran under {reference.accel}"
+            return CheckRow(**common, status=STATUS_INCOMPARABLE, detail=detail)
+        if reference.enforced is True and held is False:
+            detail = "the limit held in the baseline run and did not hold in this one"
+            return CheckRow(**common, status=STATUS_NOT_ENFORCED, detail=detail)
+        noise = None
+        if self.calibration is not None:
+            entry = self.calibration.lookup(
+                key, accel=accel, scenario_sha256=self.run.scenario_sha256
+            )
+            noise = entry.noise() if entry is not None else None
+        min_abs = mib_in_unit(self.min_abs_mib, unit) if unit_kind(unit) == "size" else 0.0
+        verdict = compare_blocks(
+            [np.array([m]) for m in reference.block_medians],
+            blocks,
+            unit=unit,
+            absolute=metric in ABSOLUTE_METRICS,
+            min_effect=self.tolerance,
+            min_abs=min_abs or 0.0,
+            noise_baseline=noise,
+            noise_contender=noise,
+        )
         return CheckRow(
             **common,
-            status=STATUS_NEW,
-            lower=None,
-            upper=None,
-            baseline_median=None,
-            detail="not in the baseline",
+            status=_status(verdict),
+            detail=verdict.verdict,
+            ratio=verdict.ratio,
+            ratio_ci_low=verdict.ratio_ci_low,
+            ratio_ci_high=verdict.ratio_ci_high,
+            difference=verdict.difference,
+            mode=verdict.mode,
+            margin=verdict.margin,
+            margin_source=verdict.margin_source,
+            mde=verdict.mde,
+            noise=verdict.noise,
         )
-    limits: dict[str, Any] = {
-        "lower": band.lower,
-        "upper": band.upper,
-        "baseline_median": band.median,
-    }
-    if mismatch:
-        return CheckRow(**common, **limits, status=STATUS_INCOMPARABLE, detail=mismatch)
-    if band.accel != row.accel:
-        detail = f"accelerator is {row.accel}, baseline ran under {band.accel}"
-        return CheckRow(**common, **limits, status=STATUS_INCOMPARABLE, detail=detail)
-    if band.enforced is True and held is False:
-        detail = "the limit held in the baseline run and did not hold in this one"
-        return CheckRow(**common, **limits, status=STATUS_NOT_ENFORCED, detail=detail)
-    change = f"{median / band.median:.2f}x the baseline median" if band.median > 0 else ""
-    if median > band.upper:
-        detail = f"{format_quantity(median, row.unit)} > {format_quantity(band.upper, row.unit)}"
-        return CheckRow(
-            **common, **limits, status=STATUS_ABOVE, detail=f"{detail}; {change}".strip("; ")
-        )
-    if median < band.lower:
-        detail = f"{format_quantity(median, row.unit)} < {format_quantity(band.lower, row.unit)}"
-        return CheckRow(
-            **common, **limits, status=STATUS_BELOW, detail=f"{detail}; {change}".strip("; ")
-        )
-    return CheckRow(**common, **limits, status=STATUS_OK, detail=change)
+
+
+def _status(verdict: Verdict) -> str:
+    if verdict.outcome in DIRECTIONAL_OUTCOMES:
+        return STATUS_ABOVE if verdict.difference > 0 else STATUS_BELOW
+    if verdict.outcome == OUTCOME_EQUIVALENT:
+        return STATUS_OK
+    return STATUS_INCONCLUSIVE

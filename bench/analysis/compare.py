@@ -1,22 +1,35 @@
-"""Comparisons between runs, kernels, hosts or backends: ratios with CIs and verdicts people read.
+"""Comparisons between runs, sets of runs, kernels, hosts or backends: block-level verdicts.
 
-Like asv's compare and pyperf's compare_to, a difference is reported only when it is
-both significant (two-sided Mann-Whitney U, ``alpha``) AND at least ``min_effect``
-(default 5%) in the ratio of medians; otherwise "not significant". The ratio is
-contender / baseline, with a bootstrap 95% CI. Words follow the unit: times are
-"slower"/"faster", sizes "larger"/"smaller", anything else "higher"/"lower".
+Each compared quantity (metric, backend, case, view, stage) gets one row with a
+three-way verdict from ``bench.analysis.verdict``: the unit of evidence is the block
+(one repeat of the plan; a run without repeats is one block), never the pooled sample.
+A row states the ratio with its 95% CI, the absolute difference, the margin it was
+judged against (``max(min_effect, calibrated noise)``, and which of them), the minimum
+detectable effect, and the verdict: ``1.31x slower``, ``larger by 147 MiB``,
+``equivalent within +-5%`` or ``inconclusive``.
 
-Groups are runs (``group_by="run"``), backends within each run (``"backend"``: the VM vs
-container vs native question), or the value of any run fact (``"kernel"``,
-``"cpu.model"``, ``"software.docker.runc"``: runs with the same value are pooled). Two
-groups are *incomparable*, and said to be with the reason, when their scenario hashes
-differ or a must-match host key differs (CPU model, core count, memory size, cgroup
-version), or, row by row, when VM samples ran under different accelerators. The kernel
-is never a must-match key: comparing kernels is the point.
+Sides are:
 
-Every comparison is symmetric by construction: compare(B, A) is the mirror of
-compare(A, B) (ratio and CI inverted, "slower" for "faster"), because both are computed
-in one canonical order and inverted when asked the other way round.
+- runs (``group_by="run"``: each run is a side; the first is the baseline);
+- explicit sets of runs or of blocks of runs (``sides=[Group, Group]``: what
+  ``bench compare A1 A2 -- B1 B2`` and ``RUN@0-2`` build);
+- every run sharing the value of a run fact (``"kernel"``, ``"cpu.model"``,
+  ``"software.docker.runc"``): those runs' blocks are pooled as blocks;
+- backends within each run (``"backend"``: the VM vs container vs native question),
+  compared block by block (paired), the first backend in mechanism order (native
+  first) being the baseline.
+
+Two sides are *incomparable*, and said to be with the reason, when their scenario
+hashes differ or a must-match host key differs (CPU model, core count, memory size,
+cgroup version), or, row by row, when VM samples ran under different accelerators. The
+kernel is never a must-match key: comparing kernels is the point. When the sides'
+background load (``bench.analysis.noise``) differs beyond a threshold, every row of that
+side says so, with the figures.
+
+A calibration (``bench.analysis.calibration``) found beside the runs
+(``results/<host>/calibration.json``) is used unless told otherwise: it raises the
+margin to the host's measured block-to-block noise and supplies the noise a side with
+one block cannot measure.
 """
 
 from __future__ import annotations
@@ -25,47 +38,58 @@ import csv
 import io
 import json
 import math
-import warnings
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from bench.analysis.dataset import Dataset, fact, resolve_fact_path
+from bench.analysis.noise import LoadComparison, compare_load, noise_table, without_noise
+from bench.analysis.order import BackendOrder
 from bench.analysis.stats import (
     BOOTSTRAP_SEED,
     CONFIDENCE,
-    SCIPY_BOOTSTRAP_MAX_N,
     VALUE_STAGE,
     FloatArray,
     accel_of,
-    as_sorted_array,
     describe,
     measured,
-    percentile_bootstrap,
-    sample_medians,
-    scipy_stats,
     stage_columns,
     stage_values,
     view_labels,
 )
-from bench.analysis.units import format_quantity, unit_kind
+from bench.analysis.units import format_quantity, mib_in_unit, unit_kind
+from bench.analysis.verdict import (
+    DEFAULT_MIN_EFFECT,
+    MODE_RATIO,
+    OUTCOME_INCOMPARABLE,
+    OUTCOME_MISSING,
+    BlockNoise,
+    Verdict,
+    compare_blocks,
+    percent,
+    signed_quantity,
+)
 from bench.errors import BenchError
 
-DEFAULT_MIN_EFFECT = 0.05
-DEFAULT_ALPHA = 0.05
+if False:  # pragma: no cover - typing only (calibration imports this module)
+    from bench.analysis.calibration import Calibration
+
+# Sizes are compared absolutely; differences below this many MiB are never a verdict.
+DEFAULT_MIN_ABS_MIB = 1.0
 # Host facts two compared groups must share (paths under run.json's host object).
 MUST_MATCH_HOST_KEYS = ("cpu.model", "cpu.logical_cores", "memory.total_bytes", "cgroup.version")
 # Kernels reserve different amounts of RAM, so one machine's MemTotal moves a little
 # between kernels: sizes within this fraction are the same machine.
 MEMORY_TOTAL_TOLERANCE = 0.02
-RATIO_DRAWS = 4000
+# Metrics whose rows compare absolute values whatever their unit (limit checks measure
+# cores, forks and bytes against a set limit: a ratio of two near-limit values hides
+# what matters).
+ABSOLUTE_METRICS = frozenset({"limits"})
 
-OUTCOME_NOT_SIGNIFICANT = "not significant"
-OUTCOME_INCOMPARABLE = "incomparable"
-OUTCOME_MISSING = "missing"
+CalibrationChoice = Literal["auto"] | None
 
 
 class CompareError(BenchError):
@@ -75,173 +99,30 @@ class CompareError(BenchError):
 
 
 @dataclass(frozen=True)
-class SampleComparison:
-    """Contender vs baseline for one set of values: medians, ratio with CI, test, verdict."""
+class Member:
+    """A run on one side of a comparison, or only some of its blocks."""
 
-    n_baseline: int
-    n_contender: int
-    median_baseline: float
-    median_contender: float
-    ratio: float | None  # contender / baseline; None unless every value is > 0
-    ratio_ci_low: float | None
-    ratio_ci_high: float | None
-    p_value: float
-    significant: bool
-    outcome: str  # slower | faster | larger | smaller | higher | lower | not significant
-    verdict: str  # "1.31x slower", "not significant"
+    run_id: str
+    blocks: frozenset[int] | None = None
 
-    def mirrored(self, unit: str) -> SampleComparison:
-        """The same comparison seen from the other side."""
-        ratio = 1 / self.ratio if self.ratio else None
-        low = 1 / self.ratio_ci_high if self.ratio_ci_high else None
-        high = 1 / self.ratio_ci_low if self.ratio_ci_low else None
-        outcome, verdict = _words(
-            ratio, self.median_contender, self.median_baseline, self.significant, unit
-        )
-        return SampleComparison(
-            n_baseline=self.n_contender,
-            n_contender=self.n_baseline,
-            median_baseline=self.median_contender,
-            median_contender=self.median_baseline,
-            ratio=ratio,
-            ratio_ci_low=low,
-            ratio_ci_high=high,
-            p_value=self.p_value,
-            significant=self.significant,
-            outcome=outcome,
-            verdict=verdict,
-        )
-
-
-def compare_samples(
-    baseline: Sequence[float] | FloatArray,
-    contender: Sequence[float] | FloatArray,
-    *,
-    unit: str = "s",
-    min_effect: float = DEFAULT_MIN_EFFECT,
-    alpha: float = DEFAULT_ALPHA,
-    seed: int = BOOTSTRAP_SEED,
-) -> SampleComparison:
-    """Compare two sets of finite values (each non-empty); see the module docstring."""
-    base = as_sorted_array(baseline)
-    cont = as_sorted_array(contender)
-    if base.size == 0 or cont.size == 0:
-        raise ValueError("compare_samples() needs at least one finite value on each side")
-    base_key, cont_key = _canonical_key(base), _canonical_key(cont)
-    swap = base_key > cont_key
-    first, second = (cont, base) if swap else (base, cont)
-    result = _compare_sorted(first, second, unit, min_effect, alpha, seed)
-    if base_key == cont_key and result.ratio_ci_low and result.ratio_ci_high:
-        # Identical samples: the interval must read the same from both sides.
-        low, high = result.ratio_ci_low, result.ratio_ci_high
-        result = replace(result, ratio_ci_low=min(low, 1 / high), ratio_ci_high=max(high, 1 / low))
-    return result.mirrored(unit) if swap else result
-
-
-def _canonical_key(data: FloatArray) -> tuple[int, bytes]:
-    return int(data.size), data.tobytes()
-
-
-def _compare_sorted(
-    base: FloatArray, cont: FloatArray, unit: str, min_effect: float, alpha: float, seed: int
-) -> SampleComparison:
-    median_base = float(np.median(base))
-    median_cont = float(np.median(cont))
-    p_value = _mann_whitney_p(base, cont)
-    ratio: float | None = None
-    low: float | None = None
-    high: float | None = None
-    # A ratio only means something for positive quantities (times, sizes, counts): data
-    # that can be zero or negative (overheads) is compared by its difference instead.
-    if base[0] > 0 and cont[0] > 0:
-        ratio = median_cont / median_base
-        low, high = _ratio_ci(base, cont, seed)
-        low, high = min(low, ratio), max(high, ratio)
-    if ratio is not None:
-        effect = max(ratio, 1 / ratio) - 1
-    else:
-        scale = max(abs(median_base), abs(median_cont))
-        effect = abs(median_cont - median_base) / scale if scale else 0.0
-    significant = bool(p_value < alpha and effect >= min_effect)
-    outcome, verdict = _words(ratio, median_base, median_cont, significant, unit)
-    return SampleComparison(
-        n_baseline=int(base.size),
-        n_contender=int(cont.size),
-        median_baseline=median_base,
-        median_contender=median_cont,
-        ratio=ratio,
-        ratio_ci_low=low,
-        ratio_ci_high=high,
-        p_value=p_value,
-        significant=significant,
-        outcome=outcome,
-        verdict=verdict,
-    )
-
-
-def _mann_whitney_p(base: FloatArray, cont: FloatArray) -> float:
-    if base[0] == base[-1] == cont[0] == cont[-1]:
-        return 1.0  # every value equal: no evidence of any difference
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        result = scipy_stats().mannwhitneyu(base, cont, alternative="two-sided", method="auto")
-    p_value = float(result.pvalue)
-    return p_value if math.isfinite(p_value) else 1.0
-
-
-def _ratio_ci(base: FloatArray, cont: FloatArray, seed: int) -> tuple[float, float]:
-    """Bootstrap CI of median(cont) / median(base), both positive throughout."""
-    if base[0] == base[-1] and cont[0] == cont[-1]:
-        ratio = float(cont[0] / base[0])
-        return ratio, ratio
-    alpha = (1 - CONFIDENCE) / 2
-    if min(base.size, cont.size) >= 2 and max(base.size, cont.size) <= SCIPY_BOOTSTRAP_MAX_N:
-
-        def ratio_of_medians(a: FloatArray, b: FloatArray, axis: int = -1) -> FloatArray:
-            result: FloatArray = np.median(b, axis=axis) / np.median(a, axis=axis)
-            return result
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", scipy_stats().DegenerateDataWarning)
-            low, high = percentile_bootstrap((base, cont), ratio_of_medians, seed=seed)
-        if math.isfinite(low) and math.isfinite(high):
-            return low, high
-        ratio = float(np.median(cont) / np.median(base))
-        return ratio, ratio
-    rng = np.random.default_rng(seed)
-    ratios = sample_medians(cont, RATIO_DRAWS, rng) / sample_medians(base, RATIO_DRAWS, rng)
-    low_q, high_q = np.quantile(ratios, [alpha, 1 - alpha])
-    return float(low_q), float(high_q)
-
-
-def _words(
-    ratio: float | None, median_base: float, median_cont: float, significant: bool, unit: str
-) -> tuple[str, str]:
-    if not significant:
-        return OUTCOME_NOT_SIGNIFICANT, OUTCOME_NOT_SIGNIFICANT
-    more, less = {
-        "time": ("slower", "faster"),
-        "size": ("larger", "smaller"),
-        "other": ("higher", "lower"),
-    }[unit_kind(unit)]
-    if ratio is not None:
-        if ratio >= 1:
-            return more, f"{ratio:.2f}x {more}"
-        return less, f"{1 / ratio:.2f}x {less}"
-    word = "higher" if median_cont > median_base else "lower"
-    difference = format_quantity(abs(median_cont - median_base), unit)
-    return word, f"{word} by {difference}"
-
-
-# --- groups of runs ----------------------------------------------------------------------
+    def text(self) -> str:
+        """``RUN`` or ``RUN@0,1,2``."""
+        if self.blocks is None:
+            return self.run_id
+        return f"{self.run_id}@{','.join(str(b) for b in sorted(self.blocks))}"
 
 
 @dataclass(frozen=True)
 class Group:
-    """A side of a comparison: a run, a backend, or every run sharing one fact value."""
+    """A side of a comparison: a run, a set of runs or blocks, a backend, or a fact value."""
 
     label: str
     run_ids: tuple[str, ...]
+    members: tuple[Member, ...] = ()
+
+    def all_members(self) -> tuple[Member, ...]:
+        """The members, or every block of each run when none were given."""
+        return self.members or tuple(Member(r) for r in self.run_ids)
 
 
 @dataclass(frozen=True)
@@ -259,7 +140,7 @@ class ComparisonRow:
     contender: str
     n_baseline: int
     n_contender: int
-    median_baseline: float | None
+    median_baseline: float | None  # the side's centre: a geometric mean of block medians
     median_contender: float | None
     ratio: float | None
     ratio_ci_low: float | None
@@ -270,11 +151,24 @@ class ComparisonRow:
     accel_baseline: str = "n/a"
     accel_contender: str = "n/a"
     warnings: tuple[str, ...] = ()
+    blocks_baseline: int = 0
+    blocks_contender: int = 0
+    mode: str = MODE_RATIO
+    difference: float | None = None
+    difference_ci_low: float | None = None
+    difference_ci_high: float | None = None
+    margin: float | None = None
+    margin_source: str = ""
+    mde: float | None = None
+    noise: str = ""
+    mechanism: str = ""
+    notes: tuple[str, ...] = ()  # how the verdict was reached (noise source, borrowed noise)
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-safe dict (warnings as a list, non-finite floats as None)."""
+        """JSON-safe dict (warnings and notes as lists, non-finite floats as None)."""
         data = asdict(self)
         data["warnings"] = list(self.warnings)
+        data["notes"] = list(self.notes)
         return {
             k: (None if isinstance(v, float) and not math.isfinite(v) else v)
             for k, v in data.items()
@@ -291,15 +185,34 @@ class ComparisonReport:
     rows: list[ComparisonRow]
     incomparable: dict[str, list[str]] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    load: dict[str, LoadComparison] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-safe dict of the whole comparison."""
         return {
             "group_by": self.group_by,
             "baseline": self.baseline,
-            "groups": [{"label": g.label, "run_ids": list(g.run_ids)} for g in self.groups],
+            "groups": [
+                {
+                    "label": g.label,
+                    "run_ids": list(g.run_ids),
+                    "members": [m.text() for m in g.all_members()],
+                }
+                for g in self.groups
+            ],
             "incomparable": self.incomparable,
             "settings": self.settings,
+            "background_load": {
+                label: {
+                    "flagged": load.flagged,
+                    "summary": load.summary(),
+                    "blocks": [load.blocks_baseline, load.blocks_contender],
+                    "quantities": [asdict(d) for d in load.differences],
+                }
+                for label, load in self.load.items()
+            },
+            "notes": self.notes,
             "rows": [row.as_dict() for row in self.rows],
         }
 
@@ -308,22 +221,29 @@ def compare_dataset(
     dataset: Dataset,
     group_by: str = "run",
     *,
+    sides: Sequence[Group] | None = None,
     baseline: str | None = None,
     stages: bool = False,
     metrics: Sequence[str] = (),
     min_effect: float = DEFAULT_MIN_EFFECT,
-    alpha: float = DEFAULT_ALPHA,
+    min_abs_mib: float = DEFAULT_MIN_ABS_MIB,
+    confidence: float = CONFIDENCE,
     seed: int = BOOTSTRAP_SEED,
     must_match: Sequence[str] = MUST_MATCH_HOST_KEYS,
     ignore_keys: Sequence[str] = (),
+    calibration: Calibration | CalibrationChoice = "auto",
 ) -> ComparisonReport:
     """Compare every group of a dataset with the baseline group (the first one by default).
 
     ``group_by``: ``run`` (one group per run, in the order given), ``backend`` (backends
-    within each run; baseline ``process`` when present), or a run fact path (``kernel``,
-    ``cpu.model``...). ``stages=True`` also compares each ``stage.*`` column.
+    within each run, paired by block), or a run fact path (``kernel``, ``cpu.model``...).
+    ``sides`` (two or more explicit groups) overrides ``group_by``. ``stages=True`` also
+    compares each ``stage.*`` column. ``calibration``: ``"auto"`` uses the calibration
+    beside the runs when it matches their host, None uses none, or a ``Calibration``.
     """
-    frame = measured(dataset.samples)
+    all_measured = measured(dataset.samples)
+    noise = noise_table(all_measured)
+    frame = without_noise(all_measured)
     if frame.empty:
         raise CompareError("nothing to compare: no measured samples in these runs")
     if metrics:
@@ -331,52 +251,102 @@ def compare_dataset(
         if frame.empty:
             raise CompareError(f"no samples of metric(s) {', '.join(metrics)} in these runs")
     frame = frame[frame["ok"].to_numpy(dtype=bool)]
-    by_backend = group_by == "backend"
-    groups, labels = _groups(dataset, frame, group_by)
+    if "block" not in frame.columns:
+        frame = frame.assign(block=0)
+    frame = frame.assign(_view=view_labels(frame))
+    order = BackendOrder.from_frame(frame)
+    by_backend = sides is None and group_by == "backend"
+    if sides is not None:
+        groups = _checked_sides(dataset, sides)
+        group_by = "sides"
+    else:
+        groups = _groups(dataset, frame, group_by, order)
     if len(groups) < 2:
         what = (
             "backends" if by_backend else f"values of {group_by}" if group_by != "run" else "runs"
         )
         found = ", ".join(g.label for g in groups) or "none"
         raise CompareError(f"need at least two {what} to compare; found: {found}")
-    base_group = _pick_baseline(groups, baseline, by_backend)
-    frame = frame.assign(_group=labels, _view=view_labels(frame))
+    base_group = _pick_baseline(groups, baseline)
+    chosen, calibration_notes = _resolve_calibration(dataset, calibration)
     stage_names = stage_columns(frame) if stages else []
-    key_columns = ["metric", "backend", "case", "_view"]
     if by_backend:
-        key_columns = ["run_id", "metric", "case", "_view"]
-    values = _value_arrays(frame, key_columns, stage_names)
+        values = {
+            (backend, key): side
+            for backend in (g.label for g in groups)
+            for key, side in _collect(
+                frame[frame["backend"].astype(str) == backend],
+                ["run_id", "metric", "case", "_view"],
+                stage_names,
+            ).items()
+        }
+    else:
+        values = {
+            (group.label, key): side
+            for group in groups
+            for key, side in _collect(
+                frame[_member_mask(frame, group)],
+                ["metric", "backend", "case", "_view"],
+                stage_names,
+            ).items()
+        }
     incomparable: dict[str, list[str]] = {}
+    load: dict[str, LoadComparison] = {}
     if not by_backend:
         skip = {resolve_fact_path(k) for k in ignore_keys}
-        if group_by != "run":
+        if group_by not in {"run", "sides"}:
             skip.add(resolve_fact_path(group_by))
+        block_ids = _block_ids(dataset.samples)
         for group in groups:
-            if group is not base_group:
-                reasons = _group_reasons(dataset, base_group, group, must_match, skip, group_by)
-                if reasons:
-                    incomparable[group.label] = reasons
+            if group is base_group:
+                continue
+            reasons = _group_reasons(dataset, base_group, group, must_match, skip, group_by)
+            if reasons:
+                incomparable[group.label] = reasons
+            comparison = compare_load(
+                noise, _blocks_of(base_group, block_ids), _blocks_of(group, block_ids)
+            )
+            if comparison is not None:
+                load[group.label] = comparison
+    context = _RowContext(
+        by_backend=by_backend,
+        min_effect=min_effect,
+        min_abs_mib=min_abs_mib,
+        confidence=confidence,
+        seed=seed,
+        calibration=chosen,
+        scenario_sha256=_common_scenario(dataset),
+        order=order,
+    )
     rows: list[ComparisonRow] = []
     keys = sorted({key for (_label, key) in values}, key=lambda k: tuple(map(str, k)))
     for group in groups:
         if group is base_group:
             continue
+        flagged = load.get(group.label)
+        load_warning = (
+            f"background load differs: {flagged.summary()}"
+            if flagged is not None and flagged.flagged
+            else ""
+        )
         for key in keys:
-            sides = (values.get((base_group.label, key)), values.get((group.label, key)))
-            if (by_backend and None in sides) or sides == (None, None):
+            base_side = values.get((base_group.label, key))
+            cont_side = values.get((group.label, key))
+            if (by_backend and None in (base_side, cont_side)) or (base_side, cont_side) == (
+                None,
+                None,
+            ):
                 continue  # nothing to compare: not this backend pair's quantity
             rows.append(
                 _row(
                     key,
-                    by_backend,
                     base_group.label,
                     group.label,
-                    values.get((base_group.label, key)),
-                    values.get((group.label, key)),
+                    base_side,
+                    cont_side,
                     incomparable.get(group.label, []),
-                    min_effect,
-                    alpha,
-                    seed,
+                    load_warning,
+                    context,
                 )
             )
     return ComparisonReport(
@@ -386,44 +356,144 @@ def compare_dataset(
         rows=rows,
         incomparable=incomparable,
         settings={
+            "statistic": "t interval on block medians (log scale for ratios); paired by "
+            "block for backends of one run",
             "min_effect": min_effect,
-            "alpha": alpha,
-            "confidence": CONFIDENCE,
+            "min_abs_mib": min_abs_mib,
+            "confidence": confidence,
             "seed": seed,
             "must_match": [k for k in must_match if k not in set(ignore_keys)],
             "stages": stages,
+            "calibration": str(chosen.path) if chosen is not None and chosen.path else None,
         },
+        load=load,
+        notes=calibration_notes,
     )
+
+
+def _resolve_calibration(
+    dataset: Dataset, choice: Calibration | CalibrationChoice
+) -> tuple[Calibration | None, list[str]]:
+    """The calibration to use and what to tell the user about it."""
+    from bench.analysis.calibration import find_calibration
+
+    if choice is None:
+        return None, ["calibration not used (--no-calibration)"]
+    explicit = choice != "auto"
+    found = find_calibration(dataset.runs.values()) if choice == "auto" else choice
+    if found is None:
+        return None, [
+            "no calibration for this host: margins are the declared minimum effect, and "
+            "a side with one block has unknown run-to-run noise (run bench calibrate)"
+        ]
+    assert not isinstance(found, str)
+    mismatch = found.mismatch(dataset.runs.values())
+    if mismatch:
+        if explicit:
+            raise CompareError(f"calibration {found.path} does not describe these runs: {mismatch}")
+        return None, [f"calibration {found.path} not used: {mismatch}"]
+    when = found.updated_at_utc[:19] or "?"
+    return found, [f"calibration: {found.path} (host {found.host}, updated {when})"]
+
+
+def _checked_sides(dataset: Dataset, sides: Sequence[Group]) -> list[Group]:
+    labels = [g.label for g in sides]
+    if len(set(labels)) != len(labels):
+        raise CompareError(f"sides need distinct labels: {labels}")
+    for group in sides:
+        unknown = [m.run_id for m in group.all_members() if m.run_id not in dataset.runs]
+        if unknown:
+            raise CompareError(f"side {group.label}: run(s) not loaded: {', '.join(unknown)}")
+    return list(sides)
+
+
+def _member_mask(frame: pd.DataFrame, group: Group) -> Any:
+    run_ids = frame["run_id"].astype(str).to_numpy()
+    blocks = frame["block"].to_numpy()
+    mask = np.zeros(len(frame), dtype=bool)
+    for member in group.all_members():
+        match = run_ids == member.run_id
+        if member.blocks is not None:
+            match &= np.isin(blocks, list(member.blocks))
+        mask |= match
+    return mask
+
+
+def _block_ids(frame: pd.DataFrame) -> set[tuple[str, int]]:
+    if frame.empty:
+        return set()
+    blocks = frame["block"] if "block" in frame.columns else pd.Series(0, index=frame.index)
+    pairs = pd.DataFrame({"r": frame["run_id"].astype(str), "b": blocks.astype(int)})
+    return {(str(r), int(b)) for r, b in pairs.drop_duplicates().itertuples(index=False)}
+
+
+def _blocks_of(group: Group, block_ids: set[tuple[str, int]]) -> list[tuple[str, int]]:
+    found: list[tuple[str, int]] = []
+    for member in group.all_members():
+        found.extend(
+            (r, b)
+            for r, b in block_ids
+            if r == member.run_id and (member.blocks is None or b in member.blocks)
+        )
+    return found
+
+
+def _common_scenario(dataset: Dataset) -> str:
+    hashes = {run.scenario_sha256 for run in dataset.runs.values()}
+    return next(iter(hashes)) if len(hashes) == 1 else ""
 
 
 @dataclass
 class _Side:
-    values: FloatArray
+    """One side's values of one quantity, block by block."""
+
+    blocks: dict[tuple[str, int], FloatArray]
     unit: str
     accel: str
+    mechanism: str
+
+    @property
+    def size(self) -> int:
+        return sum(v.size for v in self.blocks.values())
+
+    def pooled(self) -> FloatArray:
+        return np.sort(np.concatenate(list(self.blocks.values())))
 
 
-def _value_arrays(
+def _collect(
     frame: pd.DataFrame, key_columns: list[str], stage_names: list[str]
-) -> dict[tuple[str, tuple[str, ...]], _Side]:
-    """{(group label, (metric-ish key..., stage)): sorted values} for every group and key."""
-    arrays: dict[tuple[str, tuple[str, ...]], _Side] = {}
-    for group_key, part in frame.groupby(["_group", *key_columns], sort=False, observed=True):
-        label, *rest = (str(k) for k in group_key)
-        accel = accel_of(part)
+) -> dict[tuple[str, ...], _Side]:
+    """{(key..., stage): the values of each block} of a frame."""
+    sides: dict[tuple[str, ...], _Side] = {}
+    if frame.empty:
+        return sides
+    columns = [*key_columns, *(c for c in ("run_id", "block") if c not in key_columns)]
+    for group_key, part in frame.groupby(columns, sort=False, observed=True):
+        named = {c: str(v) for c, v in zip(columns, group_key, strict=True)}
+        key = tuple(named[c] for c in key_columns)
+        block = (named["run_id"], int(named["block"]))
         unit = str(part["unit"].iloc[0])
-        for stage, stage_u, data in stage_values(part, stage_names, unit):
-            arrays[(label, (*rest, stage))] = _Side(data, stage_u, accel)
-    return arrays
+        accel = accel_of(part)
+        mechanism = ""
+        if "label.mechanism" in part.columns:
+            known = part["label.mechanism"].dropna()
+            mechanism = str(known.iloc[0]) if len(known) else ""
+        for stage, stage_unit, data in stage_values(part, stage_names, unit):
+            side = sides.setdefault((*key, stage), _Side({}, stage_unit, accel, mechanism))
+            side.blocks[block] = data
+            if side.accel != accel:
+                side.accel = ",".join(sorted({*side.accel.split(","), *accel.split(",")}))
+    return sides
 
 
-def _groups(dataset: Dataset, frame: pd.DataFrame, group_by: str) -> tuple[list[Group], Any]:
-    """The groups in order, and each row's group label."""
+def _groups(
+    dataset: Dataset, frame: pd.DataFrame, group_by: str, order: BackendOrder
+) -> list[Group]:
+    """The groups in order."""
     if group_by == "backend":
-        names = [str(b) for b in pd.unique(frame["backend"].astype(str))]
-        order = sorted(names, key=lambda b: (b != "process", b != "docker", b))
+        names = order.sorted(str(b) for b in pd.unique(frame["backend"].astype(str)))
         run_ids = tuple(dataset.run_order())
-        return [Group(b, run_ids) for b in order], frame["backend"].astype(str).to_numpy()
+        return [Group(b, run_ids) for b in names]
     label_of_run: dict[str, str] = {}
     for run_id, run in dataset.runs.items():
         if group_by == "run":
@@ -436,12 +506,10 @@ def _groups(dataset: Dataset, frame: pd.DataFrame, group_by: str) -> tuple[list[
     for run_id in dataset.run_order():
         if run_id in present:
             members.setdefault(label_of_run[run_id], []).append(run_id)
-    groups = [Group(label, tuple(ids)) for label, ids in members.items()]
-    labels = frame["run_id"].astype(str).map(label_of_run).to_numpy()
-    return groups, labels
+    return [Group(label, tuple(ids)) for label, ids in members.items()]
 
 
-def _pick_baseline(groups: list[Group], wanted: str | None, by_backend: bool) -> Group:
+def _pick_baseline(groups: list[Group], wanted: str | None) -> Group:
     if wanted is None:
         return groups[0]
     exact = [g for g in groups if g.label == wanted]
@@ -463,7 +531,7 @@ def _group_reasons(
     group_by: str,
 ) -> list[str]:
     """Why two groups of runs cannot be compared (empty: they can)."""
-    runs = [dataset.runs[r] for r in (*base.run_ids, *other.run_ids)]
+    runs = [dataset.runs[r] for r in dict.fromkeys((*base.run_ids, *other.run_ids))]
     reasons: list[str] = []
     if not group_by.startswith("scenario"):
         hashes = {run.scenario_sha256 for run in runs}
@@ -497,19 +565,40 @@ def facts_agree(path: str, values: list[Any]) -> bool:
     return len({json.dumps(v, sort_keys=True, default=str) for v in values}) == 1
 
 
+@dataclass(frozen=True)
+class _RowContext:
+    by_backend: bool
+    min_effect: float
+    min_abs_mib: float
+    confidence: float
+    seed: int
+    calibration: Calibration | None
+    scenario_sha256: str
+    order: BackendOrder
+
+
+def _noise_for(
+    context: _RowContext, quantity: tuple[str, str, str, str, str], accel: str
+) -> BlockNoise | None:
+    if context.calibration is None:
+        return None
+    entry = context.calibration.lookup(
+        quantity, accel=accel, scenario_sha256=context.scenario_sha256
+    )
+    return entry.noise() if entry is not None else None
+
+
 def _row(
     key: tuple[str, ...],
-    by_backend: bool,
     base_label: str,
     cont_label: str,
     base: _Side | None,
     cont: _Side | None,
     group_reasons: list[str],
-    min_effect: float,
-    alpha: float,
-    seed: int,
+    load_warning: str,
+    context: _RowContext,
 ) -> ComparisonRow:
-    if by_backend:
+    if context.by_backend:
         run_id, metric, case, view, stage = key
         backend = f"{base_label} -> {cont_label}"
     else:
@@ -517,6 +606,7 @@ def _row(
         run_id = ""
     present = base or cont
     unit = present.unit if present is not None else ""
+    mechanism = present.mechanism if present is not None else ""
     head: dict[str, Any] = {
         "metric": metric,
         "backend": backend,
@@ -529,12 +619,15 @@ def _row(
         "contender": cont_label,
         "accel_baseline": base.accel if base else "n/a",
         "accel_contender": cont.accel if cont else "n/a",
+        "mechanism": "" if context.by_backend else mechanism,
     }
-    empty: dict[str, Any] = {
-        "n_baseline": base.values.size if base else 0,
-        "n_contender": cont.values.size if cont else 0,
-        "median_baseline": float(np.median(base.values)) if base else None,
-        "median_contender": float(np.median(cont.values)) if cont else None,
+    described: dict[str, Any] = {
+        "n_baseline": base.size if base else 0,
+        "n_contender": cont.size if cont else 0,
+        "blocks_baseline": len(base.blocks) if base else 0,
+        "blocks_contender": len(cont.blocks) if cont else 0,
+        "median_baseline": float(np.median(base.pooled())) if base else None,
+        "median_contender": float(np.median(cont.pooled())) if cont else None,
         "ratio": None,
         "ratio_ci_low": None,
         "ratio_ci_high": None,
@@ -543,45 +636,91 @@ def _row(
     if base is None or cont is None:
         side = base_label if base is None else cont_label
         return ComparisonRow(
-            **head, **empty, outcome=OUTCOME_MISSING, verdict=f"missing: no samples in {side}"
+            **head, **described, outcome=OUTCOME_MISSING, verdict=f"missing: no samples in {side}"
         )
     reasons = list(group_reasons)
-    if not by_backend and base.accel != cont.accel:
+    if not context.by_backend and base.accel != cont.accel:
         reasons.append(f"accelerator differs ({base.accel} vs {cont.accel})")
     notes = _stability_notes(base, cont, base_label, cont_label)
     if "tcg" in (base.accel, cont.accel):
         notes.append("VM ran under TCG (software emulation), not KVM")
+    if load_warning:
+        notes.append(load_warning)
     if reasons:
         return ComparisonRow(
             **head,
-            **empty,
+            **described,
             outcome=OUTCOME_INCOMPARABLE,
             verdict=f"incomparable: {'; '.join(reasons)}",
             warnings=tuple(notes),
         )
-    result = compare_samples(
-        base.values, cont.values, unit=unit, min_effect=min_effect, alpha=alpha, seed=seed
+    if context.by_backend:
+        quantity_base = (metric, base_label, case, view, stage)
+        quantity_cont = (metric, cont_label, case, view, stage)
+        block_ids = sorted(set(base.blocks) | set(cont.blocks))
+        empty = np.empty(0, dtype=np.float64)
+        base_blocks = [base.blocks.get(b, empty) for b in block_ids]
+        cont_blocks = [cont.blocks.get(b, empty) for b in block_ids]
+    else:
+        quantity_base = quantity_cont = (metric, backend, case, view, stage)
+        base_blocks = [base.blocks[b] for b in sorted(base.blocks)]
+        cont_blocks = [cont.blocks[b] for b in sorted(cont.blocks)]
+    min_abs = mib_in_unit(context.min_abs_mib, unit) if unit_kind(unit) == "size" else 0.0
+    verdict = compare_blocks(
+        base_blocks,
+        cont_blocks,
+        unit=unit,
+        absolute=metric in ABSOLUTE_METRICS,
+        min_effect=context.min_effect,
+        min_abs=min_abs or 0.0,
+        noise_baseline=_noise_for(context, quantity_base, base.accel),
+        noise_contender=_noise_for(context, quantity_cont, cont.accel),
+        paired=context.by_backend,
+        confidence=context.confidence,
+        seed=context.seed,
     )
+    return row_from_verdict(head, verdict, notes)
+
+
+def row_from_verdict(
+    head: dict[str, Any], verdict: Verdict, warnings: Iterable[str]
+) -> ComparisonRow:
+    """A comparison row from its key fields and a block verdict."""
     return ComparisonRow(
         **head,
-        n_baseline=result.n_baseline,
-        n_contender=result.n_contender,
-        median_baseline=result.median_baseline,
-        median_contender=result.median_contender,
-        ratio=result.ratio,
-        ratio_ci_low=result.ratio_ci_low,
-        ratio_ci_high=result.ratio_ci_high,
-        p_value=result.p_value,
-        outcome=result.outcome,
-        verdict=result.verdict,
-        warnings=tuple(notes),
+        n_baseline=verdict.n_baseline,
+        n_contender=verdict.n_contender,
+        blocks_baseline=verdict.blocks_baseline,
+        blocks_contender=verdict.blocks_contender,
+        median_baseline=verdict.median_baseline,
+        median_contender=verdict.median_contender,
+        ratio=verdict.ratio,
+        ratio_ci_low=verdict.ratio_ci_low,
+        ratio_ci_high=verdict.ratio_ci_high,
+        p_value=verdict.p_value,
+        outcome=verdict.outcome,
+        verdict=verdict.verdict,
+        warnings=tuple(warnings),
+        mode=verdict.mode,
+        difference=verdict.difference,
+        difference_ci_low=verdict.difference_ci_low,
+        difference_ci_high=verdict.difference_ci_high,
+        margin=verdict.margin,
+        margin_source=verdict.margin_source,
+        mde=verdict.mde,
+        noise=verdict.noise,
+        notes=verdict.notes,
     )
 
 
 def _stability_notes(base: _Side, cont: _Side, base_label: str, cont_label: str) -> list[str]:
     notes: list[str] = []
     for label, side in ((base_label, base), (cont_label, cont)):
-        for warning in describe(side.values, presorted=True, ci=False).warnings:
+        values = side.pooled()
+        stats = describe(
+            values, presorted=True, ci=False, replicated=values.size > len(side.blocks)
+        )
+        for warning in stats.warnings:
             notes.append(f"{label}: {warning}")
     return notes
 
@@ -600,17 +739,28 @@ CSV_COLUMNS = (
     "contender",
     "n_baseline",
     "n_contender",
+    "blocks_baseline",
+    "blocks_contender",
     "median_baseline",
     "median_contender",
     "ratio",
     "ratio_ci_low",
     "ratio_ci_high",
+    "difference",
+    "difference_ci_low",
+    "difference_ci_high",
+    "mode",
+    "margin",
+    "margin_source",
+    "mde",
+    "noise",
     "p_value",
     "outcome",
     "verdict",
     "accel_baseline",
     "accel_contender",
     "warnings",
+    "notes",
 )
 
 
@@ -627,17 +777,54 @@ def format_csv(report: ComparisonReport) -> str:
     for row in report.rows:
         data = row.as_dict()
         data["warnings"] = "; ".join(row.warnings)
+        data["notes"] = "; ".join(row.notes)
         writer.writerow(["" if data[c] is None else data[c] for c in CSV_COLUMNS])
     return out.getvalue()
 
 
 def format_ratio(row: ComparisonRow) -> str:
-    """``1.31 [1.22, 1.40]`` or ``-``."""
+    """``1.31 [1.22, 1.40]``, a bare ratio for absolute rows, or ``-``."""
     if row.ratio is None:
         return "-"
     if row.ratio_ci_low is None or row.ratio_ci_high is None:
-        return f"{row.ratio:.3f}"
+        return f"{row.ratio:.3g}x"
     return f"{row.ratio:.3f} [{row.ratio_ci_low:.3f}, {row.ratio_ci_high:.3f}]"
+
+
+def format_difference(row: ComparisonRow) -> str:
+    """``+12.4 ms``; absolute rows with their CI: ``+147 MiB [+140 MiB, +155 MiB]``."""
+    text = signed_quantity(row.difference, row.unit)
+    if row.difference_ci_low is not None and row.difference_ci_high is not None:
+        low = signed_quantity(row.difference_ci_low, row.unit)
+        high = signed_quantity(row.difference_ci_high, row.unit)
+        text += f" [{low}, {high}]"
+    return text
+
+
+def format_margin(row: ComparisonRow) -> str:
+    """``+-5% (min effect)``, ``+-7.2% (calibrated noise)``, ``+-1.00 MiB (absolute floor)``."""
+    if row.margin is None:
+        return "-"
+    if row.mode == MODE_RATIO:
+        return f"±{percent(row.margin)} ({row.margin_source})"
+    return f"±{format_quantity(row.margin, row.unit)} ({row.margin_source})"
+
+
+def format_mde(row: ComparisonRow) -> str:
+    """The minimum detectable effect: ``12%`` or ``3.1 MiB``; ``-`` when noise is unknown."""
+    if row.mde is None:
+        return "-"
+    if row.mode == MODE_RATIO:
+        return percent(row.mde)
+    return format_quantity(row.mde, row.unit)
+
+
+def format_blocks(row: ComparisonRow) -> str:
+    """Blocks per side and where the noise came from: ``3/3 blocks``, ``1/1 calibration``."""
+    if not row.blocks_baseline and not row.blocks_contender:
+        return "-"
+    counts = f"{row.blocks_baseline}/{row.blocks_contender}"
+    return f"{counts} {row.noise}" if row.noise else counts
 
 
 def row_title(row: ComparisonRow) -> str:
@@ -650,16 +837,45 @@ def row_title(row: ComparisonRow) -> str:
     return " ".join(parts)
 
 
+RESULT_COLUMNS = (
+    "baseline median",
+    "contender median",
+    "ratio [95% CI]",
+    "difference",
+    "margin",
+    "MDE",
+    "blocks",
+    "verdict",
+    "warnings",
+)
+
+
 def result_cells(row: ComparisonRow) -> list[str]:
-    """A row's outcome as table cells: both medians, ratio [CI], p, verdict, warnings."""
+    """A row's outcome as table cells, in ``RESULT_COLUMNS`` order."""
     return [
         format_quantity(row.median_baseline, row.unit),
         format_quantity(row.median_contender, row.unit),
         format_ratio(row),
-        "-" if row.p_value is None else f"{row.p_value:.3g}",
+        format_difference(row),
+        format_margin(row),
+        format_mde(row),
+        format_blocks(row),
         row.verdict,
         "; ".join(row.warnings),
     ]
+
+
+def method_text(report: ComparisonReport) -> str:
+    """One sentence on how the verdicts were reached, for captions and headers."""
+    settings = report.settings
+    confidence = settings.get("confidence", CONFIDENCE)
+    return (
+        f"Verdicts from a {confidence:.0%} t interval on block medians (the block, a repeat "
+        "of the plan, is the unit; log scale for ratios, absolute for sizes and limits); "
+        "slower/faster when the interval lies beyond the margin, equivalent when inside "
+        f"it. Margin = max(min effect {percent(settings.get('min_effect', 0.05))}, "
+        "calibrated noise); MDE = the effect detected with 80% power."
+    )
 
 
 def _markdown_cell(text: str) -> str:
@@ -667,24 +883,42 @@ def _markdown_cell(text: str) -> str:
 
 
 def format_markdown(report: ComparisonReport) -> str:
-    """A GitHub-flavoured Markdown table per contender, with the settings stated."""
+    """A GitHub-flavoured Markdown table of every row, with the method stated."""
     lines = [
-        f"Comparison by {report.group_by}; baseline: `{report.baseline}`. "
-        f"Significant = Mann-Whitney U p < {report.settings.get('alpha')} and effect >= "
-        f"{report.settings.get('min_effect', 0):.0%}; ratio = contender / baseline "
-        f"[95% bootstrap CI].",
+        f"Comparison by {report.group_by}; baseline: `{report.baseline}`. {method_text(report)}",
         "",
     ]
+    for note in report.notes:
+        lines.append(f"- {_markdown_cell(note)}")
     for label, reasons in report.incomparable.items():
         lines.append(f"- **{_markdown_cell(label)}**: incomparable: {'; '.join(reasons)}")
-    if report.incomparable:
-        lines.append("")
-    header = (
-        "| what | run | contender | baseline median | contender median | ratio [CI] | p "
-        "| verdict | warnings |"
-    )
-    lines += [header, "|" + "---|" * 9]
+    for label, load in report.load.items():
+        if load.flagged:
+            lines.append(
+                f"- **{_markdown_cell(label)}**: background load differs: {load.summary()}"
+            )
+    lines.append("")
+    header = ["what", "run", "contender", *RESULT_COLUMNS]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in report.rows:
         cells = [row_title(row), row.run_id, row.contender, *result_cells(row)]
         lines.append("| " + " | ".join(_markdown_cell(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def condensed_warnings(report: ComparisonReport, *, limit: int = 5) -> list[str]:
+    """The report's row warnings and notes, each said once, most frequent first.
+
+    A warning shared by many rows (one run's "too few samples", TCG, a background-load
+    difference) is one line with the number of rows it applies to; at most ``limit``
+    lines, plus how many more kinds there were.
+    """
+    counts: dict[str, int] = {}
+    for row in report.rows:
+        for text in dict.fromkeys((*row.notes, *row.warnings)):
+            counts[text] = counts.get(text, 0) + 1
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    lines = [text if count == 1 else f"{text} ({count} rows)" for text, count in ordered[:limit]]
+    if len(ordered) > limit:
+        lines.append(f"{len(ordered) - limit} more kinds of warning (see --format json)")
+    return lines

@@ -33,7 +33,7 @@ import pandas as pd
 
 from bench.errors import ResultsError
 from bench.results import SAMPLES_FILE, find_run_dirs, read_run
-from bench.samples import SAMPLE_SCHEMA_VERSION
+from bench.samples import SAMPLE_SCHEMA_VERSION, upgrade_sample_record
 
 try:  # msgspec decodes samples.jsonl ~4x faster than json on the project's hosts
     import msgspec
@@ -53,6 +53,7 @@ SAMPLE_FIELDS = (
     "error",
     "warmup",
     "round",
+    "block",
     "instance",
     "schema_version",
 )
@@ -63,6 +64,7 @@ CATEGORY_COLUMNS = ("run_id", "metric", "backend", "case", "unit", "host", "kern
 # labels=ANALYSIS_LABELS)`` decodes only these (others are skipped by the decoder), which
 # makes a million-sample load markedly faster; ``labels=None`` keeps every label.
 ANALYSIS_LABELS = (
+    "mechanism",
     "accel",
     "view",
     "role",
@@ -80,6 +82,7 @@ ANALYSIS_LABELS = (
     "applicable",
     "evidence",
     "series",
+    "window_s",
 )
 
 # Short names for the host facts people group by most; anything else is a dotted path.
@@ -110,6 +113,7 @@ if msgspec is not None:
         error: str | None = None
         warmup: bool = False
         round: int = 0
+        block: int = 0
         instance: str = ""
         params: dict[str, Any] = msgspec.field(default_factory=dict)
         stages: dict[str, float | None] = msgspec.field(default_factory=dict)
@@ -520,6 +524,7 @@ def _decode_json(path: Path, data: bytes) -> tuple[_Columns, list[str]]:
         "ok": True,
         "warmup": False,
         "round": 0,
+        "block": 0,
         "seq": 0,
         "schema_version": 0,
         "instance": "",
@@ -544,7 +549,7 @@ def _run_frame(run: RunInfo, columns: _Columns) -> pd.DataFrame:
             data[name] = np.array(values, dtype=np.float64)  # None -> NaN
         elif name in {"ok", "warmup"}:
             data[name] = np.array(values, dtype=bool)
-        elif name in {"seq", "round", "schema_version"}:
+        elif name in {"seq", "round", "block", "schema_version"}:
             data[name] = np.array(values, dtype=np.int64)
         elif name == "run_id":
             data[name] = [v or run.run_id for v in values]
@@ -564,7 +569,49 @@ def _run_frame(run: RunInfo, columns: _Columns) -> pd.DataFrame:
             if values.count(None) != len(values):
                 data[f"label.{key}"] = _label_column(pd.Series(values))
     data.update(_expand("param.", columns.params, numeric=False))
-    return pd.DataFrame(data, index=pd.RangeIndex(size))
+    frame = pd.DataFrame(data, index=pd.RangeIndex(size))
+    wants_mechanism = columns.label_columns is None or "mechanism" in columns.label_columns
+    return _upgrade_old_rows(frame, mechanism=wants_mechanism)
+
+
+def _upgrade_old_rows(frame: pd.DataFrame, *, mechanism: bool) -> pd.DataFrame:
+    """Apply ``upgrade_sample_record`` to the rows of older sample schemas, column-wise.
+
+    Decoding stays columnar for speed, so the record-level migration is run once per
+    distinct backend of the old rows (what it infers depends only on the backend and
+    the version) and its result spread over the column: ``block`` is already 0 by
+    default, ``label.mechanism`` is filled where the line had none.
+    """
+    if frame.empty:
+        return frame
+    versions = frame["schema_version"].to_numpy()
+    old = versions < SAMPLE_SCHEMA_VERSION
+    if not old.any():
+        return frame
+    if mechanism:
+        inferred: dict[str, Any] = {}
+        for backend in pd.unique(frame.loc[old, "backend"].astype(str)):
+            record = upgrade_sample_record(
+                {"backend": backend, "labels": {}, "schema_version": int(versions[old].min())}
+            )
+            inferred[str(backend)] = record["labels"].get("mechanism")
+        column = (
+            frame["label.mechanism"].astype(object)
+            if "label.mechanism" in frame.columns
+            else pd.Series([None] * len(frame), index=frame.index, dtype=object)
+        )
+        missing = old & column.isna().to_numpy()
+        if missing.any():
+            column = column.copy()
+            column[missing] = frame.loc[missing, "backend"].astype(str).map(inferred).to_numpy()
+        values = column.where(column.notna(), None).to_numpy()
+        if "label.mechanism" in frame.columns:
+            frame["label.mechanism"] = values
+        else:  # first among the labels, wherever the file's first label line put the others
+            labels = [i for i, c in enumerate(frame.columns) if str(c).startswith("label.")]
+            frame.insert(labels[0] if labels else len(frame.columns), "label.mechanism", values)
+    frame.loc[old, "schema_version"] = SAMPLE_SCHEMA_VERSION
+    return frame
 
 
 def _expand(prefix: str, dicts: list[dict[str, Any]], *, numeric: bool) -> dict[str, Any]:

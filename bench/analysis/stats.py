@@ -10,8 +10,14 @@ converges to with infinitely many resamples, is computed exactly from the order
 statistics (the resampled median is below x_(j) exactly when at least half the draws
 are, a binomial event), in O(n) with no randomness at all.
 
-Warnings are carried with every result: CV >= 10%, fewer than ``MIN_SAMPLES`` values,
-and outliers beyond 1.5 IQR when they are at least 1% of the values.
+Warnings are carried with every result, and only the ones a user can act on: fewer
+than ``MIN_SAMPLES`` values where the scenario asked for replicates (one value by
+design, like a density ramp's ``count_reached`` or a limit check, is not "too few"),
+and at least ``OUTLIER_WARN_MIN`` outliers beyond 1.5 IQR making up more than
+``OUTLIER_WARN_FRACTION`` of the values (one outlier in ten samples is not a warning).
+A CV >= 10% marks a row ``unstable`` (shown, not a warning: some quantities are
+spread by nature, and the comparison's block statistics account for it); a series
+(a density ramp's steps, whose values rise with N by design) is never unstable.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from bench.analysis.noise import without_noise
+
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 20261130
@@ -33,7 +41,8 @@ SCIPY_BOOTSTRAP_MAX_N = 1000
 CV_UNSTABLE = 0.10
 MIN_SAMPLES = 5
 OUTLIER_IQR_FACTOR = 1.5
-OUTLIER_WARN_FRACTION = 0.01
+OUTLIER_WARN_FRACTION = 0.10
+OUTLIER_WARN_MIN = 2
 
 # The sample's own value is reported as this stage; stage.* columns under their names.
 VALUE_STAGE = "value"
@@ -74,11 +83,15 @@ class Stats:
     ci_method: str
     outliers: int
     warnings: tuple[str, ...]
+    replicated: bool = True  # several values per block were asked for
+    series: bool = False  # values of a ramp (they change with N by design)
 
     @property
     def unstable(self) -> bool:
-        """True when any stability warning applies."""
-        return bool(self.warnings)
+        """CV >= ``CV_UNSTABLE`` (or undefined) for replicates; never for a series."""
+        if self.series or self.n < 2:
+            return False
+        return not math.isfinite(self.cv) or self.cv >= CV_UNSTABLE
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict with non-finite floats as None (JSON-safe)."""
@@ -99,14 +112,16 @@ class StatRow:
     failed: int
     accel: str
     stats: Stats
+    blocks: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         """Flat JSON-safe dict: the key fields, then every statistic."""
         names = ("run_id", "metric", "backend", "case", "view", "stage")
         head = {k: getattr(self, k) for k in names}
-        head.update(unit=self.unit, failed=self.failed, accel=self.accel)
+        head.update(unit=self.unit, failed=self.failed, accel=self.accel, blocks=self.blocks)
         head.update(self.stats.as_dict())
         head["warnings"] = list(self.stats.warnings)
+        head["unstable"] = self.stats.unstable
         return head
 
 
@@ -136,10 +151,14 @@ def describe(
     confidence: float = CONFIDENCE,
     presorted: bool = False,
     ci: bool = True,
+    replicated: bool = True,
+    series: bool = False,
 ) -> Stats:
     """Describe finite values (at least one) with a bootstrap CI of the median and warnings.
 
     ``ci=False`` skips the interval (NaN bounds) when only the warnings are wanted.
+    ``replicated=False``: one value per block by design (no "too few samples");
+    ``series=True``: the values of a ramp (neither unstable nor outliers).
     """
     data = np.asarray(values, np.float64) if presorted else as_sorted_array(values)
     n = int(data.size)
@@ -177,22 +196,25 @@ def describe(
         ci_method=method,
         outliers=outliers,
         warnings=(),
+        replicated=replicated,
+        series=series,
     )
     return Stats(**{**asdict(stats), "warnings": stability_warnings(stats)})
 
 
 def stability_warnings(stats: Stats) -> tuple[str, ...]:
-    """pyperf-style warnings: high CV, too few samples, many outliers."""
+    """Actionable warnings: too few replicates, many outliers (see the module docstring)."""
     found: list[str] = []
-    if stats.n < MIN_SAMPLES:
-        found.append(f"too few samples: n={stats.n} < {MIN_SAMPLES}")
-    if not math.isfinite(stats.cv) or stats.cv >= CV_UNSTABLE:
-        cv = "undefined (mean 0)" if not math.isfinite(stats.cv) else f"{stats.cv:.0%}"
-        found.append(f"unstable: CV {cv} >= {CV_UNSTABLE:.0%}")
-    if stats.outliers and stats.outliers / stats.n >= OUTLIER_WARN_FRACTION:
+    if stats.replicated and not stats.series and stats.n < MIN_SAMPLES:
         found.append(
-            f"{stats.outliers} outlier(s) beyond {OUTLIER_IQR_FACTOR} IQR "
-            f"({stats.outliers / stats.n:.0%} of samples)"
+            f"too few samples: n={stats.n} < {MIN_SAMPLES} "
+            "(raise samples, or memory instances x rounds)"
+        )
+    share = stats.outliers / stats.n
+    if not stats.series and stats.outliers >= OUTLIER_WARN_MIN and share > OUTLIER_WARN_FRACTION:
+        found.append(
+            f"{stats.outliers} outliers beyond {OUTLIER_IQR_FACTOR} IQR ({share:.0%} of "
+            "samples): something disturbed the run"
         )
     return tuple(found)
 
@@ -367,11 +389,13 @@ def summarize_stats(
     Groups whose samples all failed are left out of the statistics (their failures are
     counted on the rows that exist); ``stages=False`` describes the sample value only.
     """
-    data = measured(frame)
+    data = without_noise(measured(frame))
     if data.empty:
         return []
     rows: list[StatRow] = []
     data = data.assign(_view=view_labels(data))
+    if "block" not in data.columns:
+        data = data.assign(block=0)
     keys = ["run_id", "metric", "backend", "case", "_view"]
     stage_names = stage_columns(data) if stages else []
     groups = data.groupby(keys, sort=True, observed=True)
@@ -380,7 +404,10 @@ def summarize_stats(
         failed = int((~ok).sum())
         unit = str(group["unit"].iloc[0])
         accel = accel_of(group)
-        for stage, stage_u, values in stage_values(group[ok], stage_names, unit):
+        good = group[ok]
+        blocks = int(good["block"].nunique()) if len(good) else 0
+        series = "label.step" in good.columns and bool(good["label.step"].notna().any())
+        for stage, stage_u, values in stage_values(good, stage_names, unit):
             rows.append(
                 StatRow(
                     run_id=str(run_id),
@@ -392,7 +419,14 @@ def summarize_stats(
                     unit=stage_u,
                     failed=failed,
                     accel=accel,
-                    stats=describe(values, seed=seed, presorted=True),
+                    stats=describe(
+                        values,
+                        seed=seed,
+                        presorted=True,
+                        replicated=values.size > blocks,
+                        series=series,
+                    ),
+                    blocks=blocks,
                 )
             )
     return rows

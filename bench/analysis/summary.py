@@ -1,10 +1,16 @@
-"""Per-backend, per-case summaries of a run's samples (what ``bench run`` prints at the end)."""
+"""Per-backend, per-case summaries of a run's samples (what ``bench run`` prints at the end).
+
+Host noise records (``metric="noise"``: the background load of each block) describe the
+host, not a backend, and are left out.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import pandas as pd
+
+from bench.analysis.noise import without_noise
 
 
 @dataclass(frozen=True)
@@ -26,6 +32,7 @@ class SummaryRow:
 
 def summarize(frame: pd.DataFrame) -> list[SummaryRow]:
     """Summarise measured (non-warmup) samples; failures are counted, never averaged in."""
+    frame = without_noise(frame)
     if frame.empty:
         return []
     measured = frame[~frame["warmup"].astype(bool)].copy()

@@ -50,3 +50,9 @@ def display_scale(unit: str) -> tuple[float, str]:
     """Factor and unit that ``to_display`` applies (for scaling whole arrays)."""
     scaled, shown = to_display(1.0, unit)
     return scaled, shown
+
+
+def mib_in_unit(mib: float, unit: str) -> float | None:
+    """``mib`` MiB expressed in a size unit (``1.0, "bytes"`` -> 1048576); None otherwise."""
+    factor = _SIZE_UNITS_MIB.get(unit)
+    return None if factor is None else mib / factor

@@ -22,20 +22,26 @@ import pandas as pd
 
 from bench import __version__
 from bench.analysis.compare import (
+    RESULT_COLUMNS,
     CompareError,
     ComparisonReport,
     compare_dataset,
+    condensed_warnings,
+    method_text,
     result_cells,
     row_title,
 )
 from bench.analysis.dataset import Dataset, RunInfo, fact
+from bench.analysis.noise import busy_block_warnings, noise_table, without_noise
+from bench.analysis.order import BackendOrder
 from bench.analysis.stats import VALUE_STAGE, StatRow, measured, summarize_stats, view_labels
 from bench.analysis.units import format_quantity
 from bench.report import figures
 from bench.results import utc_now_iso
 
 NOT_MEASURED = "not measured in these runs"
-STABILITY_ROWS_MAX = 300
+# A report names at most this many warnings: each kind once, the most widespread first.
+WARNINGS_MAX = 5
 LIMIT_PLOTS_MAX = 12
 _JSON_ESCAPES = {
     ord("<"): "\\u003c",
@@ -155,7 +161,8 @@ def build_report(
     """Build the report model of one or more runs (see the module docstring)."""
     if not dataset.runs:
         raise CompareError("no runs to report on")
-    frame = measured(dataset.samples)
+    all_measured = measured(dataset.samples)
+    frame = without_noise(all_measured)
     if not frame.empty:
         frame = frame.assign(_view=view_labels(frame))
     ok = frame[frame["ok"].to_numpy(dtype=bool)] if not frame.empty else frame
@@ -170,7 +177,7 @@ def build_report(
         _density_section(ok, naming, ids),
         _limits_section(frame, naming, ids),
         _comparison_section(dataset, compare_by, baseline),
-        _stability_section(stats, dataset),
+        _stability_section(stats, dataset, noise_table(all_measured)),
         _scenario_section(dataset),
     ]
     runs = list(dataset.runs.values())
@@ -189,12 +196,18 @@ def build_report(
 
 
 class _Naming:
-    """Legend labels: backend, plus case and run only when there is more than one."""
+    """Legend labels, and the backends' order and colours.
+
+    A label is the backend, plus the case and run only when there is more than one;
+    order and colours come from the backends' mechanism class, never their names.
+    """
 
     def __init__(self, dataset: Dataset, frame: pd.DataFrame) -> None:
         self.multi_run = len(dataset.runs) > 1
         self.short = _short_run_ids(list(dataset.runs))
         self.frame = frame
+        self.order = BackendOrder.from_frame(frame)
+        self.colours = self.order.colours()
 
     def label(self, run_id: str, backend: str, case: str = "", multi_case: bool = False) -> str:
         parts = [backend]
@@ -217,10 +230,16 @@ def _short_run_ids(run_ids: list[str]) -> dict[str, str]:
 
 
 def _accel_decisions(run: RunInfo) -> list[str]:
-    """The libvirt accelerator decisions recorded in run.json (``tcg: <reason>``)."""
-    accel = (((run.record.get("software") or {}).get("libvirt") or {}).get("accel")) or {}
+    """The accelerator decisions any backend recorded in run.json (``tcg: <reason>``).
+
+    A backend that chooses an accelerator records ``software.<backend>.accel`` as
+    decisions keyed by what it decided for, each ``{"accel": ..., "reason": ...}``.
+    """
     found = []
-    if isinstance(accel, dict):
+    for versions in (run.record.get("software") or {}).values():
+        accel = versions.get("accel") if isinstance(versions, dict) else None
+        if not isinstance(accel, dict):
+            continue
         for decision in accel.values():
             if isinstance(decision, dict) and decision.get("accel"):
                 found.append(f"{decision.get('accel')}: {decision.get('reason') or ''}".strip())
@@ -356,9 +375,7 @@ def _facts_section(dataset: Dataset) -> Section:
     for key in software_keys:
         rows.append([key, *(_fact_text(fact(run, f"software.{key}")) for run in runs)])
     if any(_accel_decisions(run) for run in runs):
-        rows.append(
-            ["libvirt accelerator", *("; ".join(_accel_decisions(run)) or "-" for run in runs)]
-        )
+        rows.append(["VM accelerator", *("; ".join(_accel_decisions(run)) or "-" for run in runs)])
     items: list[Item] = [
         Table(["fact", *(run.run_id for run in runs)], rows, "Host facts recorded at run start.")
     ]
@@ -409,7 +426,7 @@ def _stats_table(rows: Iterable[StatRow], lead: Sequence[str], lead_of: Any, cap
     classes = []
     for row in rows:
         body.append([*lead_of(row), *_stat_cells(row)])
-        classes.append("unstable" if row.stats.warnings else "")
+        classes.append("unstable" if row.stats.unstable or row.stats.warnings else "")
     first = len(lead)
     numeric = frozenset(range(first, first + len(_STAT_COLUMNS) - 1))
     return Table([*lead, *_STAT_COLUMNS], body, caption, numeric, classes)
@@ -434,20 +451,24 @@ def _startup_section(
             label = naming.label(str(run_id), str(backend))
             groups.append((label, group["value"].to_numpy(dtype=np.float64)))
             frames.append((label, group))
-        order = sorted(range(len(groups)), key=lambda i: _backend_rank(groups[i][0]))
+        order = sorted(range(len(groups)), key=lambda i: naming.order.label_rank(groups[i][0]))
         groups = [groups[i] for i in order]
         frames = [frames[i] for i in order]
         suffix = f" ({case})" if multi_case else ""
         unit = str(part["unit"].iloc[0])
         section.items.append(
             ids.plot(
-                figures.distribution_figure(groups, unit, f"Startup to READY{suffix}"),
+                figures.distribution_figure(
+                    groups, unit, f"Startup to READY{suffix}", naming.colours
+                ),
                 "Box: quartiles, whiskers to the last value within 1.5 IQR, dashed line = mean.",
             )
         )
         section.items.append(
             ids.plot(
-                figures.ecdf_figure(groups, unit, f"Startup to READY, cumulative{suffix}"),
+                figures.ecdf_figure(
+                    groups, unit, f"Startup to READY, cumulative{suffix}", naming.colours
+                ),
                 "Empirical CDF: the fraction of instances READY within x.",
             )
         )
@@ -486,26 +507,11 @@ def _startup_section(
     return section
 
 
-def _backend_rank(label: str) -> tuple[int, str]:
-    backend = label.split(" ")[0]
-    return ({"process": 0, "docker": 1, "libvirt": 2}.get(backend, 3), label)
-
-
 # --- backends compared within each run -------------------------------------------------
 
 
 def _comparison_table(report: ComparisonReport, caption: str, with_run: bool) -> Table:
-    columns = [
-        "what",
-        "baseline",
-        "contender",
-        "baseline median",
-        "contender median",
-        "ratio [95% CI]",
-        "p",
-        "verdict",
-        "warnings",
-    ]
+    columns = ["what", "baseline", "contender", *RESULT_COLUMNS]
     if with_run:
         columns.insert(1, "run")
     rows = []
@@ -517,7 +523,25 @@ def _comparison_table(report: ComparisonReport, caption: str, with_run: bool) ->
         rows.append(cells)
         classes.append(f"outcome-{row.outcome.split(' ')[0]}")
     numeric_from = 4 if with_run else 3
-    return Table(columns, rows, caption, frozenset(range(numeric_from, numeric_from + 4)), classes)
+    return Table(columns, rows, caption, frozenset(range(numeric_from, numeric_from + 6)), classes)
+
+
+def _comparison_notes(report: ComparisonReport) -> list[Item]:
+    """The comparison's notes (calibration used or not), load differences and warnings."""
+    items: list[Item] = [Note(note) for note in report.notes]
+    for label, load in report.load.items():
+        if load.flagged:
+            items.append(
+                Note(
+                    f"{label} vs {report.baseline}: background load differs "
+                    f"({load.summary()}); its verdicts are not to be trusted",
+                    "warn",
+                )
+            )
+    warnings = condensed_warnings(report, limit=WARNINGS_MAX)
+    if warnings:
+        items.append(Note("Warnings: " + " · ".join(warnings), "warn"))
+    return items
 
 
 def _backends_section(dataset: Dataset) -> Section:
@@ -531,13 +555,12 @@ def _backends_section(dataset: Dataset) -> Section:
     section.items.append(
         _comparison_table(
             report,
-            f"Each backend against {report.baseline}, per run. Ratio = contender / baseline "
-            "(medians) with its 95% bootstrap CI; a verdict needs Mann-Whitney U p < "
-            f"{report.settings['alpha']} and an effect of at least "
-            f"{report.settings['min_effect']:.0%}.",
+            f"Each backend against {report.baseline}, per run, block by block. "
+            f"{method_text(report)}",
             with_run=len(dataset.runs) > 1,
         )
     )
+    section.items.extend(_comparison_notes(report))
     return section
 
 
@@ -566,7 +589,8 @@ def _memory_section(
                 naming.label(r.run_id, r.backend, r.case, _multi_case(chosen)), {}
             )[r.view] = r
         series = []
-        for name, by_view in sorted(series_names.items(), key=lambda kv: _backend_rank(kv[0])):
+        ranked = sorted(series_names.items(), key=lambda kv: naming.order.label_rank(kv[0]))
+        for name, by_view in ranked:
             picked = [by_view.get(v) for v in views]
             series.append(
                 (
@@ -577,7 +601,9 @@ def _memory_section(
                 )
             )
         unit = chosen[0].unit
-        section.items.append(ids.plot(figures.bar_figure(views, series, unit, title)))
+        section.items.append(
+            ids.plot(figures.bar_figure(views, series, unit, title, naming.colours))
+        )
     section.items.append(
         _stats_table(
             rows,
@@ -635,8 +661,10 @@ def _density_section(frame: pd.DataFrame, naming: _Naming, ids: _Ids) -> Section
                 with np.errstate(divide="ignore", invalid="ignore"):
                     y = np.where(x > 0, y / x, np.nan)
             curves.append((naming.label(str(run_id), str(backend), str(case), multi_case), x, y))
-        curves.sort(key=lambda c: _backend_rank(c[0]))
-        section.items.append(ids.plot(figures.curve_figure(curves, x_title, unit, title)))
+        curves.sort(key=lambda c: naming.order.label_rank(c[0]))
+        section.items.append(
+            ids.plot(figures.curve_figure(curves, x_title, unit, title, naming.colours))
+        )
     stops = data[data["_view"] == "count_reached"]
     if not stops.empty:
         rows = []
@@ -781,59 +809,72 @@ def _comparison_section(dataset: Dataset, compare_by: str, baseline: str | None)
             Note(f"{label}: incomparable with {report.baseline}: {'; '.join(reasons)}", "warn")
         )
     section.items.append(
-        _comparison_table(
-            report,
-            f"Baseline: {report.baseline}. Ratio = contender / baseline (medians) with its "
-            f"95% bootstrap CI; a verdict needs Mann-Whitney U p < {report.settings['alpha']} "
-            f"and an effect of at least {report.settings['min_effect']:.0%}.",
-            with_run=False,
-        )
+        _comparison_table(report, f"Baseline: {report.baseline}. {method_text(report)}", False)
     )
+    section.items.extend(_comparison_notes(report))
     return section
 
 
 # --- stability and scenarios -----------------------------------------------------------
 
 
-def _stability_section(stats: list[StatRow], dataset: Dataset) -> Section:
-    section = Section("stability", "Stability warnings")
-    flagged = [r for r in stats if r.stats.warnings]
+def _stability_section(stats: list[StatRow], dataset: Dataset, noise: pd.DataFrame) -> Section:
+    """At most ``WARNINGS_MAX`` warnings a user can act on, each kind said once."""
+    section = Section("stability", "Warnings")
     if not stats:
         return _unmeasured(section, f"No statistics: {NOT_MEASURED}.")
-    if not flagged:
-        section.items.append(Note("No stability warnings: every CV < 10%, n >= 5, few outliers."))
-        return section
-    short = _short_run_ids(list(dataset.runs))
-    shown = sorted(flagged, key=lambda r: (r.stage != VALUE_STAGE, r.metric, r.backend))
-    rows = [
-        [
-            short.get(r.run_id, r.run_id),
-            r.metric,
-            r.backend,
-            r.case,
-            r.view,
-            r.stage,
-            str(r.stats.n),
-            f"{r.stats.cv:.1%}" if math.isfinite(r.stats.cv) else "-",
-            "; ".join(r.stats.warnings),
-        ]
-        for r in shown[:STABILITY_ROWS_MAX]
-    ]
-    caption = (
-        "pyperf-style checks: CV >= 10%, n < 5, outliers beyond 1.5 IQR (>= 1% of samples). "
-        "Treat these figures with care; more samples or a quieter host help."
-    )
-    if len(flagged) > STABILITY_ROWS_MAX:
-        caption += f" Showing {STABILITY_ROWS_MAX} of {len(flagged)}."
-    section.items.append(
-        Table(
-            ["run", "metric", "backend", "case", "view", "stage", "n", "CV", "warnings"],
-            rows,
-            caption,
-            frozenset({6, 7}),
+    messages = busy_block_warnings(noise, limit=2) + stability_messages(stats)
+    if not messages:
+        section.items.append(
+            Note(
+                "No warnings: enough samples everywhere, no cluster of outliers, and no block "
+                "ran while something else kept the host busy."
+            )
         )
-    )
+        return section
+    shown = messages[:WARNINGS_MAX]
+    for text in shown:
+        section.items.append(Note(text, "warn"))
+    if len(messages) > len(shown):
+        section.items.append(Note(f"{len(messages) - len(shown)} more warning(s) not shown."))
+    unstable = sum(1 for r in stats if r.stage == VALUE_STAGE and r.stats.unstable)
+    if unstable:
+        section.items.append(
+            Note(
+                f"{unstable} quantities have a CV >= 10% (marked in the tables): their spread "
+                "is what the comparisons' block statistics account for, not a fault."
+            )
+        )
     return section
+
+
+def stability_messages(stats: Sequence[StatRow]) -> list[str]:
+    """Per-quantity warnings merged by kind: one line per kind, naming an example."""
+    kinds: dict[str, list[StatRow]] = {}
+    for row in stats:
+        if row.stage != VALUE_STAGE:
+            continue  # a stage repeats its sample's warning
+        for warning in row.stats.warnings:
+            kind = "outliers" if "outliers" in warning else warning.split(":")[0]
+            kinds.setdefault(kind, []).append(row)
+    messages = []
+    for kind, rows in sorted(kinds.items(), key=lambda item: -len(item[1])):
+        example = f"{rows[0].metric} {rows[0].backend} {rows[0].view}".strip()
+        if kind == "too few samples":
+            lowest = min(r.stats.n for r in rows)
+            messages.append(
+                f"too few samples in {len(rows)} quantities (as few as {lowest}, e.g. "
+                f"{example}): raise samples, or memory instances x rounds"
+            )
+        elif kind == "outliers":
+            share = max(r.stats.outliers / r.stats.n for r in rows)
+            messages.append(
+                f"outliers in {len(rows)} quantities (up to {share:.0%} of samples, e.g. "
+                f"{example}): something disturbed those runs; rerun on a quiet host"
+            )
+        else:
+            messages.append(f"{kind} in {len(rows)} quantities (e.g. {example})")
+    return messages
 
 
 def _scenario_section(dataset: Dataset) -> Section:

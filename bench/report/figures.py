@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from bench.analysis.order import PALETTE
 from bench.analysis.stats import FloatArray, as_sorted_array
 from bench.analysis.units import display_scale
 
@@ -27,10 +28,8 @@ CURVE_POINTS = 400
 SERIES_PER_PLOT = 24
 SIGNIFICANT_DIGITS = 5
 
-BACKEND_COLOURS = {"process": "#2ca02c", "docker": "#1f77b4", "libvirt": "#d62728"}
-PALETTE = ("#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
-
 Figure = dict[str, Any]
+Colours = Mapping[str, str]
 
 # Cumulative milestones of one instance's life, in order, from its stage columns. A
 # segment is the time from the previous available milestone to this one.
@@ -73,10 +72,16 @@ def variants(labels: Sequence[str]) -> list[int]:
     return result
 
 
-def colour_for(name: str, index: int = 0) -> str:
-    """A stable colour per backend name; others from a palette."""
+def colour_for(name: str, index: int = 0, colours: Colours | None = None) -> str:
+    """The colour of a label's backend (its first word) in ``colours``, else by position.
+
+    ``colours`` comes from ``bench.analysis.order.BackendOrder.colours()``: assigned from
+    the data's mechanism order, so every backend keeps one colour across a report.
+    """
     backend = name.split(" ")[0]
-    return BACKEND_COLOURS.get(backend, PALETTE[index % len(PALETTE)])
+    if colours and backend in colours:
+        return colours[backend]
+    return PALETTE[index % len(PALETTE)]
 
 
 def rounded(values: Sequence[float] | FloatArray) -> list[float | None]:
@@ -134,7 +139,12 @@ def _value_x_layout(
     return layout
 
 
-def distribution_figure(groups: Sequence[tuple[str, FloatArray]], unit: str, title: str) -> Figure:
+def distribution_figure(
+    groups: Sequence[tuple[str, FloatArray]],
+    unit: str,
+    title: str,
+    colours: Colours | None = None,
+) -> Figure:
     """Box plots from precomputed quartiles/fences (no raw points), one per labelled group.
 
     Whiskers reach the most extreme values within 1.5 IQR; the mean is marked. A log axis
@@ -165,7 +175,7 @@ def distribution_figure(groups: Sequence[tuple[str, FloatArray]], unit: str, tit
                 "upperfence": rounded([inside[-1] if inside.size else q3]),
                 "mean": rounded([data.mean()]),
                 "y": [label],
-                "marker": {"color": colour_for(label, index)},
+                "marker": {"color": colour_for(label, index, colours)},
                 "hoverinfo": "x+name",
             }
         )
@@ -175,7 +185,12 @@ def distribution_figure(groups: Sequence[tuple[str, FloatArray]], unit: str, tit
     return {"data": traces, "layout": layout}
 
 
-def ecdf_figure(groups: Sequence[tuple[str, FloatArray]], unit: str, title: str) -> Figure:
+def ecdf_figure(
+    groups: Sequence[tuple[str, FloatArray]],
+    unit: str,
+    title: str,
+    colours: Colours | None = None,
+) -> Figure:
     """Empirical CDFs, one line per group, drawn through at most ECDF_POINTS quantiles."""
     scale, shown = display_scale(unit)
     traces = []
@@ -198,7 +213,7 @@ def ecdf_figure(groups: Sequence[tuple[str, FloatArray]], unit: str, title: str)
                 "mode": "lines",
                 "line": {
                     "shape": "hv",
-                    "color": colour_for(label, index),
+                    "color": colour_for(label, index, colours),
                     "dash": DASHES[variant[index] % len(DASHES)],
                 },
                 "name": f"{label} (n={data.size})",
@@ -286,6 +301,7 @@ def bar_figure(
     series: Sequence[tuple[str, Sequence[float], Sequence[float], Sequence[float]]],
     unit: str,
     title: str,
+    colours: Colours | None = None,
 ) -> Figure:
     """Grouped bars: per series (name, medians, CI lows, CI highs) over the categories."""
     scale, shown = display_scale(unit)
@@ -309,7 +325,7 @@ def bar_figure(
                     "color": "#444",
                 },
                 "marker": {
-                    "color": colour_for(name, index),
+                    "color": colour_for(name, index, colours),
                     "pattern": {"shape": PATTERNS[variant[index] % len(PATTERNS)]},
                 },
             }
@@ -338,6 +354,7 @@ def curve_figure(
     x_title: str,
     unit: str,
     title: str,
+    colours: Colours | None = None,
 ) -> Figure:
     """Lines of y against x (e.g. startup latency vs instance count), binned if long."""
     scale, shown = display_scale(unit)
@@ -353,7 +370,7 @@ def curve_figure(
                 "x": rounded(bx),
                 "y": rounded(by),
                 "line": {
-                    "color": colour_for(name, index),
+                    "color": colour_for(name, index, colours),
                     "dash": DASHES[variant[index] % len(DASHES)],
                 },
                 "marker": {"size": 4},

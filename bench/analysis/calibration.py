@@ -1,0 +1,411 @@
+"""Host noise calibration: block-to-block noise measured by A/A repeats, stored per host.
+
+``bench calibrate`` runs one scenario several times, each run with several repeats
+(blocks), on an otherwise unchanged host: every difference between those blocks is
+noise. For every quantity (metric, backend, case, view, stage) it stores the SD of the
+log block medians (``sigma_log``; the block-to-block noise as a fraction is
+``exp(sigma_log) - 1``) and of the block medians themselves (``sigma_abs``, in the
+quantity's unit), with their degrees of freedom (blocks - 1). Comparisons and baseline
+checks then use ``max(min_effect, calibrated noise)`` as their margin, and a side with
+one block borrows the calibrated variance instead of being inconclusive.
+
+The file lives beside the runs it describes, ``results/<host>/calibration.json``:
+
+    {"schema_version": 1, "kind": "bench-calibration", "host": "<hostname>",
+     "facts": {<must-match host facts>}, "created_at_utc": ..., "updated_at_utc": ...,
+     "bench_version": ...,
+     "entries": [{"metric": "startup", "backend": "docker", "mechanism": "container",
+                  "case": "startup", "view": "", "stage": "value", "unit": "s",
+                  "accel": "n/a", "scenario": "quick", "scenario_sha256": ...,
+                  "runs": [...], "blocks": 6, "samples_per_block": 10,
+                  "block_medians": [...], "sigma_log": 0.041, "sigma_abs": 0.0043,
+                  "noise_fraction": 0.042, "df": 5, "measured_at_utc": ...}, ...]}
+
+An entry is replaced when the same quantity of the same scenario is calibrated again;
+others are kept. Like every file bench writes it is versioned: a newer schema is
+refused, an older one migrated.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench import __version__
+from bench.analysis.dataset import Dataset, RunInfo, fact, resolve_fact_path
+from bench.analysis.noise import without_noise
+from bench.analysis.stats import VALUE_STAGE, measured, stage_columns, stage_values, view_labels
+from bench.analysis.verdict import BlockNoise
+from bench.errors import BenchError
+from bench.results import migrate_schema, utc_now_iso, write_json_atomic
+
+CALIBRATION_FILE = "calibration.json"
+CALIBRATION_SCHEMA_VERSION = 1
+CALIBRATION_KIND = "bench-calibration"
+MIN_CALIBRATION_BLOCKS = 3
+# Host facts a calibration must share with the runs it is applied to.
+CALIBRATION_HOST_KEYS = ("cpu.model", "cpu.logical_cores", "memory.total_bytes", "cgroup.version")
+
+# schema_version N-1 -> N migrations; empty until the format changes
+_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+class CalibrationError(BenchError):
+    """A calibration that cannot be made or read (too few blocks, bad file, newer schema)."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class NoiseEntry:
+    """The measured block-to-block noise of one quantity in one scenario on one host."""
+
+    metric: str
+    backend: str
+    mechanism: str
+    case: str
+    view: str
+    stage: str
+    unit: str
+    accel: str
+    scenario: str
+    scenario_sha256: str
+    runs: list[str]
+    blocks: int
+    samples_per_block: float
+    block_medians: list[float]
+    sigma_log: float | None
+    sigma_abs: float
+    noise_fraction: float | None
+    df: int
+    measured_at_utc: str = ""
+
+    def key(self) -> tuple[str, str, str, str, str]:
+        """What the entry is about (scenario aside)."""
+        return (self.metric, self.backend, self.case, self.view, self.stage)
+
+    def noise(self) -> BlockNoise:
+        """The entry as the block noise a verdict uses."""
+        when = self.measured_at_utc[:10] or "?"
+        return BlockNoise(
+            sigma_log=self.sigma_log,
+            sigma_abs=self.sigma_abs,
+            df=self.df,
+            blocks=self.blocks,
+            source=f"calibration of {when}: {self.blocks} blocks of {self.scenario}",
+        )
+
+
+def quantity_blocks(
+    frame: pd.DataFrame, *, stages: bool = False
+) -> dict[tuple[str, str, str, str, str], dict[tuple[str, int], np.ndarray[Any, Any]]]:
+    """{(metric, backend, case, view, stage): {(run_id, block): sorted values}} of a frame.
+
+    Measured, successful samples only; host noise records left out.
+    """
+    data = without_noise(measured(frame))
+    if data.empty:
+        return {}
+    data = data[data["ok"].to_numpy(dtype=bool)]
+    data = data.assign(_view=view_labels(data))
+    if "block" not in data.columns:
+        data = data.assign(block=0)
+    names = stage_columns(data) if stages else []
+    result: dict[tuple[str, str, str, str, str], dict[tuple[str, int], Any]] = {}
+    keys = ["metric", "backend", "case", "_view", "run_id", "block"]
+    for group_key, part in data.groupby(keys, sort=True, observed=True):
+        metric, backend, case, view, run_id, block = (str(k) for k in group_key)
+        unit = str(part["unit"].iloc[0])
+        for stage, _unit, values in stage_values(part, names, unit):
+            result.setdefault((metric, backend, case, view, stage), {})[(run_id, int(block))] = (
+                values
+            )
+    return result
+
+
+def block_noise(block_medians: Sequence[float]) -> tuple[float | None, float, int]:
+    """(sigma_log, sigma_abs, df) of a quantity's block medians (at least two)."""
+    medians = np.asarray(block_medians, dtype=np.float64)
+    if medians.size < 2:
+        raise CalibrationError("block noise needs at least two blocks")
+    sigma_abs = float(np.std(medians, ddof=1))
+    sigma_log = float(np.std(np.log(medians), ddof=1)) if (medians > 0).all() else None
+    return sigma_log, sigma_abs, int(medians.size - 1)
+
+
+def calibrate_dataset(
+    dataset: Dataset, *, min_blocks: int = MIN_CALIBRATION_BLOCKS
+) -> list[NoiseEntry]:
+    """Noise entries of every quantity of an A/A dataset (one scenario, one host).
+
+    Raises CalibrationError when the runs are of several scenarios or hosts (an A/A
+    calibration repeats one experiment) or have fewer than ``min_blocks`` blocks.
+    """
+    runs = list(dataset.runs.values())
+    if not runs:
+        raise CalibrationError("no runs to calibrate from")
+    scenarios = {run.scenario_sha256 for run in runs}
+    if len(scenarios) != 1:
+        names = ", ".join(sorted({f"{r.scenario_name} ({r.scenario_sha256[:12]})" for r in runs}))
+        raise CalibrationError(f"calibration repeats one scenario; these runs are of: {names}")
+    hosts = {run.hostname for run in runs}
+    if len(hosts) != 1:
+        raise CalibrationError(f"calibration is per host; these runs are from: {sorted(hosts)}")
+    frame = dataset.samples
+    accel = _accel_by_quantity(frame)
+    mechanisms = _mechanisms(frame)
+    units = _units(frame)
+    entries: list[NoiseEntry] = []
+    now = utc_now_iso()
+    run = runs[0]
+    for quantity, blocks in quantity_blocks(frame).items():
+        if len(blocks) < min_blocks:
+            continue
+        medians = [float(np.median(values)) for _, values in sorted(blocks.items())]
+        sigma_log, sigma_abs, df = block_noise(medians)
+        metric, backend, case, view, stage = quantity
+        entries.append(
+            NoiseEntry(
+                metric=metric,
+                backend=backend,
+                mechanism=mechanisms.get(backend, ""),
+                case=case,
+                view=view,
+                stage=stage,
+                unit=units.get((metric, backend, case, view), ""),
+                accel=accel.get((metric, backend, case, view), "n/a"),
+                scenario=run.scenario_name,
+                scenario_sha256=run.scenario_sha256,
+                runs=sorted({run_id for run_id, _ in blocks}),
+                blocks=len(blocks),
+                samples_per_block=float(np.median([v.size for v in blocks.values()])),
+                block_medians=medians,
+                sigma_log=sigma_log,
+                sigma_abs=sigma_abs,
+                noise_fraction=None if sigma_log is None else math.expm1(sigma_log),
+                df=df,
+                measured_at_utc=now,
+            )
+        )
+    if not entries:
+        total = len({(r, b) for blocks in quantity_blocks(frame).values() for r, b in blocks})
+        raise CalibrationError(
+            f"calibration needs at least {min_blocks} blocks of each quantity; these runs "
+            f"have {total}. Run more repeats (bench calibrate --repeat K) or more runs"
+        )
+    return entries
+
+
+def _accel_by_quantity(frame: pd.DataFrame) -> dict[tuple[str, str, str, str], str]:
+    data = without_noise(measured(frame))
+    if data.empty or "label.accel" not in data.columns:
+        return {}
+    data = data.assign(_view=view_labels(data))
+    result: dict[tuple[str, str, str, str], str] = {}
+    for key, part in data.groupby(["metric", "backend", "case", "_view"], observed=True):
+        metric, backend, case, view = (str(k) for k in key)
+        values = sorted({str(v) for v in part["label.accel"].dropna().unique()} - {"n/a"})
+        result[(metric, backend, case, view)] = ",".join(values) or "n/a"
+    return result
+
+
+def _mechanisms(frame: pd.DataFrame) -> dict[str, str]:
+    from bench.analysis.order import backend_mechanisms
+
+    return backend_mechanisms(frame)
+
+
+def _units(frame: pd.DataFrame) -> dict[tuple[str, str, str, str], str]:
+    data = without_noise(measured(frame))
+    if data.empty:
+        return {}
+    data = data.assign(_view=view_labels(data))
+    first = data.groupby(["metric", "backend", "case", "_view"], observed=True)["unit"].first()
+    result: dict[tuple[str, str, str, str], str] = {}
+    for key, unit in zip(first.index.tolist(), first.tolist(), strict=True):
+        metric, backend, case, view = (str(k) for k in key)
+        result[(metric, backend, case, view)] = str(unit)
+    return result
+
+
+# --- the file ------------------------------------------------------------------------------
+
+
+def calibration_path(host_directory: Path) -> Path:
+    """``results/<host>/calibration.json`` for a host's results directory."""
+    return Path(host_directory) / CALIBRATION_FILE
+
+
+def host_facts(run: RunInfo) -> dict[str, Any]:
+    """The host facts a calibration must share with the runs it is used on."""
+    return {key: fact(run, key) for key in CALIBRATION_HOST_KEYS}
+
+
+def make_calibration(
+    dataset: Dataset, *, existing: dict[str, Any] | None = None, min_blocks: int = 3
+) -> dict[str, Any]:
+    """A calibration document from an A/A dataset, merged into ``existing`` if given."""
+    entries = calibrate_dataset(dataset, min_blocks=min_blocks)
+    run = next(iter(dataset.runs.values()))
+    document = migrate_calibration(existing, "existing calibration") if existing else None
+    if document is not None and document.get("host") != run.hostname:
+        document = None  # another host's file: start afresh rather than mix hosts
+    if document is None:
+        document = {
+            "schema_version": CALIBRATION_SCHEMA_VERSION,
+            "kind": CALIBRATION_KIND,
+            "host": run.hostname,
+            "created_at_utc": utc_now_iso(),
+            "entries": [],
+        }
+    new = {(e.scenario_sha256, *e.key()) for e in entries}
+    kept = [
+        e
+        for e in document.get("entries", [])
+        if (
+            e.get("scenario_sha256"),
+            e.get("metric"),
+            e.get("backend"),
+            e.get("case"),
+            e.get("view"),
+            e.get("stage"),
+        )
+        not in new
+    ]
+    document["entries"] = kept + [asdict(e) for e in entries]
+    document["facts"] = host_facts(run)
+    document["updated_at_utc"] = utc_now_iso()
+    document["bench_version"] = __version__
+    return document
+
+
+def migrate_calibration(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """Bring a calibration dict to the current schema, or refuse one that is newer."""
+    if data.get("kind") != CALIBRATION_KIND:
+        raise CalibrationError(
+            f"{source}: not a bench calibration file (kind is {data.get('kind')!r})"
+        )
+    return migrate_schema(
+        data,
+        source,
+        current=CALIBRATION_SCHEMA_VERSION,
+        migrations=_MIGRATIONS,
+        error=CalibrationError,
+    )
+
+
+def read_calibration(path: Path) -> dict[str, Any]:
+    """Read and migrate a calibration file."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise CalibrationError(f"{path}: no such calibration file") from None
+    except json.JSONDecodeError as exc:
+        raise CalibrationError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise CalibrationError(f"{path}: not a bench calibration file")
+    return migrate_calibration(data, str(path))
+
+
+def write_calibration(path: Path, document: dict[str, Any]) -> None:
+    """Write a calibration file atomically (parent directories created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, document)
+
+
+@dataclass
+class Calibration:
+    """A calibration file's entries, ready for lookups."""
+
+    path: Path | None
+    host: str
+    facts: dict[str, Any]
+    entries: list[NoiseEntry] = field(default_factory=list)
+    updated_at_utc: str = ""
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any], path: Path | None = None) -> Calibration:
+        """Build from a (migrated) calibration document."""
+        fields = {f for f in NoiseEntry.__dataclass_fields__}
+        entries = [
+            NoiseEntry(**{k: v for k, v in e.items() if k in fields})
+            for e in document.get("entries", [])
+            if isinstance(e, dict)
+        ]
+        return cls(
+            path=path,
+            host=str(document.get("host") or "?"),
+            facts=dict(document.get("facts") or {}),
+            entries=entries,
+            updated_at_utc=str(document.get("updated_at_utc") or ""),
+        )
+
+    @classmethod
+    def read(cls, path: Path) -> Calibration:
+        """Read a calibration file."""
+        return cls.from_document(read_calibration(path), Path(path))
+
+    def mismatch(self, runs: Iterable[RunInfo]) -> str:
+        """Why this calibration does not describe these runs' host ("" when it does)."""
+        from bench.analysis.compare import facts_agree
+
+        reasons = []
+        for run in runs:
+            if run.hostname != self.host:
+                reasons.append(f"run {run.run_id} is from host {run.hostname!r}, not {self.host!r}")
+                continue
+            for key, value in self.facts.items():
+                if not facts_agree(resolve_fact_path(key), [value, fact(run, key)]):
+                    reasons.append(f"{key} is {fact(run, key)!r}, calibrated with {value!r}")
+        return "; ".join(dict.fromkeys(reasons))
+
+    def lookup(
+        self,
+        quantity: tuple[str, str, str, str, str],
+        *,
+        accel: str = "n/a",
+        scenario_sha256: str = "",
+    ) -> NoiseEntry | None:
+        """The entry for a quantity under the same accelerator.
+
+        An entry of the same scenario is preferred, else the one with the most blocks.
+        """
+        found = [e for e in self.entries if e.key() == quantity and e.accel == accel]
+        if not found:
+            return None
+        same = [e for e in found if e.scenario_sha256 == scenario_sha256]
+        return max(same or found, key=lambda e: (e.blocks, e.measured_at_utc))
+
+
+def find_calibration(runs: Iterable[RunInfo]) -> Calibration | None:
+    """The calibration beside the runs (``<run dir>/../calibration.json``), if one exists.
+
+    The first file found for the runs' directories is used; it must still match their
+    host (checked by the caller through ``Calibration.mismatch``).
+    """
+    for run in runs:
+        path = calibration_path(run.directory.parent)
+        if path.is_file():
+            return Calibration.read(path)
+    return None
+
+
+def entries_as_rows(calibration: Calibration) -> list[dict[str, Any]]:
+    """The entries as plain dicts (for tables and JSON output)."""
+    return [asdict(e) for e in calibration.entries]
+
+
+def value_entries(calibration: Calibration) -> list[NoiseEntry]:
+    """The entries of sample values (not stages), in a stable order."""
+    return sorted(
+        (e for e in calibration.entries if e.stage == VALUE_STAGE),
+        key=lambda e: (e.scenario, e.metric, e.case, e.view, e.backend),
+    )

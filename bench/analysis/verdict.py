@@ -1,0 +1,559 @@
+"""Three-way verdicts on block-structured samples: the statistic every comparison uses.
+
+The unit of replication is the **block**: one repeat of a scenario's plan (a run with
+``repeats: K`` has K blocks; a run without repeats is one block). Samples inside a
+block share the host's state of that moment (page cache, the engines' state, the
+neighbours of a shared machine, CPU frequency), so they are not independent evidence
+about a difference between blocks; pooling them (the t-test or Mann-Whitney U on every
+sample) makes two runs of the same thing look different. So:
+
+1. Each block is summarised by the **median** of its successful samples (robust to the
+   odd slow instance).
+2. Ratio rows (times, counts: every value > 0) work on log block medians; a side's
+   centre is their mean (the geometric mean of its block medians), the effect is the
+   difference of the centres, the ratio its exponential. Absolute rows (sizes, limit
+   checks, anything that can be <= 0: a 0.1 MiB baseline makes every ratio absurd)
+   work on the block medians themselves, and the effect is a difference in the unit.
+3. The effect's 95% CI is Student's t with the block-to-block variance: Welch's
+   (Satterthwaite's degrees of freedom) for two independent sets of blocks, the paired
+   t on per-block differences when both sides were measured in the same blocks
+   (backends of one run). With 2-6 blocks a bootstrap over blocks has a handful of
+   distinct resamples and its interval is too narrow, which is exactly what makes A/A
+   comparisons cry "regression"; the t interval is honest at small block counts.
+4. Calibrated noise (``bench calibrate``: block-to-block SD measured by A/A repeats on
+   this host) enters twice: each side's variance is the larger of its own and the
+   calibrated one, and a side with a single block borrows it. Without a calibration, a
+   side with one block borrows the other side's block variance (equal variances: the
+   same quantity on the same host); with one block on both sides nothing says how much
+   two runs differ by chance, and a cross-run verdict is then ``inconclusive`` with
+   the within-run interval shown. Backends compared inside one block were interleaved
+   there (ABBA), so that comparison keeps a verdict and says its block noise is unknown.
+5. The margin m is ``max(min_effect, calibrated noise)`` (for absolute rows also
+   ``min_effect`` x the larger centre and a declared absolute floor). The verdict is
+   ``slower``/``faster`` (``larger``/``smaller``, ``higher``/``lower``) when the whole CI
+   lies beyond +-m; ``equivalent within +-m`` when the whole CI lies inside it (two
+   one-sided tests at 2.5% each); ``inconclusive`` otherwise.
+6. The minimum detectable effect is the true effect this design detects with 80%
+   power: ``m + (t(0.975, df) + t(0.80, df)) x SE``.
+
+Every comparison is symmetric: compare(B, A) is the mirror of compare(A, B), because
+both are computed in one canonical order and mirrored when asked the other way round.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import numpy.typing as npt
+
+from bench.analysis.stats import (
+    BOOTSTRAP_SEED,
+    CONFIDENCE,
+    SCIPY_BOOTSTRAP_MAX_N,
+    FloatArray,
+    as_sorted_array,
+    percentile_bootstrap,
+    sample_medians,
+    scipy_stats,
+)
+from bench.analysis.units import format_quantity, unit_kind
+
+DEFAULT_MIN_EFFECT = 0.05
+POWER = 0.80
+RATIO_DRAWS = 4000
+
+MODE_RATIO = "ratio"
+MODE_ABSOLUTE = "absolute"
+
+OUTCOME_EQUIVALENT = "equivalent"
+OUTCOME_INCONCLUSIVE = "inconclusive"
+OUTCOME_INCOMPARABLE = "incomparable"
+OUTCOME_MISSING = "missing"
+_MORE_LESS = {
+    "time": ("slower", "faster"),
+    "size": ("larger", "smaller"),
+    "other": ("higher", "lower"),
+}
+DIRECTIONAL_OUTCOMES = frozenset(word for pair in _MORE_LESS.values() for word in pair)
+_MIRROR = {a: b for a, b in _MORE_LESS.values()} | {b: a for a, b in _MORE_LESS.values()}
+
+MARGIN_MIN_EFFECT = "min effect"
+MARGIN_CALIBRATED = "calibrated noise"
+MARGIN_FLOOR = "absolute floor"
+
+NOISE_BLOCKS = "blocks"
+NOISE_CALIBRATED = "calibration"
+NOISE_BOTH = "blocks+calibration"
+NOISE_UNKNOWN = "unknown"
+NOISE_WITHIN_BLOCK = "within one block"
+
+
+@dataclass(frozen=True)
+class BlockNoise:
+    """Block-to-block noise of one quantity, measured on this host by A/A repeats.
+
+    ``sigma_log`` is the SD of the log block medians (None when a median was <= 0),
+    ``sigma_abs`` the SD of the block medians in the quantity's unit; ``df`` their
+    degrees of freedom (blocks - 1).
+    """
+
+    sigma_log: float | None
+    sigma_abs: float
+    df: int
+    blocks: int
+    source: str = "calibration"
+
+    @property
+    def noise_fraction(self) -> float | None:
+        """The block-to-block SD as a fraction of the quantity (``exp(sigma_log) - 1``)."""
+        return None if self.sigma_log is None else math.expm1(self.sigma_log)
+
+    def sigma(self, mode: str) -> float | None:
+        """The SD on the scale a row of ``mode`` works on."""
+        return self.sigma_log if mode == MODE_RATIO else self.sigma_abs
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of comparing a contender's blocks with a baseline's."""
+
+    mode: str  # ratio | absolute
+    n_baseline: int
+    n_contender: int
+    blocks_baseline: int
+    blocks_contender: int
+    median_baseline: float  # the side's centre (geometric mean of block medians for ratios)
+    median_contender: float
+    ratio: float | None
+    ratio_ci_low: float | None
+    ratio_ci_high: float | None
+    difference: float  # contender - baseline centre, in the unit
+    difference_ci_low: float | None
+    difference_ci_high: float | None
+    p_value: float | None  # block-level t test of "no difference"; None without block noise
+    df: float | None
+    margin: float  # a fraction (ratio rows) or in the unit (absolute rows)
+    margin_source: str
+    mde: float | None  # same scale as the margin; None when the noise is unknown
+    noise: str
+    outcome: str
+    verdict: str
+    notes: tuple[str, ...] = ()
+
+    @property
+    def directional(self) -> bool:
+        """True for slower/faster, larger/smaller, higher/lower."""
+        return self.outcome in DIRECTIONAL_OUTCOMES
+
+    def mirrored(self, unit: str) -> Verdict:
+        """The same comparison seen from the other side."""
+
+        def inverse(value: float | None) -> float | None:
+            return 1 / value if value else None
+
+        def negated(value: float | None) -> float | None:
+            return None if value is None else -value
+
+        outcome = _MIRROR.get(self.outcome, self.outcome)
+        mirrored = replace(
+            self,
+            n_baseline=self.n_contender,
+            n_contender=self.n_baseline,
+            blocks_baseline=self.blocks_contender,
+            blocks_contender=self.blocks_baseline,
+            median_baseline=self.median_contender,
+            median_contender=self.median_baseline,
+            ratio=inverse(self.ratio),
+            ratio_ci_low=inverse(self.ratio_ci_high),
+            ratio_ci_high=inverse(self.ratio_ci_low),
+            difference=-self.difference,
+            difference_ci_low=negated(self.difference_ci_high),
+            difference_ci_high=negated(self.difference_ci_low),
+            notes=tuple(_mirror_note(n) for n in self.notes),
+            outcome=outcome,
+        )
+        return replace(mirrored, verdict=verdict_words(mirrored, unit))
+
+
+def _mirror_note(note: str) -> str:
+    swap = {"baseline": "contender", "contender": "baseline"}
+    words = note.split(" ")
+    return " ".join(swap.get(word, word) for word in words)
+
+
+def resolve_mode(unit: str, values: Sequence[FloatArray], *, absolute: bool = False) -> str:
+    """``absolute`` for sizes, for ``absolute=True`` and for data with a value <= 0."""
+    if absolute or unit_kind(unit) == "size":
+        return MODE_ABSOLUTE
+    if any(block.size and float(block[0]) <= 0 for block in values):
+        return MODE_ABSOLUTE
+    return MODE_RATIO
+
+
+def compare_blocks(
+    baseline: Sequence[npt.ArrayLike],
+    contender: Sequence[npt.ArrayLike],
+    *,
+    unit: str = "s",
+    absolute: bool = False,
+    min_effect: float = DEFAULT_MIN_EFFECT,
+    min_abs: float = 0.0,
+    noise_baseline: BlockNoise | None = None,
+    noise_contender: BlockNoise | None = None,
+    paired: bool = False,
+    confidence: float = CONFIDENCE,
+    seed: int = BOOTSTRAP_SEED,
+) -> Verdict:
+    """Compare a contender's blocks of values with a baseline's (see the module docstring).
+
+    Each side is a sequence of blocks, each block the values measured in it. With
+    ``paired=True`` block i of both sides is the same block (both measured in it);
+    blocks missing on either side are then left out. ``absolute=True`` forces an
+    absolute comparison; ``min_abs`` is the absolute margin's floor in ``unit``.
+    """
+    base = [as_sorted_array(b) for b in baseline]
+    cont = [as_sorted_array(c) for c in contender]
+    if paired:
+        kept = [(b, c) for b, c in zip(base, cont, strict=True) if b.size and c.size]
+        base, cont = [b for b, _ in kept], [c for _, c in kept]
+    else:
+        base, cont = [b for b in base if b.size], [c for c in cont if c.size]
+    if not base or not cont:
+        raise ValueError("compare_blocks() needs at least one finite value on each side")
+    mode = resolve_mode(unit, [*base, *cont], absolute=absolute)
+    base_key, cont_key = _canonical_key(base), _canonical_key(cont)
+    swap = base_key > cont_key
+    first, second = (cont, base) if swap else (base, cont)
+    first_noise, second_noise = (
+        (noise_contender, noise_baseline) if swap else (noise_baseline, noise_contender)
+    )
+    result = _compare(
+        first,
+        second,
+        _Settings(unit, mode, min_effect, min_abs, first_noise, second_noise, paired, confidence),
+        seed,
+    )
+    if base_key == cont_key:
+        result = _symmetric_interval(result)
+    return result.mirrored(unit) if swap else result
+
+
+def _canonical_key(blocks: list[FloatArray]) -> tuple[tuple[int, ...], bytes]:
+    return tuple(b.size for b in blocks), b"".join(b.tobytes() for b in blocks)
+
+
+def _symmetric_interval(result: Verdict) -> Verdict:
+    """Identical sides: make the intervals read the same from both directions."""
+    if result.ratio_ci_low and result.ratio_ci_high:
+        low, high = result.ratio_ci_low, result.ratio_ci_high
+        result = replace(result, ratio_ci_low=min(low, 1 / high), ratio_ci_high=max(high, 1 / low))
+    if result.difference_ci_low is not None and result.difference_ci_high is not None:
+        half = max(abs(result.difference_ci_low), abs(result.difference_ci_high))
+        result = replace(result, difference_ci_low=-half, difference_ci_high=half)
+    return result
+
+
+@dataclass(frozen=True)
+class _Settings:
+    unit: str
+    mode: str
+    min_effect: float
+    min_abs: float
+    noise_baseline: BlockNoise | None
+    noise_contender: BlockNoise | None
+    paired: bool
+    confidence: float
+
+
+@dataclass(frozen=True)
+class _Spread:
+    """The effect's standard error, its degrees of freedom, and where the noise came from."""
+
+    se: float
+    df: float
+    noise: str
+    notes: tuple[str, ...] = ()
+
+
+def _compare(
+    base: list[FloatArray], cont: list[FloatArray], settings: _Settings, seed: int
+) -> Verdict:
+    ratio_mode = settings.mode == MODE_RATIO
+    transform = np.log if ratio_mode else (lambda x: x)
+    z_base = transform(np.array([float(np.median(b)) for b in base]))
+    z_cont = transform(np.array([float(np.median(c)) for c in cont]))
+    centre_base = float(np.exp(z_base.mean())) if ratio_mode else float(z_base.mean())
+    centre_cont = float(np.exp(z_cont.mean())) if ratio_mode else float(z_cont.mean())
+    effect = (
+        float((z_cont - z_base).mean()) if settings.paired else float(z_cont.mean() - z_base.mean())
+    )
+    margin, margin_source = _margin(settings, centre_base, centre_cont)
+    margin_z = math.log1p(margin) if ratio_mode else margin
+    spread = _spread(z_base, z_cont, settings)
+    stats = scipy_stats()
+    tail = 0.5 + settings.confidence / 2
+    notes: list[str] = []
+    if spread is None:
+        low_z, high_z = _within_block_interval(base[0], cont[0], ratio_mode, seed)
+        p_value = None
+        df = None
+        mde_z = None
+        noise = NOISE_WITHIN_BLOCK if settings.paired else NOISE_UNKNOWN
+        if settings.paired:
+            notes.append("one block: block-to-block noise unknown (sides interleaved in it)")
+        else:
+            notes.append("run-to-run noise unknown: one block per side and no calibration")
+    else:
+        critical = float(stats.t.ppf(tail, spread.df))
+        low_z, high_z = effect - critical * spread.se, effect + critical * spread.se
+        if spread.se > 0:
+            p_value = float(2 * stats.t.sf(abs(effect) / spread.se, spread.df))
+        else:
+            p_value = 1.0 if effect == 0 else 0.0
+        df = spread.df
+        mde_z = margin_z + (critical + float(stats.t.ppf(POWER, spread.df))) * spread.se
+        noise = spread.noise
+        notes.extend(spread.notes)
+    low_z, high_z = min(low_z, effect), max(high_z, effect)
+    if spread is None and not settings.paired:
+        outcome = OUTCOME_INCONCLUSIVE
+    else:
+        outcome = _outcome(low_z, high_z, margin_z, settings.unit)
+    if ratio_mode:
+        ratio: float | None = math.exp(effect)
+        ratio_low: float | None = math.exp(low_z)
+        ratio_high: float | None = math.exp(high_z)
+        difference = centre_cont - centre_base
+        diff_low: float | None = None
+        diff_high: float | None = None
+        mde = None if mde_z is None else math.expm1(mde_z)
+    else:
+        # a ratio only means something when every value is > 0 (no overheads near zero)
+        positive = all(float(b[0]) > 0 for b in (*base, *cont))
+        ratio = centre_cont / centre_base if positive else None
+        ratio_low = ratio_high = None
+        difference, diff_low, diff_high = effect, low_z, high_z
+        mde = mde_z
+    result = Verdict(
+        mode=settings.mode,
+        n_baseline=int(sum(b.size for b in base)),
+        n_contender=int(sum(c.size for c in cont)),
+        blocks_baseline=len(base),
+        blocks_contender=len(cont),
+        median_baseline=centre_base,
+        median_contender=centre_cont,
+        ratio=ratio,
+        ratio_ci_low=ratio_low,
+        ratio_ci_high=ratio_high,
+        difference=difference,
+        difference_ci_low=diff_low,
+        difference_ci_high=diff_high,
+        p_value=p_value,
+        df=df,
+        margin=margin,
+        margin_source=margin_source,
+        mde=mde,
+        noise=noise,
+        outcome=outcome,
+        verdict="",
+        notes=tuple(notes),
+    )
+    return replace(result, verdict=verdict_words(result, settings.unit))
+
+
+def _margin(settings: _Settings, centre_base: float, centre_cont: float) -> tuple[float, str]:
+    """The declared margin, raised to the calibrated noise; and which of them won."""
+    noises = [n for n in (settings.noise_baseline, settings.noise_contender) if n is not None]
+    if settings.mode == MODE_RATIO:
+        calibrated = max((n.noise_fraction or 0.0 for n in noises), default=0.0)
+        if calibrated > settings.min_effect:
+            return calibrated, MARGIN_CALIBRATED
+        return settings.min_effect, MARGIN_MIN_EFFECT
+    candidates = [
+        (settings.min_effect * max(abs(centre_base), abs(centre_cont)), MARGIN_MIN_EFFECT),
+        (settings.min_abs, MARGIN_FLOOR),
+        (max((n.sigma_abs for n in noises), default=0.0), MARGIN_CALIBRATED),
+    ]
+    value, source = max(candidates, key=lambda c: c[0])
+    return value, source
+
+
+@dataclass(frozen=True)
+class _Source:
+    """One estimate of a block variance: its value, degrees of freedom and identity."""
+
+    variance: float
+    df: float
+    key: str
+    calibrated: bool
+
+
+def _side_source(z: FloatArray, noise: BlockNoise | None, mode: str, index: int) -> _Source | None:
+    """The larger of a side's own block variance and the calibrated one (None: neither)."""
+    choices = []
+    if z.size > 1:
+        choices.append(_Source(float(np.var(z, ddof=1)), z.size - 1.0, f"data{index}", False))
+    sigma = noise.sigma(mode) if noise is not None else None
+    if noise is not None and sigma is not None:
+        choices.append(_Source(sigma**2, float(noise.df), f"cal{hash(noise)}", True))
+    return max(choices, key=lambda c: c.variance) if choices else None
+
+
+def _spread(z_base: FloatArray, z_cont: FloatArray, settings: _Settings) -> _Spread | None:
+    """The effect's SE and df from the blocks (and the calibration); None when unknown."""
+    if settings.paired:
+        return _paired_spread(z_cont - z_base, settings)
+    base_source = _side_source(z_base, settings.noise_baseline, settings.mode, 0)
+    cont_source = _side_source(z_cont, settings.noise_contender, settings.mode, 1)
+    notes: list[str] = []
+    if base_source is None:
+        if cont_source is None:
+            return None
+        base_source = cont_source
+        notes.append("baseline has one block: its block noise is taken from the contender")
+    elif cont_source is None:
+        cont_source = base_source
+        notes.append("contender has one block: its block noise is taken from the baseline")
+    # Var(effect) = sum over distinct estimates of variance x (1/K of each side using it);
+    # a side borrowing the other's estimate shares its degrees of freedom.
+    coefficients: dict[str, float] = {}
+    sources: dict[str, _Source] = {}
+    for source, count in ((base_source, z_base.size), (cont_source, z_cont.size)):
+        coefficients[source.key] = coefficients.get(source.key, 0.0) + 1 / count
+        sources[source.key] = source
+    terms = [(sources[k].variance * c, sources[k].df) for k, c in coefficients.items()]
+    total = sum(term for term, _ in terms)
+    kinds = {s.calibrated for s in sources.values()}
+    noise = (
+        NOISE_BOTH
+        if kinds == {True, False}
+        else NOISE_CALIBRATED
+        if True in kinds
+        else NOISE_BLOCKS
+    )
+    return _Spread(math.sqrt(total), _satterthwaite(terms), noise, tuple(notes))
+
+
+def _paired_spread(differences: FloatArray, settings: _Settings) -> _Spread | None:
+    if differences.size > 1:
+        variance = float(np.var(differences, ddof=1))
+        return _Spread(math.sqrt(variance / differences.size), differences.size - 1.0, NOISE_BLOCKS)
+    noises = [settings.noise_baseline, settings.noise_contender]
+    sigmas = [n.sigma(settings.mode) if n is not None else None for n in noises]
+    if any(s is None for s in sigmas):
+        return None
+    variance = sum(float(s) ** 2 for s in sigmas if s is not None)
+    df = float(min(n.df for n in noises if n is not None))
+    return _Spread(math.sqrt(variance), df, NOISE_CALIBRATED)
+
+
+def _satterthwaite(terms: list[tuple[float, float]]) -> float:
+    """Welch-Satterthwaite degrees of freedom of a sum of independent variance terms."""
+    total = sum(term for term, _ in terms)
+    denominator = sum(term**2 / df for term, df in terms if df > 0)
+    if total <= 0 or denominator <= 0:
+        return max(1.0, min(df for _, df in terms))
+    return max(1.0, total**2 / denominator)
+
+
+def _outcome(low: float, high: float, margin: float, unit: str) -> str:
+    more, less = _MORE_LESS[unit_kind(unit)]
+    if low > margin:
+        return more
+    if high < -margin:
+        return less
+    if low > -margin and high < margin:
+        return OUTCOME_EQUIVALENT
+    return OUTCOME_INCONCLUSIVE
+
+
+def _within_block_interval(
+    base: FloatArray, cont: FloatArray, ratio_mode: bool, seed: int
+) -> tuple[float, float]:
+    """Bootstrap CI of the effect from one block per side, its samples resampled.
+
+    The effect is the log ratio of medians, or the difference of medians.
+    """
+    median_base, median_cont = float(np.median(base)), float(np.median(cont))
+    effect = math.log(median_cont / median_base) if ratio_mode else median_cont - median_base
+    if (base[0] == base[-1] and cont[0] == cont[-1]) or min(base.size, cont.size) < 2:
+        return effect, effect
+    if max(base.size, cont.size) > SCIPY_BOOTSTRAP_MAX_N:
+        rng = np.random.default_rng(seed)
+        first, second = (
+            sample_medians(cont, RATIO_DRAWS, rng),
+            sample_medians(base, RATIO_DRAWS, rng),
+        )
+        draws = np.log(first / second) if ratio_mode else first - second
+        alpha = (1 - CONFIDENCE) / 2
+        low, high = np.quantile(draws, [alpha, 1 - alpha])
+        return float(low), float(high)
+
+    def statistic(a: FloatArray, b: FloatArray, axis: int = -1) -> FloatArray:
+        left, right = np.median(a, axis=axis), np.median(b, axis=axis)
+        result: FloatArray = np.log(right / left) if ratio_mode else right - left
+        return result
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", scipy_stats().DegenerateDataWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        low, high = percentile_bootstrap((base, cont), statistic, seed=seed)
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return effect, effect
+    return low, high
+
+
+# --- words -------------------------------------------------------------------------------
+
+
+def percent(fraction: float) -> str:
+    """``0.05`` -> ``5%``, ``0.072`` -> ``7.2%``, ``0.0041`` -> ``0.41%``."""
+    value = fraction * 100
+    if value >= 10 or value == round(value):
+        return f"{value:.0f}%"
+    if value >= 1:
+        return f"{value:.1f}%"
+    return f"{value:.2g}%"
+
+
+def signed_quantity(value: float | None, unit: str) -> str:
+    """``+12.4 ms``, ``-147 MiB``, ``0 s``; ``-`` for None."""
+    if value is None or not math.isfinite(value):
+        return "-"
+    text = format_quantity(abs(value), unit)
+    if value > 0:
+        return f"+{text}"
+    if value < 0:
+        return f"-{text}"
+    return text
+
+
+def margin_text(verdict: Verdict, unit: str) -> str:
+    """``+-5%`` or ``+-1.00 MiB``."""
+    if verdict.mode == MODE_RATIO:
+        return f"±{percent(verdict.margin)}"
+    return f"±{format_quantity(verdict.margin, unit)}"
+
+
+def verdict_words(verdict: Verdict, unit: str) -> str:
+    """The words a person reads.
+
+    ``1.31x slower``, ``larger by 147 MiB``, ``equivalent within +-5%``, ``inconclusive``.
+    """
+    outcome = verdict.outcome
+    if outcome == OUTCOME_EQUIVALENT:
+        return f"equivalent within {margin_text(verdict, unit)}"
+    if outcome == OUTCOME_INCONCLUSIVE:
+        if verdict.noise == NOISE_UNKNOWN:
+            return "inconclusive: run-to-run noise unknown"
+        return OUTCOME_INCONCLUSIVE
+    if outcome not in DIRECTIONAL_OUTCOMES:
+        return outcome
+    if verdict.mode == MODE_RATIO and verdict.ratio:
+        factor = verdict.ratio if verdict.ratio >= 1 else 1 / verdict.ratio
+        return f"{factor:.2f}x {outcome}"
+    return f"{outcome} by {format_quantity(abs(verdict.difference), unit)}"
