@@ -7,14 +7,23 @@ Exit codes: 0 success, 1 a run had failed samples or a check failed, 2 bad input
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from bench import __version__
 from bench.errors import BenchError
@@ -34,7 +43,9 @@ ResultsOption = Annotated[Path, typer.Option("--results", help="Results root dir
 
 
 def _fail(exc: BenchError) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+    err_console.print(
+        Text.assemble(("error:", "bold red"), " ", str(exc)), highlight=False, soft_wrap=True
+    )
     return typer.Exit(exc.exit_code)
 
 
@@ -48,23 +59,43 @@ def run(
     no_report: Annotated[
         bool, typer.Option("--no-report", help="Do not write reports/<run_id>.html.")
     ] = False,
+    repeat: Annotated[
+        int | None,
+        typer.Option(
+            "--repeat",
+            min=1,
+            help="Blocks: run the whole plan this many times (overrides the scenario's "
+            "repeats; not part of the scenario hash).",
+        ),
+    ] = None,
+    inject_spin_ms: Annotated[
+        float | None,
+        typer.Option(
+            "--inject-spin-ms",
+            min=0.001,
+            help="Make the probe busy-spin this long before READY in every backend: a known "
+            "slowdown, to check that comparisons detect it. Recorded in run.json; the "
+            "scenario (and its hash) is unchanged.",
+        ),
+    ] = None,
 ) -> None:
     """Run a scenario and record every sample under results/<host>/<run_id>/."""
-    from bench.analysis.summary import summarize
-    from bench.results import load
-    from bench.runner import RunEvent, run_scenario
+    from bench.runner import RunEvent, RunOptions, run_scenario
     from bench.scenario import load_scenario
 
     try:
         scenario, text = load_scenario(scenario_file)
     except BenchError as exc:
         raise _fail(exc) from None
+    if repeat is not None:
+        scenario = scenario.model_copy(update={"repeats": repeat})
     interactive = console.is_terminal
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TimeRemainingColumn(),
         console=console,
         disable=not interactive,
     )
@@ -72,16 +103,19 @@ def run(
 
     def on_event(event: RunEvent) -> None:
         nonlocal task_id
-        if event.kind == "phase" or event.kind == "warning":
+        if event.kind in ("phase", "warning"):
             style = "yellow" if event.kind == "warning" else "dim"
-            console.print(f"[{style}]{event.message}[/]")
+            console.print(Text(event.message, style=style))
         elif event.kind == "planned":
-            console.print(f"{event.message}: {event.total} instances")
+            console.print(f"{event.message}: {event.total} steps", highlight=False, markup=False)
             task_id = progress.add_task(scenario.name, total=event.total)
-        elif event.kind == "sample" and event.sample is not None:
-            sample = event.sample
+        elif event.kind == "step":
             if task_id is not None:
                 progress.advance(task_id)
+        elif event.kind == "sample" and event.sample is not None:
+            sample = event.sample
+            if sample.metric == "noise":
+                return
             if not interactive or not sample.ok:
                 value = _format_value(sample.value, sample.unit)
                 view = sample.labels.get("view")
@@ -96,27 +130,66 @@ def run(
                     line += f"  FAILED: {sample.error}"
                 console.print(line, highlight=False, markup=False)
 
+    options = RunOptions(inject_spin_ms=inject_spin_ms)
     try:
         with progress:
-            outcome = run_scenario(scenario, text, str(scenario_file), results, on_event)
+            outcome = run_scenario(scenario, text, str(scenario_file), results, on_event, options)
     except BenchError as exc:
         raise _fail(exc) from None
-    frame = load(outcome.directory)
+    console.print(
+        f"results: {outcome.directory}  (status {outcome.status}, "
+        f"{outcome.counts.get('samples', 0)} samples, {outcome.counts.get('failed', 0)} failed)",
+        highlight=False,
+        markup=False,
+    )
+    # The tables and the report need the analysis stack (pandas, plotly): a child process
+    # builds them, so the measuring process never loads it.
+    command = [sys.executable, "-m", "bench", "show", str(outcome.directory)]
+    if not no_report:
+        command += ["--report-dir", str(reports)]
+    sys.stdout.flush()
+    shown = subprocess.run(command, check=False)
+    if shown.returncode != 0:
+        err_console.print(
+            "warning: the run's summary or report could not be produced", markup=False
+        )
+    if outcome.counts.get("failed", 0):
+        raise typer.Exit(1)
+
+
+@app.command()
+def show(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    report_dir: Annotated[
+        Path | None,
+        typer.Option("--report-dir", help="Also write the run's report to DIR/<run_id>.html."),
+    ] = None,
+) -> None:
+    """Print a run's summary tables (what bench run prints at its end)."""
+    from bench.analysis.dataset import load_dataset
+    from bench.analysis.summary import summarize
+
+    try:
+        dataset = load_dataset([run_dir])
+    except BenchError as exc:
+        raise _fail(exc) from None
+    frame = dataset.samples
     rows = summarize(frame)
+    name = next(iter(dataset.runs.values())).scenario_name if dataset.runs else str(run_dir)
     if any(row.accel == "tcg" for row in rows):
         console.print(
             "[bold yellow]VMs ran under TCG (software emulation), not KVM:[/] "
             "their figures are not hardware-virtualization figures."
         )
     if "label.enforced" in frame:
-        console.print(_limits_table(scenario.name, frame))
+        console.print(_limits_table(name, frame))
     for metric in dict.fromkeys(row.metric for row in rows if row.metric != "limits"):
         title = {
             "startup": "startup to READY",
-            "memory": "memory per instance (views; *_overhead = view - process baseline)",
+            "memory": "memory per instance (views; *_overhead = view - native baseline)",
             "density": "density ramp (per step; count_reached = instances READY at stop)",
         }.get(metric, metric)
-        table = Table(title=f"{scenario.name}: {title} (measured samples, warmups excluded)")
+        table = Table(title=Text(f"{name}: {title} (measured samples, warmups excluded)"))
         for column in ("backend", "accel", "case", "view", "n", "failed", "median", "min", "max"):
             left = column in {"backend", "accel", "case", "view"}
             table.add_column(column, justify="left" if left else "right")
@@ -125,10 +198,10 @@ def run(
                 continue
             accel = row.accel.upper() if row.accel == "tcg" else row.accel
             table.add_row(
-                row.backend,
-                f"[bold yellow]{accel}[/]" if row.accel == "tcg" else accel,
-                row.case,
-                row.view or "-",
+                Text(row.backend),
+                Text(accel, style="bold yellow" if row.accel == "tcg" else ""),
+                Text(row.case),
+                Text(row.view or "-"),
                 str(row.n),
                 str(row.failed),
                 _format_value(row.median, row.unit),
@@ -136,21 +209,14 @@ def run(
                 _format_value(row.maximum, row.unit),
             )
         console.print(table)
-    console.print(
-        f"results: {outcome.directory}  (status {outcome.status}, "
-        f"{outcome.counts.get('samples', 0)} samples, {outcome.counts.get('failed', 0)} failed)",
-        highlight=False,
-    )
-    if not no_report:
+    if report_dir is not None:
         try:
             from bench.report import write_run_report
 
-            written = write_run_report(outcome.directory, reports)
+            written = write_run_report(run_dir, report_dir)
             console.print(f"report: {written.path}", highlight=False, markup=False)
         except Exception as exc:  # a report must never fail a run that measured
             err_console.print(f"warning: report not written: {exc}", markup=False)
-    if outcome.counts.get("failed", 0):
-        raise typer.Exit(1)
 
 
 def _limits_table(name: str, frame: Any) -> Table:
@@ -171,8 +237,8 @@ def _limits_table(name: str, frame: Any) -> Table:
         )
         keys = (
             "killed",
-            "docker_oom_killed",
-            "host_killed_qemu",
+            "engine_oom_killed",
+            "killed_by_host",
             "oom_kill_count",
             "exit_code",
             "guest_exit_code",
@@ -185,15 +251,15 @@ def _limits_table(name: str, frame: Any) -> Table:
         shown = ", ".join(f"{k}={evidence[k]}" for k in keys if evidence.get(k) is not None)
         set_value = row.get("label.set_value")
         table.add_row(
-            str(row["backend"]),
-            str(row.get("label.accel", "n/a")),
-            str(row["label.view"]),
+            Text(str(row["backend"])),
+            Text(str(row.get("label.accel", "n/a"))),
+            Text(str(row["label.view"])),
             f"{set_value:g} {row.get('label.set_unit', '')}"
             if set_value == set_value and set_value is not None
             else "-",
             _format_value(row["value"] if row["value"] == row["value"] else None, str(row["unit"])),
             verdict,
-            shown or (str(row["error"]) if row.get("error") else ""),
+            Text(shown or (str(row["error"]) if row.get("error") else "")),
         )
     return table
 
@@ -252,7 +318,10 @@ def doctor() -> None:
     colours = {"ok": "green", "warn": "yellow", "fail": "red"}
     for check in checks:
         table.add_row(
-            check.name, f"[{colours[check.status]}]{check.status}[/]", check.detail, check.fix
+            Text(check.name),
+            Text(check.status, style=colours.get(check.status, "")),
+            Text(check.detail),
+            Text(check.fix),
         )
     console.print(table)
     if any(check.status == "fail" for check in checks):
@@ -306,7 +375,9 @@ def list_runs_command(results: ResultsOption = DEFAULT_RESULTS) -> None:
         table.add_column(column, overflow="fold")
     for run_info in runs:
         if "error" in run_info:
-            table.add_row("?", "", "", f"[red]{run_info['error']}[/]", "", "", run_info["path"])
+            table.add_row(
+                "?", "", "", Text(run_info["error"], style="red"), "", "", Text(run_info["path"])
+            )
             continue
         table.add_row(
             *(

@@ -1,4 +1,9 @@
-"""Host checks for ``bench doctor``: each says ok/warn/fail, what it saw, and how to fix it."""
+"""Host checks for ``bench doctor``: each says ok/warn/fail, what it saw, and how to fix it.
+
+The host's own checks live here (Python, root, cgroups, build tools, disk, memory, load);
+every registered backend adds its own rows through ``Backend.doctor_checks`` (engine
+reachable, versions, artefacts, runtimes, KVM), so a new backend needs no change here.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +11,16 @@ import os
 import shutil
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from bench import host as host_facts
+from bench.backends.base import HostCheck
 from bench.cgroups import layout as cgroup_layout
-from bench.errors import BenchError
 
 GIB = 1024**3
 
 
-@dataclass(frozen=True)
-class Check:
-    """The outcome of one host check."""
-
-    name: str
-    status: str  # "ok" | "warn" | "fail"
-    detail: str
-    fix: str = ""
+Check = HostCheck
 
 
 def check_python() -> Check:
@@ -69,27 +66,6 @@ def check_cgroups() -> Check:
     return Check("cgroups", "ok", detail)
 
 
-def check_docker() -> Check:
-    """The Docker engine answers /_ping; report its version."""
-    from bench.backends import get_backend
-
-    try:
-        backend = get_backend("docker")
-        backend.check_available()
-        versions = backend.versions()
-        backend.close()
-    except BenchError as exc:
-        fix = getattr(exc, "fix", "")
-        return Check("docker", "fail", str(exc), fix)
-    return Check(
-        "docker",
-        "ok",
-        f"engine {versions.get('docker_engine')}, containerd {versions.get('containerd')}, "
-        f"runc {versions.get('runc')}, storage {versions.get('storage_driver')}, "
-        f"cgroup driver {versions.get('cgroup_driver')}",
-    )
-
-
 def check_build_tools() -> Check:
     """Gcc (static probe) and busybox (container image) must exist to build artefacts."""
     missing = [tool for tool in ("gcc", "busybox") if shutil.which(tool) is None]
@@ -101,75 +77,6 @@ def check_build_tools() -> Check:
             "run ansible/up.sh (installs gcc, libc6-dev, busybox-static)",
         )
     return Check("build tools", "ok", "gcc and busybox present")
-
-
-def check_libvirt() -> Check:
-    """Libvirtd answers on qemu:///system; report libvirt and QEMU versions."""
-    from bench.backends import get_backend
-
-    try:
-        backend = get_backend("libvirt")
-        backend.check_available()
-        conn = backend.conn  # type: ignore[attr-defined]
-        detail = f"libvirt {_packed(conn.getLibVersion())}, QEMU {_packed(conn.getVersion())}"
-        backend.close()
-    except BenchError as exc:
-        return Check("libvirt", "fail", str(exc), getattr(exc, "fix", ""))
-    return Check("libvirt", "ok", detail)
-
-
-def _packed(number: int) -> str:
-    return f"{number // 1_000_000}.{(number // 1000) % 1000}.{number % 1000}"
-
-
-def check_guest_artifacts() -> Check:
-    """The guest kernel and initramfs build (or are cached)."""
-    from bench.artifacts.guest import guest_artifacts
-
-    try:
-        artifacts = guest_artifacts()
-    except BenchError as exc:
-        return Check("guest artefacts", "fail", str(exc), "run ansible/up.sh")
-    kernel = artifacts.kernel
-    return Check(
-        "guest artefacts",
-        "ok",
-        f"kernel {kernel.package} {kernel.version} ({kernel.path.name}), "
-        f"initramfs {artifacts.initramfs.sha256[:12]}",
-    )
-
-
-def check_kvm() -> Check:
-    """Decide KVM by a real guest boot; /dev/kvm existing is never taken as evidence."""
-    if not os.path.exists("/dev/kvm"):
-        return Check(
-            "kvm",
-            "warn",
-            "/dev/kvm absent: VMs run under TCG (software emulation)",
-            "enable virtualization extensions or nested KVM if VMs are to be measured",
-        )
-    from bench.backends import get_backend
-
-    try:
-        backend = get_backend("libvirt")
-        backend.check_available()
-        decision = backend.accel_decision("auto")  # type: ignore[attr-defined]
-        backend.close()
-    except BenchError as exc:
-        return Check(
-            "kvm",
-            "warn",
-            f"/dev/kvm present, but no guest boot could test it: {exc}",
-            "fix the libvirt check first",
-        )
-    if decision.accel == "kvm":
-        return Check("kvm", "ok", f"KVM boots guests: {decision.reason}")
-    return Check(
-        "kvm",
-        "warn",
-        f"/dev/kvm present but unusable: {decision.reason}; VMs run under TCG (software emulation)",
-        "on a lab host, enable working (nested) KVM; figures here are TCG figures",
-    )
 
 
 def check_disk(path: str = ".") -> Check:
@@ -220,31 +127,41 @@ def check_load() -> Check:
     return Check("load", "ok", f"1-minute load {load:.2f} on {cores} cores")
 
 
-ALL_CHECKS: tuple[Callable[[], Check], ...] = (
+HOST_CHECKS: tuple[Callable[[], Check], ...] = (
     check_python,
     check_root,
     check_cgroups,
-    check_docker,
     check_build_tools,
-    check_libvirt,
-    check_guest_artifacts,
-    check_kvm,
     check_disk,
     check_memory,
     check_load,
 )
 
 
-def run_checks() -> list[Check]:
-    """Run every check; a check that crashes is reported as failed, not raised."""
+def backend_checks(names: list[str] | None = None) -> list[Check]:
+    """Every registered backend's own rows (a backend that cannot load says why)."""
+    from bench.backends import backend_names, get_backend
+    from bench.errors import BenchError
+
+    results: list[Check] = []
+    for name in names or backend_names():
+        try:
+            results.extend(get_backend(name).doctor_checks())
+        except BenchError as exc:
+            results.append(Check(name, "fail", str(exc), getattr(exc, "fix", "")))
+        except Exception as exc:
+            results.append(Check(name, "fail", f"check crashed: {type(exc).__name__}: {exc}"))
+    return results
+
+
+def run_checks(backends: list[str] | None = None) -> list[Check]:
+    """Run the host checks, then every backend's; a check that crashes is a failed row."""
     results = []
-    for check in ALL_CHECKS:
+    for check in HOST_CHECKS:
         try:
             results.append(check())
         except Exception as exc:
-            name = (check.__doc__ or check.__name__).split(":")[0]
             results.append(
                 Check(check.__name__.removeprefix("check_"), "fail", f"check crashed: {exc}")
             )
-            del name
-    return results
+    return results + backend_checks(backends)

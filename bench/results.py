@@ -19,10 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-import pandas as pd
-
 from bench.errors import BenchError, ResultsError
-from bench.samples import SAMPLE_SCHEMA_VERSION, Sample
+from bench.samples import SAMPLE_SCHEMA_VERSION, Sample, upgrade_sample_record
 
 RUN_SCHEMA_VERSION = 1
 RUN_FILE = "run.json"
@@ -63,7 +61,8 @@ class ResultStore:
         self.directory = directory
         self.run = run
         self._samples: IO[str] | None = None
-        self.counts = {"samples": 0, "ok": 0, "failed": 0, "warmup": 0}
+        # host noise records are counted apart: they are context, not measurements
+        self.counts = {"samples": 0, "ok": 0, "failed": 0, "warmup": 0, "noise": 0}
 
     @classmethod
     def create(cls, root: Path, host: str, run_id: str, run: dict[str, Any]) -> ResultStore:
@@ -82,6 +81,9 @@ class ResultStore:
         assert self._samples is not None, "store is closed"
         self._samples.write(sample.to_json() + "\n")
         self._samples.flush()
+        if sample.metric == "noise":
+            self.counts["noise"] += 1
+            return
         self.counts["samples"] += 1
         if sample.warmup:
             self.counts["warmup"] += 1
@@ -188,7 +190,7 @@ def read_samples(directory: Path) -> SamplesRead:
                 f"{path}:{number}: sample schema_version {version} is newer than this bench "
                 f"reads ({SAMPLE_SCHEMA_VERSION}); upgrade bench"
             )
-        records.append(record)
+        records.append(upgrade_sample_record(record))
     return SamplesRead(records, warnings)
 
 
@@ -204,48 +206,6 @@ def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
         else:
             raise ResultsError(f"{path}: no such run directory")
     return list(dict.fromkeys(found))
-
-
-def load(paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
-    """Load runs into one tidy DataFrame: a row per sample, run facts joined as columns.
-
-    Stage durations become ``stage.<name>`` columns and labels ``label.<name>``; run and
-    host facts joined: run_id, host, kernel, scenario_sha256, accel. Warnings about
-    torn files are in ``df.attrs['warnings']``.
-    """
-    if isinstance(paths, str | Path):
-        paths = [paths]
-    rows: list[dict[str, Any]] = []
-    warnings: list[str] = []
-    for directory in find_run_dirs(paths):
-        run = read_run(directory)
-        read = read_samples(directory)
-        warnings.extend(read.warnings)
-        host = run.get("host", {}) or {}
-        run_columns = {
-            "run_id": run.get("run_id"),
-            "host": host.get("hostname"),
-            "kernel": (host.get("kernel") or {}).get("release"),
-            "scenario": (run.get("scenario") or {}).get("name"),
-            "scenario_sha256": run.get("scenario_sha256"),
-            "run_status": run.get("status"),
-        }
-        for record in read.records:
-            row = {
-                k: v for k, v in record.items() if k not in {"stages", "labels", "t_ns", "params"}
-            }
-            row.update(run_columns)
-            row["run_id"] = record.get("run_id", run_columns["run_id"])
-            for name, value in (record.get("stages") or {}).items():
-                row[f"stage.{name}"] = value
-            for name, value in (record.get("labels") or {}).items():
-                row[f"label.{name}"] = value
-            for name, value in (record.get("params") or {}).items():
-                row[f"param.{name}"] = value
-            rows.append(row)
-    frame = pd.DataFrame(rows)
-    frame.attrs["warnings"] = warnings
-    return frame
 
 
 def list_runs(root: Path) -> list[dict[str, Any]]:

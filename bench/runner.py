@@ -1,48 +1,48 @@
-"""The runner: checks and prepares backends, executes the plan, records every sample.
+"""The runner: checks and prepares backends, executes the plan in one loop, records samples.
 
-It owns the cleanup registry (every instance that may exist is in it until removed),
-timeouts, and signal handling: SIGINT/SIGTERM stop the plan, remove live instances, and
-mark the run interrupted; samples already taken stay on disk. It never prints: progress
-goes to an ``on_event`` callback the CLI renders.
+It owns the run context (cleanup registry, sample sink, options), block boundaries (host
+noise recorded per block, a pause between blocks), and signal handling: SIGINT/SIGTERM
+stop the plan, remove live instances, and mark the run interrupted; samples already
+taken stay on disk. It never prints: progress goes to an ``on_event`` callback the CLI
+renders. It imports no analysis code (no pandas, no scipy): the measuring process stays
+small.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
+import os
 import platform
 import secrets
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from bench import host as host_facts
 from bench.backends import get_backend
-from bench.backends.base import NAME_PREFIX, Backend, Instance
+from bench.backends.base import Backend
+from bench.cgroups.layout import detect as detect_layout
 from bench.errors import BenchError
-from bench.metrics.density import run_density
-from bench.metrics.limits import measure_limits
-from bench.metrics.memory import measure_memory, overhead_samples
-from bench.metrics.startup import measure_startup
-from bench.plan import Step, plan_steps
+from bench.metrics import metric_class
+from bench.metrics.base import (
+    Metric,
+    RunContext,
+    RunEvent,
+    RunOptions,
+    closing_samples,
+)
+from bench.noise import block_noise, take_snapshot
+from bench.plan import MetricShape, Step, plan_steps
 from bench.results import ResultStore, new_run_id, utc_now_iso
 from bench.samples import Sample
 from bench.scenario import Scenario, expand_cases, scenario_sha256
 
-
-@dataclass
-class RunEvent:
-    """Something the CLI may show: phase changes, a finished sample, a warning."""
-
-    kind: str  # "phase" | "planned" | "sample" | "warning"
-    message: str = ""
-    total: int = 0
-    sample: Sample | None = None
+__all__ = ["RunEvent", "RunInterrupted", "RunOptions", "RunOutcome", "run_scenario", "sweep_all"]
 
 
 @dataclass
@@ -64,8 +64,6 @@ class RunInterrupted(BenchError):
 def drop_page_cache() -> str | None:
     """Drop the host page cache (cold starts); return why not, or None when done."""
     try:
-        import os
-
         os.sync()
         with open("/proc/sys/vm/drop_caches", "w") as handle:
             handle.write("3")
@@ -91,9 +89,15 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _instance_name(run_id: str, step: Step) -> str:
-    """Instance names carry bench's prefix and the run's random suffix: bench-a1b2c3-17."""
-    return f"{NAME_PREFIX}{run_id[-6:]}-{step.seq}"
+def build_plan(
+    scenario: Scenario, backends: list[str], metrics: dict[str, Metric], seed: int
+) -> list[Step]:
+    """Every step of the run, in order: blocks x metrics x rounds x (backend, case)."""
+    shapes = []
+    for name, metric in metrics.items():
+        warmups, rounds = metric.rounds(scenario)
+        shapes.append(MetricShape(name, warmups, rounds))
+    return plan_steps(shapes, backends, expand_cases(scenario), scenario.repeats, seed)
 
 
 def run_scenario(
@@ -102,6 +106,7 @@ def run_scenario(
     source: str,
     results_root: Path,
     on_event: Callable[[RunEvent], None] | None = None,
+    options: RunOptions | None = None,
 ) -> RunOutcome:
     """Run a validated scenario end to end and return where its results are.
 
@@ -109,156 +114,80 @@ def run_scenario(
     artefacts: a missing engine fails the run before any instance exists.
     """
     emit = on_event or (lambda event: None)
+    options = options or RunOptions()
     cases = expand_cases(scenario)
     backends: dict[str, Backend] = {name: get_backend(name) for name in scenario.backends}
-    emit(RunEvent("phase", "checking backends"))
-    for backend in backends.values():
-        backend.check_available()
-    emit(RunEvent("phase", "building artefacts (not timed)"))
-    artefacts = {name: b.prepare([c.spec for c in cases]) for name, b in backends.items()}
-    versions = {name: b.versions() for name, b in backends.items()}
-    seed = scenario.seed if scenario.seed is not None else secrets.randbits(32)
-    steps = (
-        plan_steps(list(backends), cases, scenario.samples, scenario.warmups, seed)
-        if "startup" in scenario.metrics
-        else []
-    )
-    memory_groups = (
-        plan_steps(list(backends), cases, scenario.memory.rounds, 0, seed + 1)
-        if "memory" in scenario.metrics
-        else []
-    )
-    limit_groups = (
-        plan_steps(list(backends), cases, 1, 0, seed + 3) if "limits" in scenario.metrics else []
-    )
-    density_ramps = (
-        plan_steps(list(backends), cases, 1, 0, seed + 2) if "density" in scenario.metrics else []
-    )
-    facts = host_facts.collect_host_facts()
-    run_id = new_run_id(scenario.name)
-    store = ResultStore.create(
-        results_root,
-        str(facts.get("hostname") or platform.node()),
-        run_id,
-        {
-            "status": "running",
-            "started_at_utc": utc_now_iso(),
-            "scenario": {
-                "name": scenario.name,
-                "source": source,
-                "text": scenario_text,
-                "parsed": scenario.model_dump(mode="json"),
+    try:
+        emit(RunEvent("phase", "checking backends"))
+        for backend in backends.values():
+            backend.check_available()
+        emit(RunEvent("phase", "building artefacts (not timed)"))
+        artefacts = {name: b.prepare([c.spec for c in cases]) for name, b in backends.items()}
+        versions = {name: b.versions() for name, b in backends.items()}
+        metrics: dict[str, Metric] = {name: metric_class(name)() for name in scenario.metrics}
+        seed = scenario.seed if scenario.seed is not None else secrets.randbits(32)
+        steps = build_plan(scenario, list(backends), metrics, seed)
+        facts = host_facts.collect_host_facts()
+        run_id = new_run_id(scenario.name)
+        store = ResultStore.create(
+            results_root,
+            str(facts.get("hostname") or platform.node()),
+            run_id,
+            {
+                "status": "running",
+                "started_at_utc": utc_now_iso(),
+                "scenario": {
+                    "name": scenario.name,
+                    "source": source,
+                    "text": scenario_text,
+                    "parsed": scenario.model_dump(mode="json"),
+                },
+                "scenario_sha256": scenario_sha256(scenario),
+                "plan": {
+                    "seed": seed,
+                    "steps": len(steps),
+                    "repeats": scenario.repeats,
+                    "cases": [c.name for c in cases],
+                    "order": "blocks; in each, per metric: warmups first, then randomized "
+                    "ABBA rounds over backend x case",
+                },
+                "injected": {k: v for k, v in asdict(options).items() if v is not None},
+                "backends": {
+                    name: {
+                        "description": b.description,
+                        **b.metadata(),
+                        "limits": {
+                            kind: {"when": support.when, "how": support.how}
+                            for kind, support in b.capabilities.limits.items()
+                        },
+                    }
+                    for name, b in backends.items()
+                },
+                "host": facts,
+                "load_start": host_facts.load_snapshot(),
+                "software": versions,
+                "artefacts": artefacts,
             },
-            "scenario_sha256": scenario_sha256(scenario),
-            "plan": {
-                "seed": seed,
-                "steps": len(steps),
-                "cases": [c.name for c in cases],
-                "order": "warmups first, then randomized ABBA blocks over backend x case",
-            },
-            "host": facts,
-            "load_start": host_facts.load_snapshot(),
-            "software": versions,
-            "artefacts": artefacts,
-        },
+        )
+    except BaseException:
+        for backend in backends.values():
+            backend.close()
+        raise
+    ctx = RunContext(
+        run_id=run_id,
+        scenario=scenario,
+        backends=backends,
+        layout=detect_layout(),
+        sink=store.append,
+        emit=emit,
+        options=options,
+        drop_page_cache=drop_page_cache,
     )
     emit(RunEvent("planned", f"run {run_id}", total=len(steps)))
-    live: dict[str, tuple[Backend, Instance]] = {}
     status = "failed"
-    notes: list[str] = []
     try:
         with _sigterm_as_interrupt():
-            counter = itertools.count(len(steps))
-
-            def next_seq() -> int:
-                return next(counter)
-
-            def next_name() -> str:
-                return f"{NAME_PREFIX}{run_id[-6:]}-{next_seq()}"
-
-            for step in steps:
-                if scenario.start == "cold":
-                    why_not = drop_page_cache()
-                    if why_not and why_not not in notes:
-                        notes.append(why_not)
-                        emit(RunEvent("warning", why_not))
-                sample = measure_startup(
-                    backends[step.backend],
-                    step,
-                    run_id,
-                    _instance_name(run_id, step),
-                    scenario.timeout_s,
-                    live,
-                )
-                if scenario.start == "cold":
-                    sample.labels["cold"] = not notes
-                store.append(sample)
-                emit(RunEvent("sample", sample=sample))
-                if scenario.settle_s:
-                    time.sleep(scenario.settle_s)
-
-            def record(sample: Sample) -> None:
-                store.append(sample)
-                emit(RunEvent("sample", sample=sample))
-
-            memory_samples: list[Sample] = []
-            for group in memory_groups:
-                emit(
-                    RunEvent(
-                        "phase",
-                        f"memory: {scenario.memory.instances} idle "
-                        f"{group.backend} instances, {group.case.name}",
-                    )
-                )
-                taken = measure_memory(
-                    backends[group.backend],
-                    group.case,
-                    scenario.memory,
-                    run_id,
-                    next_name,
-                    live,
-                    next_seq,
-                    group.round,
-                    scenario.timeout_s,
-                    drop_page_cache,
-                )
-                for sample in taken:
-                    store.append(sample)
-                    emit(RunEvent("sample", sample=sample))
-                memory_samples.extend(taken)
-            if memory_groups:
-                overheads = overhead_samples(memory_samples, run_id, next_seq)
-                if not overheads and "process" not in backends:
-                    notes.append("memory overhead not computed: no process baseline in the run")
-                for sample in overheads:
-                    store.append(sample)
-
-            for group in limit_groups:
-                emit(RunEvent("phase", f"limits: {group.backend}, {group.case.name}"))
-                for sample in measure_limits(
-                    backends[group.backend],
-                    group.case,
-                    scenario.limits,
-                    run_id,
-                    next_name,
-                    live,
-                    next_seq,
-                    scenario.timeout_s,
-                ):
-                    record(sample)
-
-            for ramp in density_ramps:
-                emit(RunEvent("phase", f"density: ramping {ramp.backend}, {ramp.case.name}"))
-                run_density(
-                    backends[ramp.backend],
-                    ramp.case,
-                    scenario.density,
-                    run_id,
-                    next_name,
-                    live,
-                    next_seq,
-                    on_sample=record,
-                )
+            _run_steps(ctx, steps, metrics)
         status = "complete"
     except KeyboardInterrupt:
         status = "interrupted"
@@ -266,26 +195,68 @@ def run_scenario(
             f"run interrupted; {store.counts['samples']} samples kept in {store.directory}"
         ) from None
     finally:
-        cleanup_errors = _remove_live(live)
+        cleanup_errors = ctx.registry.remove_all()
         store.finish(
             status,
             load_end=host_facts.load_snapshot(),
-            notes=notes + cleanup_errors,
+            notes=ctx.notes + cleanup_errors,
         )
         for backend in backends.values():
             backend.close()
     return RunOutcome(run_id, store.directory, status, dict(store.counts))
 
 
-def _remove_live(live: dict[str, tuple[Backend, Instance]]) -> list[str]:
-    errors = []
-    for name, (backend, instance) in list(live.items()):
-        try:
-            backend.stop(instance)
-        except Exception as exc:  # cleanup must try every instance
-            errors.append(f"cleanup of {name} failed: {exc}")
-        live.pop(name, None)
-    return errors
+def _run_steps(ctx: RunContext, steps: list[Step], metrics: dict[str, Metric]) -> None:
+    """The one loop: every step through its metric, block boundaries marked by noise records."""
+    block: int | None = None
+    noise_start = take_snapshot()
+    described = ""
+    for step in steps:
+        if step.block != block:
+            if block is not None:
+                _record_noise(ctx, block, noise_start)
+                if ctx.scenario.repeat_gap_s:
+                    ctx.phase(f"block {block} done; pausing {ctx.scenario.repeat_gap_s:g} s")
+                    time.sleep(ctx.scenario.repeat_gap_s)
+            block = step.block
+            ctx.block = block
+            if ctx.scenario.repeats > 1:
+                ctx.phase(f"block {block + 1} of {ctx.scenario.repeats}")
+            noise_start = take_snapshot()
+        metric = metrics[step.metric]
+        description = metric.describe(step)
+        if description and description != described:
+            ctx.phase(description)
+        described = description
+        with closing_samples(metric.measure(ctx, step)) as samples:
+            for sample in samples:
+                ctx.record(sample)
+        ctx.emit(RunEvent("step", step=step, total=len(steps)))
+    if block is not None:
+        _record_noise(ctx, block, noise_start)
+    for metric in metrics.values():
+        with closing_samples(metric.finish(ctx)) as derived:
+            for sample in derived:
+                ctx.record(sample)
+
+
+def _record_noise(ctx: RunContext, block: int, start: Any) -> None:
+    """One ``noise`` record per figure of the block just finished."""
+    end = take_snapshot()
+    window_s = round(end.monotonic_s - start.monotonic_s, 3)
+    for view, (value, unit) in block_noise(start, end).items():
+        ctx.record(
+            Sample(
+                metric="noise",
+                backend="host",
+                case="*",
+                value=round(value, 6),
+                unit=unit,
+                block=block,
+                instance="*",
+                labels={"view": view, "window_s": window_s},
+            )
+        )
 
 
 def sweep_all(names: list[str] | None = None) -> dict[str, Any]:

@@ -21,10 +21,15 @@ from bench.errors import ScenarioError
 
 SCENARIO_SCHEMA_VERSION = 1
 
-BackendName = Literal["process", "docker", "libvirt"]
 MetricName = Literal["startup", "memory", "density", "limits"]
 LimitKind = Literal["memory", "cpu", "pids"]
-BACKEND_NAMES: tuple[str, ...] = ("process", "docker", "libvirt")
+
+
+def known_backend_names() -> list[str]:
+    """Backend names from the registry (imported late: backends import this module)."""
+    from bench.backends import backend_names
+
+    return backend_names()
 
 
 class FieldPathError(ValueError):
@@ -59,6 +64,11 @@ class Payload(_Strict):
     forks: Annotated[int, Field(ge=1, le=100000)] | None = Field(
         None, description="Children to fork (mode fork)."
     )
+    spin_ms: Annotated[float, Field(gt=0, le=60000)] | None = Field(
+        None,
+        description="Busy-spin this long before anything else (a known, injected delay "
+        "before READY; bench run --inject-spin-ms sets it without changing the scenario).",
+    )
 
     @model_validator(mode="after")
     def _arguments_match_mode(self) -> Payload:
@@ -70,6 +80,10 @@ class Payload(_Strict):
 
     def argv(self) -> list[str]:
         """Return the probe's arguments for this payload (no shell is ever involved)."""
+        spin = ["spin", _fmt(self.spin_ms)] if self.spin_ms is not None else []
+        return spin + self._mode_argv()
+
+    def _mode_argv(self) -> list[str]:
         if self.mode == "alloc":
             args = ["alloc", str(self.alloc_mib)]
             return args + ([_fmt(self.seconds)] if self.seconds is not None else [])
@@ -217,12 +231,23 @@ class Scenario(_Strict):
     schema_version: Literal[1] = Field(1, description="Scenario file format version.")
     name: Annotated[str, Field(min_length=1, max_length=120)]
     description: str = ""
-    backends: Annotated[list[BackendName], Field(min_length=1)]
+    backends: Annotated[list[str], Field(min_length=1)] = Field(
+        description="Backends to compare, by registered name (see bench doctor)."
+    )
     metrics: Annotated[list[MetricName], Field(min_length=1)] = Field(
         default_factory=lambda: list[MetricName](["startup"])
     )
     samples: Annotated[int, Field(ge=1, le=100000)] = Field(
-        10, description="Measured samples per backend and case."
+        10, description="Measured samples per backend and case, in each repeat."
+    )
+    repeats: Annotated[int, Field(ge=1, le=1000)] = Field(
+        1,
+        description="Blocks: the whole plan (warmups included) runs this many times, "
+        "separated by repeat_gap_s. The block, not the sample, is the unit of "
+        "run-to-run noise that comparisons test on.",
+    )
+    repeat_gap_s: Annotated[float, Field(ge=0, le=3600)] = Field(
+        5.0, description="Pause between blocks, so host drift between them is sampled."
     )
     warmups: Annotated[int, Field(ge=0, le=1000)] = Field(
         1, description="Warmup samples per backend and case, recorded and marked, not mixed in."
@@ -253,6 +278,18 @@ class Scenario(_Strict):
     def _unique(cls, value: list[str]) -> list[str]:
         if len(set(value)) != len(value):
             raise ValueError("entries must be unique")
+        return value
+
+    @field_validator("backends")
+    @classmethod
+    def _registered(cls, value: list[str]) -> list[str]:
+        known = known_backend_names()
+        for index, name in enumerate(value):
+            if name not in known:
+                raise FieldPathError(
+                    f"backends[{index}]",
+                    f"unknown backend {name!r}; valid backends: {', '.join(known)}",
+                )
         return value
 
     @field_validator("matrix")
@@ -311,9 +348,19 @@ def _case_value(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
+# Fields that say how often the experiment is repeated, not what it is: runs that differ
+# only in these are the same experiment and compare (their blocks are pooled by block).
+NOT_HASHED_FIELDS = frozenset({"repeats", "repeat_gap_s"})
+
+
 def scenario_sha256(scenario: Scenario) -> str:
-    """Hash the canonical JSON of a validated scenario: equal hashes mean comparable runs."""
-    canonical = json.dumps(scenario.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    """Hash the canonical JSON of a validated scenario: equal hashes mean comparable runs.
+
+    The repetition fields are left out: three runs of one block and one run of three
+    blocks are the same experiment.
+    """
+    data = scenario.model_dump(mode="json", exclude=set(NOT_HASHED_FIELDS))
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -396,6 +443,7 @@ def load_scenario(path: str | Path) -> tuple[Scenario, str]:
 def json_schema() -> dict[str, Any]:
     """Return the JSON schema of scenario files, for editor completion."""
     schema = Scenario.model_json_schema()
+    schema["properties"]["backends"]["items"] = {"enum": known_backend_names(), "type": "string"}
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "bench scenario"
     return schema

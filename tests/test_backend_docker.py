@@ -7,22 +7,18 @@ import pytest
 from bench.backends.base import BENCH_LABEL, Backend
 from bench.backends.docker import DockerBackend
 from bench.errors import BackendUnavailable, InstanceTimeout
-from bench.metrics.startup import STAGE_ORDER, measure_startup
-from bench.plan import plan_steps
-from bench.scenario import InstanceSpec, Payload, expand_cases, parse_scenario
+from bench.metrics.startup import STAGE_ORDER
+from bench.scenario import InstanceSpec, Payload
+from tests.support import startup_series
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("no_leftovers")]
 
 
 def test_startup_series_has_every_stage_in_order(docker_backend: Backend) -> None:
-    scenario = parse_scenario("name: t\nbackends: [docker]\nsamples: 4\nwarmups: 1\n")
-    steps = plan_steps(["docker"], expand_cases(scenario), 4, 1, seed=1)
-    live: dict = {}
-    samples = [
-        measure_startup(docker_backend, s, "test-run-000002", f"bench-test-{s.seq}", 30, live)
-        for s in steps
-    ]
-    assert not live
+    samples, ctx = startup_series(
+        docker_backend, "name: t\nbackends: [docker]\nsamples: 4\nwarmups: 1\n", "run-000002"
+    )
+    assert not ctx.registry.names()
     for sample in samples:
         assert sample.ok, sample.error
         assert {

@@ -10,9 +10,9 @@ import pytest
 from bench.backends.base import Backend
 from bench.backends.libvirt import LibvirtBackend
 from bench.errors import InstanceTimeout
-from bench.metrics.startup import STAGE_ORDER, measure_startup
-from bench.plan import plan_steps
-from bench.scenario import InstanceSpec, expand_cases, parse_scenario
+from bench.metrics.startup import STAGE_ORDER
+from bench.scenario import InstanceSpec
+from tests.support import startup_series
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.usefixtures("no_leftovers")]
 
@@ -30,16 +30,12 @@ VM_STAGES = {
 
 
 def test_startup_series_has_every_stage_in_order_and_says_tcg(libvirt_backend: Backend) -> None:
-    scenario = parse_scenario(
-        "name: t\nbackends: [libvirt]\nsamples: 2\nwarmups: 0\ninstance: {accel: tcg}\n"
+    samples, ctx = startup_series(
+        libvirt_backend,
+        "name: t\nbackends: [libvirt]\nsamples: 2\nwarmups: 0\ninstance: {accel: tcg}\n",
+        "run-000003",
     )
-    steps = plan_steps(["libvirt"], expand_cases(scenario), 2, 0, seed=1)
-    live: dict = {}
-    samples = [
-        measure_startup(libvirt_backend, s, "test-run-000003", f"bench-test-vm-{s.seq}", 90, live)
-        for s in steps
-    ]
-    assert not live
+    assert not ctx.registry.names()
     for sample in samples:
         assert sample.ok, sample.error
         assert set(sample.t_ns) >= VM_STAGES, sample.t_ns

@@ -9,22 +9,18 @@ import pytest
 from bench.backends.base import Backend
 from bench.cgroups.instance import BENCH_PARENT
 from bench.errors import InstanceTimeout
-from bench.metrics.startup import STAGE_ORDER, measure_startup
-from bench.plan import plan_steps
-from bench.scenario import InstanceSpec, Payload, expand_cases, parse_scenario
+from bench.metrics.startup import STAGE_ORDER
+from bench.scenario import InstanceSpec, Payload
+from tests.support import startup_series
 
 pytestmark = [pytest.mark.cgroups, pytest.mark.usefixtures("no_leftovers")]
 
 
 def test_startup_series_has_every_stage_in_order(process_backend: Backend) -> None:
-    scenario = parse_scenario("name: t\nbackends: [process]\nsamples: 5\nwarmups: 1\n")
-    steps = plan_steps(["process"], expand_cases(scenario), 5, 1, seed=1)
-    live: dict = {}
-    samples = [
-        measure_startup(process_backend, s, "test-run-000001", f"bench-test-{s.seq}", 10, live)
-        for s in steps
-    ]
-    assert not live
+    samples, ctx = startup_series(
+        process_backend, "name: t\nbackends: [process]\nsamples: 5\nwarmups: 1\n", "run-000001"
+    )
+    assert not ctx.registry.names()
     assert [s.warmup for s in samples] == [True] + [False] * 5
     for sample in samples:
         assert sample.ok, sample.error

@@ -19,6 +19,8 @@ def _checks(text: str, results: Path) -> dict[tuple[str, str, Any], dict[str, An
     assert outcome.status == "complete"
     checks = {}
     for record in read_samples(outcome.directory).records:
+        if record["metric"] != "limits":
+            continue
         labels = record["labels"]
         checks[(record["backend"], labels["view"], labels["set_value"])] = {**record, **labels}
     return checks
@@ -60,7 +62,7 @@ def test_process_and_docker_limits_hold(tmp_path: Path) -> None:
         _assert_enforced(pids)
         assert pids["evidence"]["refused_after"] == 19 and pids["evidence"]["errno"] == "EAGAIN"
         assert pids["evidence"]["pids_events_max"] >= 1
-    assert checks[("docker", "memory", 64)]["evidence"]["docker_oom_killed"] is True
+    assert checks[("docker", "memory", 64)]["evidence"]["engine_oom_killed"] is True
 
 
 @pytest.mark.libvirt
@@ -74,7 +76,7 @@ def test_vm_live_hard_limit_kills_qemu_and_vcpu_quota_holds(tmp_path: Path) -> N
     over = next(v for k, v in checks.items() if k[1] == "memory")
     _assert_enforced(over)
     evidence = over["evidence"]
-    assert evidence["host_killed_qemu"] is True and evidence["shutoff_reason"] == "crashed"
+    assert evidence["killed_by_host"] is True and evidence["shutoff_reason"] == "crashed"
     assert evidence["oom_kill_count"] >= 1 and evidence["guest_exit_code"] is None
     assert evidence["limit_file_bytes"] == pytest.approx(over["set_value"] * 1024 * 1024, abs=4096)
     control = next(v for k, v in checks.items() if k[1] == "memory_control")

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from bench.metrics.procmem import MIB, mem_available_bytes
-from bench.results import load
 from bench.runner import run_scenario
 from bench.scenario import parse_scenario
+from tests.support import run_frame
 
 pytestmark = [
     pytest.mark.docker,
@@ -23,7 +23,7 @@ pytestmark = [
 def _run(text: str, results: Path) -> pd.DataFrame:
     outcome = run_scenario(parse_scenario(text), text, "test", results)
     assert outcome.status == "complete"
-    return load(outcome.directory)
+    return run_frame(outcome.directory)
 
 
 def test_memory_views_present_payload_subtracted_and_ordered(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 import pytest
@@ -128,8 +127,8 @@ def test_overhead_subtracts_the_process_median_per_view() -> None:
         _memory_sample("libvirt", "pss", "total", 160.5, "v1"),
         _memory_sample("libvirt", "memavailable_drop", "host", 140.0, "*"),
     ]
-    counter = itertools.count(100)
-    overheads = overhead_samples(samples, "r", lambda: next(counter))
+    mechanisms = {"process": "native", "docker": "container", "libvirt": "vm"}
+    overheads = overhead_samples(samples, mechanisms)
     by_key = {(s.backend, s.labels["view"]): s for s in overheads}
     assert by_key[("docker", "pss_overhead")].value == pytest.approx(7.0)
     assert by_key[("docker", "cgroup_usage_overhead")].value == pytest.approx(1.0)
@@ -139,12 +138,31 @@ def test_overhead_subtracts_the_process_median_per_view() -> None:
         s.labels["view"] != "pss_overhead" or s.labels["baseline_mib"] == pytest.approx(0.5)
         for s in overheads
     )
-    assert [s.seq for s in overheads] == list(range(100, 100 + len(overheads)))
+    # the baseline is the native mechanism, whatever its name
+    renamed = [
+        Sample(**{**vars(s), "backend": "bare" if s.backend == "process" else s.backend})
+        for s in samples
+    ]
+    again = overhead_samples(renamed, {**mechanisms, "bare": "native"})
+    assert sorted(s.value for s in again) == sorted(s.value for s in overheads)
+
+
+def test_overhead_baseline_comes_from_the_same_block() -> None:
+    samples = [
+        _memory_sample("process", "pss", "total", 1.0, "p1"),
+        _memory_sample("process", "pss", "total", 3.0, "p2"),
+        _memory_sample("docker", "pss", "total", 10.0, "d1"),
+        _memory_sample("docker", "pss", "total", 10.0, "d2"),
+    ]
+    for sample, block in zip(samples, (0, 1, 0, 1), strict=True):
+        sample.block = block
+    overheads = overhead_samples(samples, {"process": "native", "docker": "container"})
+    assert sorted((s.block, s.value) for s in overheads) == [(0, 9.0), (1, 7.0)]
 
 
 def test_overhead_without_baseline_invents_nothing() -> None:
     samples = [_memory_sample("docker", "pss", "total", 7.5)]
-    assert overhead_samples(samples, "r", lambda: 0) == []
+    assert overhead_samples(samples, {"docker": "container"}) == []
 
 
 OPTIONS = DensityOptions(

@@ -6,9 +6,14 @@ import json
 
 import pytest
 
+from bench.analysis.dataset import load_dataset
 from bench.errors import ResultsError
-from bench.results import ResultStore, list_runs, load, migrate_run, read_run
-from bench.samples import Sample
+from bench.results import ResultStore, list_runs, migrate_run, read_run, read_samples
+from bench.samples import SAMPLE_SCHEMA_VERSION, Sample, upgrade_sample_record
+
+
+def load(directory):
+    return load_dataset([directory]).samples
 
 
 def _sample(seq: int, backend: str, value: float, ok: bool = True, warmup: bool = False) -> Sample:
@@ -56,7 +61,7 @@ def test_store_writes_versioned_run_and_tidy_samples(tmp_path) -> None:
     store.finish("complete")
     run = read_run(store.directory)
     assert run["schema_version"] == 1 and run["status"] == "complete"
-    assert run["counts"] == {"samples": 3, "ok": 2, "failed": 1, "warmup": 1}
+    assert run["counts"] == {"samples": 3, "ok": 2, "failed": 1, "warmup": 1, "noise": 0}
     frame = load(store.directory)
     assert len(frame) == 3
     assert set(frame["backend"]) == {"docker", "process"}
@@ -72,9 +77,9 @@ def test_torn_last_line_is_skipped_with_warning(tmp_path) -> None:
     store.finish("interrupted")
     with open(store.directory / "samples.jsonl", "a") as handle:
         handle.write('{"schema_version": 1, "run_id": "r1", "se')
-    frame = load(store.directory)
-    assert len(frame) == 1
-    assert any("torn last line" in w for w in frame.attrs["warnings"])
+    dataset = load_dataset([store.directory])
+    assert len(dataset.samples) == 1
+    assert any("torn last line" in w for w in dataset.warnings)
 
 
 def test_corrupt_middle_line_is_an_error(tmp_path) -> None:
@@ -114,3 +119,25 @@ def test_list_runs_newest_first_and_flags_bad_ones(tmp_path) -> None:
 def test_missing_run_dir_is_an_error(tmp_path) -> None:
     with pytest.raises(ResultsError, match="no such run directory"):
         load(tmp_path / "nope")
+
+
+def test_version_1_sample_lines_are_migrated_to_blocks_and_mechanisms(tmp_path) -> None:
+    store = _store(tmp_path)
+    store.finish("complete")
+    old = json.loads(_sample(0, "libvirt", 1.5).to_json())
+    old["schema_version"] = 1
+    del old["block"]
+    unknown = dict(old, backend="someone-elses")
+    (store.directory / "samples.jsonl").write_text(
+        json.dumps(old) + "\n" + json.dumps(unknown) + "\n"
+    )
+    records = read_samples(store.directory).records
+    assert [r["schema_version"] for r in records] == [SAMPLE_SCHEMA_VERSION] * 2
+    assert [r["block"] for r in records] == [0, 0]
+    assert records[0]["labels"]["mechanism"] == "vm"
+    assert "mechanism" not in records[1]["labels"], "never guessed for a name it did not know"
+    frame = load(store.directory)
+    assert list(frame["block"]) == [0, 0]
+    # a current line passes through untouched
+    current = json.loads(_sample(1, "docker", 0.1).to_json())
+    assert upgrade_sample_record(dict(current)) == current

@@ -11,6 +11,8 @@
  *   fork N [HOLD_S]       print READY, fork up to N sleeping children; print
  *                         "FORK_FAILED k ERRNO" at the first refused fork, "FORKED k",
  *                         hold HOLD_S seconds, reap the children, exit 0
+ * Any mode may be preceded by "spin MS": busy-spin MS milliseconds of the monotonic clock
+ * first (a known delay before READY, injected to check that comparisons detect it).
  * Every line is written with write(2), unbuffered, so the host sees it at once.
  * If BENCH_CGROUP_PROCS is set (cgroup.procs paths separated by ':'), the probe first
  * moves itself into those cgroups: a host process joins its cgroup before doing any work
@@ -210,12 +212,31 @@ static int join_cgroups(void) {
 }
 
 static int usage(void) {
-    say("ERROR usage: probe ready|idle|alloc MIB [HOLD_S]|burn THREADS SECONDS|fork N [HOLD_S]\n");
+    say("ERROR usage: probe [spin MS] ready|idle|alloc MIB [HOLD_S]|burn THREADS SECONDS|fork N [HOLD_S]\n");
     return 2;
+}
+
+/* Busy-spin (not sleep: a slowdown that costs CPU, like real work) for ms milliseconds. */
+static void spin_for_ms(double ms) {
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        double elapsed = (now.tv_sec - start.tv_sec) * 1e3 + (now.tv_nsec - start.tv_nsec) / 1e6;
+        if (elapsed >= ms) return;
+    }
 }
 
 /* Run one mode with the same parsing and exit codes as the command line; argv[0] is unused. */
 static int run_mode(int argc, char **argv) {
+    if (argc >= 4 && strcmp(argv[1], "spin") == 0) {
+        char *end = NULL;
+        double ms = strtod(argv[2], &end);
+        if (end == argv[2] || *end != '\0' || ms < 0) return usage();
+        spin_for_ms(ms);
+        argv[2] = argv[0];
+        return run_mode(argc - 2, argv + 2);
+    }
     if (argc < 2) return usage();
     const char *mode = argv[1];
     if (strcmp(mode, "ready") == 0 && argc == 2) {

@@ -18,7 +18,17 @@ import psutil
 
 from bench.artifacts.image import IMAGE_LABEL, ProbeImage, build_probe_image
 from bench.artifacts.probe import build_probe
-from bench.backends.base import BENCH_LABEL, BENCH_RUN_LABEL, NAME_PREFIX, Backend, Instance, now_ns
+from bench.backends.base import (
+    BENCH_LABEL,
+    BENCH_RUN_LABEL,
+    NAME_PREFIX,
+    Backend,
+    Capabilities,
+    Instance,
+    LimitSupport,
+    Mechanism,
+    now_ns,
+)
 from bench.backends.stream import READY_MARKER, DockerStreamDemuxer, wait_for_marker
 from bench.cgroups.layout import detect as detect_layout
 from bench.cgroups.readers import cgroup_dir_for_pid
@@ -33,11 +43,27 @@ class DockerBackend(Backend):
     """Run the probe in a FROM-scratch container through the Engine API."""
 
     name = "docker"
+    description = "The probe in a FROM-scratch container, through the Docker Engine API (runc)."
+    capabilities = Capabilities(
+        mechanism=Mechanism.CONTAINER,
+        limits={
+            "memory": LimitSupport("create", "docker --memory (= --memory-swap) at create"),
+            "cpu": LimitSupport("create", "docker --cpus (CFS quota) at create"),
+            "pids": LimitSupport("create", "docker --pids-limit at create"),
+        },
+        roles=("container", "containerd-shim"),
+    )
+    # The OCI runtime the engine runs containers with; None: the engine's default (runc).
+    runtime: str | None = None
 
     def __init__(self, base_url: str | None = None) -> None:
         self._base_url = base_url
         self._client: Any = None
         self._image: ProbeImage | None = None
+
+    def metadata(self) -> dict[str, Any]:
+        """Mechanism and the OCI runtime containers run under."""
+        return {**super().metadata(), "runtime": self.runtime or "runc"}
 
     @property
     def client(self) -> Any:
@@ -118,6 +144,7 @@ class DockerBackend(Backend):
             memswap_limit=spec.memory_mib * MIB if spec.memory_mib is not None else None,
             nano_cpus=round(spec.cpus * 1e9) if spec.cpus is not None else None,
             pids_limit=spec.pids_limit,
+            runtime=self.runtime,
         )
         created = api.create_container(
             image=self.image.tag,
@@ -245,6 +272,7 @@ class DockerBackend(Backend):
         state = self.client.api.inspect_container(instance.handle["id"]).get("State", {})
         return {
             "oom_killed": bool(state.get("OOMKilled")),
+            "killed_by_host": state.get("ExitCode") == 128 + 9,
             "engine_exit_code": state.get("ExitCode"),
         }
 

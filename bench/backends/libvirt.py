@@ -15,30 +15,44 @@ otherwise TCG (software emulation). The decision and its reason go on every samp
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
-import re
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 from bench.artifacts.guest import (
-    EXIT_MARKER,
-    UPTIME_MARKER,
     USERSPACE_MARKER,
     GuestArtifacts,
     boot_cmdline,
     guest_artifacts,
 )
-from bench.artifacts.probe import cache_dir
-from bench.backends.base import NAME_PREFIX, Backend, Instance, now_ns
+from bench.backends.accel import AccelDecision, cached_probe, requested_decision
+from bench.backends.base import (
+    NAME_PREFIX,
+    Backend,
+    Capabilities,
+    HostCheck,
+    Instance,
+    LimitSupport,
+    Mechanism,
+    cgroup_reader,
+    current_layout,
+    now_ns,
+)
+from bench.backends.guest_console import (
+    GUEST_DID_NOT_REPORT,
+    guest_exit_code,
+    guest_uptime_s,
+    take_console_bytes,
+)
 from bench.backends.libvirt_xml import DomainConfig, domain_xml, is_bench_domain_xml
 from bench.backends.stream import READY_MARKER, has_marker_line
+from bench.cgroups.layout import CgroupLayout
+from bench.cgroups.readers import cgroup_dir_for_pid, instance_cgroup_dirs, parse_flat_keyed
 from bench.errors import BackendUnavailable, BenchError, InstanceError, InstanceTimeout
 from bench.scenario import InstanceSpec, Payload
 
@@ -51,19 +65,12 @@ CONSOLE_POLL_S = 0.001
 STATE_POLL_S = 0.002
 KVM_PROBE_TIMEOUT_S = 20.0
 MACHINE = "pc"
-GUEST_DID_NOT_REPORT = -1
-
-
-@dataclass(frozen=True)
-class AccelDecision:
-    """Which accelerator guests use, and the evidence for it."""
-
-    accel: str  # "kvm" | "tcg"
-    requested: str  # "auto" | "kvm" | "tcg"
-    reason: str
-    probe_boot_s: float | None = None
-    decided_at_utc: str | None = None
-    cache_key: str | None = None
+CPU_PERIOD_US = 100_000
+MIB = 1024 * 1024
+PIDS_NOT_APPLICABLE = (
+    "a guest's processes are not host tasks: a pids limit exists only inside the guest "
+    "(measured by the guest-internal cgroup v2 check)"
+)
 
 
 def _version_text(number: int) -> str:
@@ -71,17 +78,34 @@ def _version_text(number: int) -> str:
     return f"{number // 1_000_000}.{(number // 1000) % 1000}.{number % 1000}"
 
 
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return "unknown"
-
-
 class LibvirtBackend(Backend):
     """Boot guests under libvirt's QEMU driver: KVM where it really works, TCG otherwise."""
 
     name = "libvirt"
+    description = (
+        "The probe as init of a libvirt guest (Debian cloud kernel + busybox initramfs, "
+        "direct kernel boot, machine pc); KVM only where a KVM guest really boots, else TCG."
+    )
+    capabilities = Capabilities(
+        mechanism=Mechanism.VM,
+        limits={
+            "memory": LimitSupport(
+                "live",
+                "libvirt memtune hard_limit on the domain's cgroup, set live "
+                "(setMemoryParameters AFFECT_LIVE) on the paused guest: memtune in the XML "
+                "fails at create where root lacks CAP_SYS_RESOURCE",
+            ),
+            "cpu": LimitSupport(
+                "live",
+                "libvirt vcpu_quota/vcpu_period set live on the paused guest; measured on "
+                "the vCPU threads",
+            ),
+            "pids": LimitSupport(None, PIDS_NOT_APPLICABLE),
+        },
+        roles=("qemu",),
+        runtime_in_limit=True,
+        guest_kernel=True,
+    )
 
     def __init__(self, uri: str = LIBVIRT_URI, extra_cmdline: Sequence[str] = ()) -> None:
         self._uri = uri
@@ -147,6 +171,60 @@ class LibvirtBackend(Backend):
             labels[f"accel[{requested}]"] = f"{decision.accel}: {decision.reason}"
         return labels
 
+    def metadata(self) -> dict[str, Any]:
+        """Mechanism, VMM and machine type."""
+        return {**super().metadata(), "vmm": "qemu (libvirt)", "machine": MACHINE}
+
+    def doctor_checks(self) -> list[HostCheck]:
+        """Libvirt reachable, the guest artefacts build, and whether KVM really boots."""
+        checks = []
+        try:
+            self.check_available()
+            conn = self.conn
+            checks.append(
+                HostCheck(
+                    self.name,
+                    "ok",
+                    f"libvirt {_version_text(conn.getLibVersion())}, "
+                    f"QEMU {_version_text(conn.getVersion())}",
+                )
+            )
+        except BenchError as exc:
+            self.close()
+            return [HostCheck(self.name, "fail", str(exc), getattr(exc, "fix", ""))]
+        checks.append(guest_artifacts_check())
+        checks.append(self._kvm_check())
+        self.close()
+        return checks
+
+    def _kvm_check(self) -> HostCheck:
+        """Decide KVM by a real guest boot; /dev/kvm existing is never taken as evidence."""
+        if not os.path.exists("/dev/kvm"):
+            return HostCheck(
+                "kvm",
+                "warn",
+                "/dev/kvm absent: VMs run under TCG (software emulation)",
+                "enable virtualization extensions or nested KVM if VMs are to be measured",
+            )
+        try:
+            decision = self.accel_decision("auto")
+        except BenchError as exc:
+            return HostCheck(
+                "kvm",
+                "warn",
+                f"/dev/kvm present, but no guest boot could test it: {exc}",
+                "fix the libvirt check first",
+            )
+        if decision.accel == "kvm":
+            return HostCheck("kvm", "ok", f"KVM boots guests: {decision.reason}")
+        return HostCheck(
+            "kvm",
+            "warn",
+            f"/dev/kvm present but unusable: {decision.reason}; VMs run under TCG "
+            "(software emulation)",
+            "on a lab host, enable working (nested) KVM; figures here are TCG figures",
+        )
+
     def versions(self) -> dict[str, Any]:
         """Libvirt and QEMU versions, the guest kernel, and the accelerator decisions."""
         return {
@@ -165,52 +243,19 @@ class LibvirtBackend(Backend):
         """Decide KVM or TCG for ``requested``; ``auto`` needs a real KVM boot as evidence."""
         if requested in self._decisions:
             return self._decisions[requested]
-        if requested == "tcg":
-            decision = AccelDecision("tcg", requested, "TCG requested by the scenario")
-        elif requested == "kvm":
-            decision = AccelDecision("kvm", requested, "KVM requested by the scenario (not probed)")
-        else:
-            decision = self._probe_kvm_cached()
-        self._decisions[requested] = decision
-        return decision
-
-    def _probe_cache_path(self) -> tuple[Path, str]:
-        artifacts = self.artifacts
-        key_source = json.dumps(
-            [
-                _boot_id(),
-                self.conn.getVersion(),
-                artifacts.kernel.sha256,
-                artifacts.initramfs.sha256,
-            ]
-        )
-        key = hashlib.sha256(key_source.encode()).hexdigest()[:16]
-        return cache_dir() / "accel-probe" / f"{key}.json", key
-
-    def _probe_kvm_cached(self) -> AccelDecision:
-        path, key = self._probe_cache_path()
-        with contextlib.suppress(OSError, ValueError, TypeError):
-            data = json.loads(path.read_text())
-            cached = AccelDecision(**data)
-            return AccelDecision(
-                cached.accel,
-                "auto",
-                f"{cached.reason} (probe cached from {cached.decided_at_utc}, same host boot)",
-                cached.probe_boot_s,
-                cached.decided_at_utc,
-                key,
+        decision = requested_decision(requested)
+        if decision is None:
+            artifacts = self.artifacts
+            decision = cached_probe(
+                [
+                    self.name,
+                    self.conn.getVersion(),
+                    artifacts.kernel.sha256,
+                    artifacts.initramfs.sha256,
+                ],
+                self.probe_kvm,
             )
-        decision = self.probe_kvm()
-        decision = AccelDecision(
-            decision.accel,
-            "auto",
-            decision.reason,
-            decision.probe_boot_s,
-            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            key,
-        )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(decision)))
+        self._decisions[requested] = decision
         return decision
 
     def probe_kvm(self, timeout_s: float = KVM_PROBE_TIMEOUT_S) -> AccelDecision:
@@ -312,9 +357,13 @@ class LibvirtBackend(Backend):
     def _start(self, instance: Instance) -> None:
         import libvirt
 
-        flags = libvirt.VIR_DOMAIN_START_PAUSED if instance.extra.get("start_paused") else 0
+        spec = instance.spec
+        limited = spec.memory_mib is not None or spec.cpus is not None
+        # limits are set live, so a limited guest starts paused and runs only once they hold
+        flags = libvirt.VIR_DOMAIN_START_PAUSED if limited else 0
+        domain = instance.handle["domain"]
         try:
-            instance.handle["domain"].createWithFlags(flags)
+            domain.createWithFlags(flags)
         except Exception as exc:
             raise InstanceError(
                 f"domain {instance.name}: start failed: {_libvirt_message(exc)}"
@@ -323,6 +372,87 @@ class LibvirtBackend(Backend):
             pid = int((QEMU_PIDFILE_DIR / f"{instance.name}.pid").read_text().strip())
             instance.handle["pid"] = pid
             instance.labels["qemu_pid"] = pid
+        if limited:
+            try:
+                self.apply_limits(
+                    instance,
+                    memory_bytes=spec.memory_mib * MIB if spec.memory_mib is not None else None,
+                    cpu_cores=spec.cpus,
+                )
+                domain.resume()
+            except Exception as exc:
+                raise InstanceError(
+                    f"domain {instance.name}: live limits not applied: {_libvirt_message(exc)}"
+                ) from exc
+
+    def apply_limits(
+        self, instance: Instance, memory_bytes: int | None = None, cpu_cores: float | None = None
+    ) -> None:
+        """Set a memory hard_limit and/or a vCPU quota on a running (or paused) domain.
+
+        Records what was set (and what the cgroup file then said) in the instance's labels.
+        """
+        import libvirt
+
+        domain = instance.handle["domain"]
+        applied: dict[str, Any] = {}
+        if memory_bytes is not None:
+            domain.setMemoryParameters(
+                {"hard_limit": memory_bytes // 1024}, libvirt.VIR_DOMAIN_AFFECT_LIVE
+            )
+            applied["hard_limit_bytes"] = memory_bytes // 1024 * 1024
+            applied["limit_file_bytes"] = self._memory_limit_file_bytes(instance)
+        if cpu_cores is not None:
+            domain.setSchedulerParametersFlags(
+                {"vcpu_period": CPU_PERIOD_US, "vcpu_quota": round(cpu_cores * CPU_PERIOD_US)},
+                libvirt.VIR_DOMAIN_AFFECT_LIVE,
+            )
+            applied["vcpu_quota_us"] = round(cpu_cores * CPU_PERIOD_US)
+            applied["vcpu_period_us"] = CPU_PERIOD_US
+        instance.labels["limits_applied"] = applied
+
+    def _memory_limit_file_bytes(self, instance: Instance) -> int | None:
+        """What the kernel says the domain cgroup's memory limit now is (the evidence)."""
+        pid = self.main_pid(instance)
+        layout = current_layout()
+        directory = cgroup_dir_for_pid(pid, "memory", layout) if pid else None
+        if directory is None:
+            return None
+        name = "memory.limit_in_bytes" if layout.version == 1 else "memory.max"
+        try:
+            return int((directory / name).read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def limit_readings(
+        self, instance: Instance, layout: CgroupLayout
+    ) -> Callable[[], dict[str, Any]]:
+        """Memory from qemu's cgroup; CPU from the vCPU threads, where vcpu_quota applies.
+
+        The quota is set per vCPU, so the CPU the limit governs is the vCPU threads' own
+        (schedstat, ns), and throttling is read from the vcpu cgroups' cpu.stat.
+        """
+        pid = self.main_pid(instance)
+        if pid is None:
+            raise BenchError(f"{instance.name}: qemu's pid is unknown")
+        dirs = instance_cgroup_dirs(pid, layout)
+        memory = cgroup_reader({k: v for k, v in dirs.items() if k == "memory"}, layout)
+        tids = vcpu_threads(pid)
+        vcpu_dirs = [d for d in (cgroup_dir_for_pid(t, "cpu", layout) for t in tids) if d]
+
+        def read() -> dict[str, Any]:
+            values = memory()
+            values["usage_ns"] = thread_cpu_ns(pid, tids)
+            throttled = None
+            with contextlib.suppress(OSError):
+                throttled = sum(
+                    parse_flat_keyed((d / "cpu.stat").read_text()).get("nr_throttled", 0)
+                    for d in vcpu_dirs
+                )
+            values["nr_throttled"] = throttled
+            return values
+
+        return read
 
     def host_pids(self, instance: Instance) -> list[int]:
         """The qemu process of the guest (what exists on the host because of it)."""
@@ -360,13 +490,7 @@ class LibvirtBackend(Backend):
             data = self._read_console(instance)
             stamp = now_ns()
             if data:
-                if "first_console_byte" not in instance.t_ns:
-                    instance.t_ns["first_console_byte"] = stamp
-                instance.output.extend(data)
-                if "userspace" not in instance.t_ns and has_marker_line(
-                    instance.output, USERSPACE_MARKER
-                ):
-                    instance.t_ns["userspace"] = stamp
+                take_console_bytes(instance, data, stamp)
                 if has_marker_line(instance.output, marker):
                     return stamp
             now = time.monotonic()
@@ -399,10 +523,10 @@ class LibvirtBackend(Backend):
 
     def _wait_ready(self, instance: Instance, deadline: float) -> int:
         stamp = self._read_console_until(instance, READY_MARKER, deadline)
-        uptime = re.search(rb"^" + UPTIME_MARKER.encode() + rb" ([0-9.]+)", instance.output, re.M)
-        if uptime:
+        uptime = guest_uptime_s(instance.output)
+        if uptime is not None:
             # the guest's own clock: informative only, never used for host figures
-            instance.labels["guest_uptime_at_userspace_s"] = float(uptime.group(1))
+            instance.labels["guest_uptime_at_userspace_s"] = uptime
         return stamp
 
     def exit_details(self, instance: Instance) -> dict[str, Any]:
@@ -421,8 +545,12 @@ class LibvirtBackend(Backend):
                 details["domain_state"] = _STATE_NAMES.get(state, str(state))
                 if state == libvirt.VIR_DOMAIN_SHUTOFF:
                     details["shutoff_reason"] = _SHUTOFF_REASONS.get(reason, str(reason))
-        code = re.search(rb"^" + EXIT_MARKER.encode() + rb" (-?[0-9]+)", instance.output, re.M)
-        details["guest_exit_code"] = int(code.group(1)) if code else None
+        details["guest_exit_code"] = guest_exit_code(instance.output)
+        # qemu killed by the host: the domain crashed and the guest never reported an exit
+        details["killed_by_host"] = (
+            details.get("shutoff_reason") == "crashed" and details["guest_exit_code"] is None
+        )
+        details["oom_killed"] = None
         return details
 
     def _wait_exit(self, instance: Instance, deadline: float) -> int:
@@ -433,9 +561,9 @@ class LibvirtBackend(Backend):
                 )
             time.sleep(STATE_POLL_S)
         instance.output.extend(self._read_console(instance))
-        code = re.search(rb"^" + EXIT_MARKER.encode() + rb" (-?[0-9]+)", instance.output, re.M)
+        code = guest_exit_code(instance.output)
         # no BENCH_EXIT line: the guest never reported (e.g. its qemu was killed by the host)
-        return int(code.group(1)) if code else GUEST_DID_NOT_REPORT
+        return code if code is not None else GUEST_DID_NOT_REPORT
 
     def _remove(self, instance: Instance) -> None:
         handle = instance.handle or {}
@@ -529,6 +657,43 @@ class LibvirtBackend(Backend):
                     with contextlib.suppress(OSError):
                         log.unlink()
         return sorted(removed)
+
+
+def vcpu_threads(pid: int) -> list[int]:
+    """Thread ids of qemu's vCPU threads (named 'CPU n/TCG' or 'CPU n/KVM')."""
+    found = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                if (task / "comm").read_text().startswith("CPU "):
+                    found.append(int(task.name))
+    return sorted(found)
+
+
+def thread_cpu_ns(pid: int, tids: list[int]) -> int | None:
+    """Summed on-CPU time of threads, ns, from schedstat (None once qemu is gone)."""
+    total = 0
+    try:
+        for tid in tids:
+            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return total
+
+
+def guest_artifacts_check() -> HostCheck:
+    """The guest kernel and initramfs build (or are cached)."""
+    try:
+        artifacts = guest_artifacts()
+    except BenchError as exc:
+        return HostCheck("guest artefacts", "fail", str(exc), "run ansible/up.sh")
+    kernel = artifacts.kernel
+    return HostCheck(
+        "guest artefacts",
+        "ok",
+        f"kernel {kernel.package} {kernel.version} ({kernel.path.name}), "
+        f"initramfs {artifacts.initramfs.sha256[:12]}",
+    )
 
 
 _STATE_NAMES = {

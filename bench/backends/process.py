@@ -12,12 +12,19 @@ import select
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from bench.artifacts.probe import ProbeBinary, build_probe
-from bench.backends.base import Backend, Instance
+from bench.backends.base import (
+    Backend,
+    Capabilities,
+    Instance,
+    LimitSupport,
+    Mechanism,
+    cgroup_reader,
+)
 from bench.backends.stream import READY_MARKER, wait_for_marker
 from bench.cgroups import layout as cgroup_layout
 from bench.cgroups.instance import InstanceCgroup, bench_cgroup_dirs, sweep_bench_cgroups
@@ -32,6 +39,16 @@ class ProcessBackend(Backend):
     """Run the probe directly on the host, each instance in a cgroup of its own."""
 
     name = "process"
+    description = "The probe as a plain host process in its own cgroup: the native baseline."
+    capabilities = Capabilities(
+        mechanism=Mechanism.NATIVE,
+        limits={
+            "memory": LimitSupport("create", "memory limit on the instance's own cgroup"),
+            "cpu": LimitSupport("create", "CFS quota on the instance's own cgroup"),
+            "pids": LimitSupport("create", "pids.max on the instance's own cgroup"),
+        },
+        roles=("probe",),
+    )
 
     def __init__(self) -> None:
         self._probe: ProbeBinary | None = None
@@ -180,6 +197,21 @@ class ProcessBackend(Backend):
             pids = [main]
         return {"probe": pids}
 
+    def limit_readings(
+        self, instance: Instance, layout: cgroup_layout.CgroupLayout
+    ) -> Callable[[], dict[str, Any]]:
+        """The instance's own cgroup (bench made it: no need to look it up by pid).
+
+        Looking it up by pid would race the probe, which joins its cgroup as its first act.
+        """
+        group: InstanceCgroup = instance.handle["cgroup"]
+        if layout.version == 1:
+            dirs = dict(group.dirs)
+        else:
+            unified = group.dirs["unified"]
+            dirs = {c: unified for c in ("memory", "cpu", "cpuacct", "pids")}
+        return cgroup_reader(dirs, layout)
+
     def exit_details(self, instance: Instance) -> dict[str, Any]:
         """The signal that ended the probe, and its cgroup's OOM-kill counter.
 
@@ -188,7 +220,10 @@ class ProcessBackend(Backend):
         """
         proc = instance.handle["proc"]
         group: InstanceCgroup = instance.handle["cgroup"]
-        details: dict[str, Any] = {}
+        details: dict[str, Any] = {
+            "killed_by_host": proc.returncode == -signal.SIGKILL,
+            "oom_killed": None,
+        }
         if proc.returncode is not None and proc.returncode < 0:
             details["signal"] = -proc.returncode
         directory = group.dirs.get("memory") or group.dirs.get("unified")

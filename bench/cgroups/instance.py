@@ -2,6 +2,9 @@
 
 Every cgroup bench makes lives under a ``bench`` parent so ``bench clean`` can find it:
 ``/sys/fs/cgroup/<controller>/bench/<name>`` on v1, ``/sys/fs/cgroup/bench/<name>`` on v2.
+A backend other than the process baseline tags its cgroups with an owner suffix
+(``<name>.<owner>``, e.g. ``bench-a1b2c3-4.qemu-microvm``), so each backend finds, lists
+and sweeps only its own; instance names never contain a dot.
 """
 
 from __future__ import annotations
@@ -30,8 +33,13 @@ class InstanceCgroup:
     dirs: dict[str, Path] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, layout: CgroupLayout, name: str) -> InstanceCgroup:
-        """Create the instance's cgroup in every resource hierarchy bench uses."""
+    def create(cls, layout: CgroupLayout, name: str, owner: str | None = None) -> InstanceCgroup:
+        """Create the instance's cgroup in every resource hierarchy bench uses.
+
+        ``owner`` (a backend name) becomes the directory's suffix, see the module docstring.
+        """
+        if owner is not None:
+            name = f"{name}.{owner}"
         group = cls(name, layout)
         try:
             if layout.version == 1:
@@ -172,18 +180,27 @@ def _bench_parents(layout: CgroupLayout) -> list[Path]:
     return list(dict.fromkeys(parents))
 
 
-def bench_cgroup_dirs(layout: CgroupLayout) -> list[Path]:
-    """List every instance cgroup under bench's parent, in every hierarchy."""
+def cgroup_owner(directory_name: str) -> str | None:
+    """The backend that owns an instance cgroup directory (None: the process baseline)."""
+    return directory_name.split(".", 1)[1] if "." in directory_name else None
+
+
+def bench_cgroup_dirs(layout: CgroupLayout, owner: str | None = None) -> list[Path]:
+    """List the instance cgroups of one owner under bench's parent, in every hierarchy."""
     found: list[Path] = []
     for parent in _bench_parents(layout):
         if parent.is_dir():
-            found.extend(sorted(p for p in parent.iterdir() if p.is_dir()))
+            found.extend(
+                sorted(
+                    p for p in parent.iterdir() if p.is_dir() and cgroup_owner(p.name) == owner
+                )
+            )
     return found
 
 
-def sweep_bench_cgroups(layout: CgroupLayout) -> list[str]:
-    """Remove every leftover instance cgroup bench created; return their names."""
-    directories = bench_cgroup_dirs(layout)
+def sweep_bench_cgroups(layout: CgroupLayout, owner: str | None = None) -> list[str]:
+    """Remove one owner's leftover instance cgroups; return their names."""
+    directories = bench_cgroup_dirs(layout, owner)
     remove_cgroup_dirs(directories)
     remove_empty_parents(set(_bench_parents(layout)))
     return sorted({d.name for d in directories})

@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from bench.backends.base import Backend, Instance
 from bench.errors import BenchError
+from bench.metrics.base import Metric, RunContext
 from bench.metrics.memory import idle_spec
 from bench.metrics.procmem import MIB, mem_available_bytes, pss_bytes, rss_bytes_self
+from bench.plan import Step
 from bench.samples import Sample
-from bench.scenario import Case, DensityOptions
+from bench.scenario import DensityOptions, Scenario
 
 STOP_MAX_COUNT = "max_count"
 STOP_MEM_FLOOR = "mem_floor"
@@ -72,46 +75,54 @@ def _start_and_wait(backend: Backend, instance: Instance, timeout_s: float) -> I
     return instance
 
 
-def run_density(
-    backend: Backend,
-    case: Case,
-    options: DensityOptions,
-    run_id: str,
-    names: Callable[[], str],
-    live: dict[str, tuple[Backend, Instance]],
-    seq: Callable[[], int],
-    on_sample: Callable[[Sample], None] | None = None,
-) -> list[Sample]:
-    """Ramp one backend for one case; return step samples and a final stop record."""
-    spec = idle_spec(case.spec)
+def harness_cpu_s() -> float:
+    """CPU seconds the harness process itself has used (user + system, all its threads)."""
+    times = os.times()
+    return times.user + times.system
+
+
+class DensityMetric(Metric):
+    """One step = one ramp of one backend and case, until a stop rule fires."""
+
+    name = "density"
+
+    def rounds(self, scenario: Scenario) -> tuple[int, int]:
+        """One ramp per backend and case in each block."""
+        return 0, 1
+
+    def describe(self, step: Step) -> str:
+        """What the step ramps."""
+        return f"density: ramping {step.backend}, {step.case.name}"
+
+    def measure(self, ctx: RunContext, step: Step) -> Iterator[Sample]:
+        """Ramp; yield each step's records as it completes, then the final stop record."""
+        yield from run_density(ctx, ctx.backends[step.backend], step)
+
+
+def run_density(ctx: RunContext, backend: Backend, step: Step) -> Iterator[Sample]:
+    """Ramp one backend for one case; yield step samples and a final stop record."""
+    options: DensityOptions = ctx.scenario.density
+    case = step.case
+    spec = idle_spec(ctx.spec_for(case.spec))
     state = RampState(mem_available_bytes=mem_available_bytes())
-    samples: list[Sample] = []
     instances: list[Instance] = []
     pending: dict[Future[Instance], Instance] = {}
     harness_rss_max = 0
     origin = time.monotonic()
+    cpu_origin_s = harness_cpu_s()
 
-    def emit(sample: Sample) -> None:
-        samples.append(sample)
-        if on_sample is not None:
-            on_sample(sample)
-
-    def step_record(view: str, value: float | None, unit: str, labels: dict[str, object]) -> None:
-        emit(
-            Sample(
-                run_id=run_id,
-                seq=seq(),
-                metric="density",
-                backend=backend.name,
-                case=case.name,
-                value=value,
-                unit=unit,
-                ok=value is not None,
-                error=None if value is not None else str(labels.get("error", "failed")),
-                instance=str(labels.get("instance", "*")),
-                params=dict(case.params),
-                labels={"view": view, **labels},
-            )
+    def step_record(view: str, value: float | None, unit: str, labels: dict[str, object]) -> Sample:
+        return Sample(
+            metric="density",
+            backend=backend.name,
+            case=case.name,
+            value=value,
+            unit=unit,
+            ok=value is not None,
+            error=None if value is not None else str(labels.get("error", "failed")),
+            instance=str(labels.get("instance", "*")),
+            params=dict(case.params),
+            labels={"view": view, **labels},
         )
 
     def total_pss_bytes() -> int:
@@ -124,7 +135,7 @@ def run_density(
                     total += sum(pss_bytes(pid) or 0 for pid in pids)
         return total
 
-    def complete(future: Future[Instance]) -> None:
+    def complete(future: Future[Instance]) -> list[Sample]:
         nonlocal harness_rss_max
         instance = pending.pop(future)
         error = None
@@ -151,21 +162,26 @@ def run_density(
             "count_ready": state.ready,
             "failures": state.failed,
             "elapsed_s": round(time.monotonic() - origin, 3),
+            "harness_cpu_s": round(harness_cpu_s() - cpu_origin_s, 3),
             "accel": instance.labels.get("accel", "n/a"),
         }
         if error:
             labels["error"] = error
-        step_record("startup_s", latency, "s", labels)
-        step_record("mem_available", state.mem_available_bytes / MIB, "MiB", labels)
-        step_record("total_pss", total_pss_bytes() / MIB, "MiB", labels)
-        step_record("harness_rss", rss / MIB, "MiB", labels)
+        return [
+            step_record("startup_s", latency, "s", labels),
+            step_record("mem_available", state.mem_available_bytes / MIB, "MiB", labels),
+            step_record("total_pss", total_pss_bytes() / MIB, "MiB", labels),
+            step_record("harness_rss", rss / MIB, "MiB", labels),
+        ]
 
     reason: str | None = None
     executor = ThreadPoolExecutor(max_workers=min(64, options.max_count), thread_name_prefix="ramp")
+    ramp_s = 0.0
+    ramp_cpu_s = 0.0
     try:
         while True:
             for future in [f for f in pending if f.done()]:
-                complete(future)
+                yield from complete(future)
             reason = stop_reason(state, options)
             if reason is not None:
                 break
@@ -177,9 +193,7 @@ def run_density(
                 else:
                     time.sleep(remaining)
                 continue
-            name = names()
-            instance = Instance(backend.name, name, spec, run_id)
-            live[name] = (backend, instance)
+            instance = ctx.new_instance(backend, spec)
             instances.append(instance)
             state.started += 1
             pending[
@@ -189,15 +203,17 @@ def run_density(
         while pending:
             done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
             for future in done:
-                complete(future)
+                yield from complete(future)
+        ramp_s = time.monotonic() - origin
+        ramp_cpu_s = harness_cpu_s() - cpu_origin_s
     finally:
         for future in list(pending):
             future.cancel()
         teardown_started = time.monotonic()
-        teardown_errors = _teardown(backend, instances, live, executor)
+        teardown_errors = _teardown(ctx, backend, instances, executor)
         executor.shutdown(wait=True, cancel_futures=True)
         teardown_s = time.monotonic() - teardown_started
-    step_record(
+    yield step_record(
         "count_reached",
         float(state.ready),
         "instances",
@@ -207,6 +223,9 @@ def run_density(
             "failures": state.failed,
             "p99_startup_s": p99(state.latencies_s) if state.latencies_s else None,
             "harness_rss_max_mib": harness_rss_max / MIB,
+            "harness_cpu_s": round(ramp_cpu_s, 3),
+            "ramp_s": round(ramp_s, 3),
+            "harness_cpu_fraction": round(ramp_cpu_s / ramp_s, 4) if ramp_s > 0 else None,
             "teardown_s": round(teardown_s, 3),
             "teardown_errors": teardown_errors,
             "mem_floor_mib": options.mem_floor_mib,
@@ -217,25 +236,21 @@ def run_density(
             ),
         },
     )
-    return samples
 
 
 def _teardown(
+    ctx: RunContext,
     backend: Backend,
     instances: list[Instance],
-    live: dict[str, tuple[Backend, Instance]],
     executor: ThreadPoolExecutor,
 ) -> list[str]:
     """Remove every instance of the ramp in parallel; return what failed."""
 
     def remove(instance: Instance) -> str | None:
         try:
-            backend.stop(instance)
-            backend.wait_gone(instance, timeout_s=30)
+            ctx.finish(backend, instance, gone_timeout_s=30)
         except Exception as exc:
             return f"{instance.name}: {exc}"
-        finally:
-            live.pop(instance.name, None)
         return None
 
     results = executor.map(remove, instances)

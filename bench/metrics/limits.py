@@ -1,52 +1,56 @@
 """Limit enforcement, measured: set a limit, push the payload past it, record what held.
 
-Not "we set a limit" but "the limit held, and here is the measurement" (MEASURE.md):
+Not "we set a limit" but "the limit held, and here is the measurement":
 - memory: limit L, the probe allocates more than L. Enforced = the kernel killed it for
-  the cgroup's limit (v1 memory.oom_control oom_kill, v2 memory.events oom_kill, docker's
-  OOMKilled) and peak usage stayed within L + tolerance. A control run under L must live.
+  the cgroup's limit (the engine's OOM verdict, or a SIGKILL from the host with the
+  cgroup's oom_kill counter risen) and peak usage stayed within L + tolerance. A control
+  run under L must live.
 - cpu: quota Q cores, more busy threads than Q. Enforced = used CPU / wall within the
-  tolerance of Q (cpuacct.usage or cpu.stat usage_usec, sampled while it runs) and
-  nr_throttled rose.
-- pids: limit P, the probe forks past it. Enforced = forks refused at P and pids.events
-  ``max`` rose.
-cgroup files are sampled at a fixed interval while the instance lives (its cgroup
-vanishes at exit); each record keeps a downsampled time series for plotting.
+  tolerance of Q, and throttling was seen.
+- pids: limit P, the probe forks past it. Enforced = forks refused at P and the pids
+  ``max`` event counter rose.
+
+Everything a check needs to know about a backend comes from its declared capabilities:
+how (or whether) it applies each limit (a limit it cannot apply is a "not applicable"
+record with its reason), whether the limited cgroup also holds its runtime (a VMM with
+the guest's RAM, a sandbox kernel: then the memory limit is the runtime's footprint,
+calibrated by an unlimited run of the control payload, plus L), and whether it boots
+bench's guest kernel (then the guest-internal cgroup v2 rows are taken as well, see
+``limits_guest``). Evidence is read through ``backend.limit_readings``, sampled while
+the instance lives (its cgroup vanishes at exit), and each record keeps a downsampled
+time series for plotting.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import re
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from bench.backends.base import Backend, Instance
-from bench.cgroups.layout import CgroupLayout
-from bench.cgroups.layout import detect as detect_layout
-from bench.cgroups.readers import (
-    instance_cgroup_dirs,
-    read_cpu_usage,
-    read_memory_events,
-    read_memory_usage,
-    read_pids,
-)
 from bench.cgroups.sampler import CgroupSampler, Series
 from bench.errors import BenchError
+from bench.metrics.base import Metric, RunContext
 from bench.metrics.procmem import MIB
+from bench.plan import Step
 from bench.samples import Sample
-from bench.scenario import Case, InstanceSpec, LimitOptions, Payload
+from bench.scenario import InstanceSpec, LimitOptions, Payload, Scenario
 
 SERIES_MAX_POINTS = 200
 CPU_WARMUP_S = 0.5
 MEMORY_SAMPLE_INTERVAL_S = 0.002
+# a guest holds the payload's allocation in its own RAM: this much more than it allocates
+GUEST_RAM_HEADROOM_MIB = 128
 
 
-@dataclass
+@dataclass(kw_only=True)
 class LimitCheck:
     """One check's outcome: what was set, what was measured, and whether it held."""
 
-    kind: str  # memory | memory_control | cpu | pids
+    kind: str  # memory | memory_control | cpu | pids | *_guest_v2
     set_value: float | None
     set_unit: str
     measured: float | None
@@ -134,18 +138,19 @@ def cpu_check(
     options: LimitOptions,
     evidence: dict[str, Any],
     error: str | None = None,
+    kind: str = "cpu",
 ) -> LimitCheck:
     """The CPU check's verdict and record from cumulative (ns, cpu ns) usage points."""
     measured = cpu_cores_used(usage)
     origin = usage[0][0] if usage else 0
     return LimitCheck(
-        "cpu",
-        quota,
-        "cores",
-        measured,
-        "cores",
-        cpu_verdict(measured, quota, throttled_delta, options.cpu_tolerance),
-        {
+        kind=kind,
+        set_value=quota,
+        set_unit="cores",
+        measured=measured,
+        unit="cores",
+        enforced=cpu_verdict(measured, quota, throttled_delta, options.cpu_tolerance),
+        evidence={
             "nr_throttled_delta": throttled_delta,
             "threads": options.cpu_threads,
             "seconds": options.cpu_seconds,
@@ -153,23 +158,22 @@ def cpu_check(
             "error_fraction": abs(measured - quota) / quota if measured is not None else None,
             **evidence,
         },
-        {"cores": downsample(rate_series(usage), origin)},
+        series={"cores": downsample(rate_series(usage), origin)},
         error=error,
     )
 
 
-def _reader(dirs: dict[str, Any], layout: CgroupLayout) -> Callable[[], dict[str, Any]]:
-    def read() -> dict[str, Any]:
-        values: dict[str, Any] = {}
-        if "memory" in dirs:
-            values.update(read_memory_usage(dirs["memory"], layout))
-            values.update(read_memory_events(dirs["memory"], layout))
-        values.update(read_cpu_usage(dirs, layout))
-        if "pids" in dirs:
-            values.update({f"pids_{k}": v for k, v in read_pids(dirs["pids"]).items()})
-        return values
-
-    return read
+def not_applicable(kind: str, set_value: float, unit: str, reason: str) -> LimitCheck:
+    """A record saying the backend cannot apply this limit, and why (never a number)."""
+    return LimitCheck(
+        kind=kind,
+        set_value=set_value,
+        set_unit=unit,
+        measured=None,
+        unit=unit,
+        enforced=None,
+        evidence={"reason": reason},
+    )
 
 
 def _delta(series: Series, key: str) -> int | None:
@@ -179,191 +183,263 @@ def _delta(series: Series, key: str) -> int | None:
     return int(values[-1][1] - values[0][1])
 
 
+@dataclass
+class SampledRun:
+    """One instance run to its end under sampling: what it printed, its series, its exit."""
+
+    instance: Instance
+    series: Series
+    code: int | None
+    details: dict[str, Any]
+
+
 class LimitRunner:
     """Runs the limit checks of one backend and case, with cleanup on every path."""
 
-    def __init__(
-        self,
-        backend: Backend,
-        case: Case,
-        options: LimitOptions,
-        run_id: str,
-        names: Callable[[], str],
-        live: dict[str, tuple[Backend, Instance]],
-        timeout_s: float,
-    ) -> None:
+    def __init__(self, ctx: RunContext, backend: Backend, step: Step) -> None:
+        self.ctx = ctx
         self.backend = backend
-        self.case = case
-        self.options = options
-        self.run_id = run_id
-        self.names = names
-        self.live = live
-        self.timeout_s = timeout_s
-        self.layout = detect_layout()
+        self.case = step.case
+        self.options = ctx.scenario.limits
+        self.timeout_s = ctx.scenario.timeout_s
+        self.capabilities = backend.capabilities
 
-    def _sampled_run(
-        self, spec: InstanceSpec, interval_s: float | None = None
-    ) -> tuple[Instance, Series, int | None, dict[str, Any]]:
-        """Start, sample the cgroup until the payload exits, collect exit details, remove."""
-        name = self.names()
-        instance = Instance(self.backend.name, name, spec, self.run_id)
-        self.live[name] = (self.backend, instance)
+    def spec(self, payload: Payload, **limits: Any) -> InstanceSpec:
+        """The case's spec with this payload and these limits (a guest gets RAM to hold it)."""
+        update: dict[str, Any] = {"payload": payload, **limits}
+        if self.capabilities.guest_kernel and payload.alloc_mib is not None:
+            update["guest_memory_mib"] = max(
+                self.case.spec.guest_memory_mib, payload.alloc_mib + GUEST_RAM_HEADROOM_MIB
+            )
+        return self.ctx.spec_for(self.case.spec.model_copy(update=update))
+
+    def sampled_run(self, spec: InstanceSpec, interval_s: float | None = None) -> SampledRun:
+        """Start, sample the limit evidence until the payload exits, collect details, remove."""
+        ctx = self.ctx
+        instance = ctx.new_instance(self.backend, spec)
         sampler: CgroupSampler | None = None
         details: dict[str, Any] = {}
         code: int | None = None
         try:
-            self.backend.start(spec, name, self.run_id, instance)
-            self.backend.wait_ready(instance, self.timeout_s)
-            pid = self.backend.main_pid(instance)
-            if pid is None:
-                raise BenchError(f"{name}: no host pid to find its cgroup")
-            dirs = instance_cgroup_dirs(pid, self.layout)
-            details["cgroup"] = {k: str(v) for k, v in dirs.items()}
-            sampler = CgroupSampler(
-                _reader(dirs, self.layout), interval_s or self.options.sample_interval_s
-            ).start()
-            code = self.backend.wait_exit(instance, self.timeout_s)
+            self.backend.start(spec, instance.name, ctx.run_id, instance)
+            reader = self.backend.limit_readings(instance, ctx.layout)
+            sampler = CgroupSampler(reader, interval_s or self.options.sample_interval_s).start()
+            try:
+                self.backend.wait_ready(instance, self.timeout_s)
+                code = self.backend.wait_exit(instance, self.timeout_s)
+            except BenchError as exc:
+                # a runtime killed for its limit may never print READY or report an exit
+                details["wait_error"] = str(exc)
             details.update(self.backend.exit_details(instance))
         finally:
             series = sampler.stop() if sampler is not None else Series()
-            try:
-                self.backend.stop(instance)
-                self.backend.wait_gone(instance)
-            finally:
-                self.live.pop(name, None)
+            ctx.finish(self.backend, instance)
         details["exit_code"] = code
         details["output"] = instance.output_text(400)
         details["series_end"] = series.ended_reason
-        return instance, series, code, details
+        return SampledRun(instance, series, code, details)
+
+    def _accel(self, run: SampledRun) -> str:
+        return str(run.instance.labels.get("accel", "n/a"))
+
+    # -- memory -------------------------------------------------------------------------
 
     def memory(self) -> list[LimitCheck]:
-        """Over-limit run (killed, peak within L + tolerance) and control run (must live)."""
+        """Over-limit run (killed, peak within the limit + tolerance) and control run (lives)."""
         options = self.options
+        support = self.capabilities.limit("memory")
+        if not support.applicable:
+            return [not_applicable("memory", options.memory_limit_mib, "MiB", support.how)]
+        derivation: dict[str, Any] = {"headroom_mib": options.memory_limit_mib}
         limit_bytes = options.memory_limit_mib * MIB
+        if self.capabilities.runtime_in_limit:
+            footprint = self._calibrate_footprint()
+            limit_bytes = footprint + options.memory_limit_mib * MIB
+            derivation = {
+                "derivation": "calibrated runtime footprint (anonymous-memory peak of an "
+                "unlimited run of the control payload) + the scenario's limit",
+                "calibration_anon_peak_mib": footprint / MIB,
+                "headroom_mib": options.memory_limit_mib,
+            }
+        limit_mib = math.ceil(limit_bytes / MIB)
+        limit_bytes = limit_mib * MIB
         checks = []
         for kind, alloc_mib in (
             ("memory", options.memory_alloc_mib),
             ("memory_control", options.memory_control_mib),
         ):
-            spec = self.case.spec.model_copy(
-                update={
-                    "memory_mib": options.memory_limit_mib,
-                    "payload": Payload(mode="alloc", alloc_mib=alloc_mib, seconds=1.0),
-                }
+            spec = self.spec(
+                Payload(mode="alloc", alloc_mib=alloc_mib, seconds=1.0), memory_mib=limit_mib
             )
             try:
                 # the payload reaches the limit within tens of ms and the cgroup of a
                 # container vanishes when it dies: sample fast to catch the high-water mark
-                _instance, series, code, details = self._sampled_run(
+                run = self.sampled_run(
                     spec, interval_s=min(options.sample_interval_s, MEMORY_SAMPLE_INTERVAL_S)
                 )
             except BenchError as exc:
                 checks.append(
                     LimitCheck(
-                        kind, options.memory_limit_mib, "MiB", None, "MiB", False, error=str(exc)
+                        kind=kind,
+                        set_value=limit_mib,
+                        set_unit="MiB",
+                        measured=None,
+                        unit="MiB",
+                        enforced=False,
+                        error=str(exc),
                     )
                 )
                 continue
-            candidates = [
-                series.maximum("peak_bytes"),
-                series.maximum("usage_bytes"),
-                details.get("peak_bytes_final"),  # only backends whose cgroup outlives exit
-            ]
-            known = [v for v in candidates if v is not None]
-            peak = max(known) if known else None
-            oom_kills = series.maximum("oom_kill")
-            oom_kill_final = details.get("oom_kill_final")
-            killed = bool(details.get("oom_killed")) or (
-                code in (137, -9) and max(oom_kills or 0, oom_kill_final or 0) > 0
-            )
-            evidence = {
-                "killed": killed,
-                "exit_code": code,
-                "oom_kill_count": max(oom_kills or 0, oom_kill_final or 0),
-                "failcnt": series.maximum("failcnt"),
-                "docker_oom_killed": details.get("oom_killed"),
-                "allocated_line": "ALLOCATED" in details["output"],
-                "alloc_mib": alloc_mib,
-                "samples": len(series.points),
-                "cgroup": details.get("cgroup", {}).get("memory"),
-            }
-            if kind == "memory":
-                enforced = memory_verdict(
-                    killed,
-                    peak,
-                    limit_bytes,
-                    options.memory_tolerance_mib * MIB,
-                )
-            else:
-                enforced = (not killed) and code == 0 and evidence["allocated_line"]
-            origin = series.points[0][0] if series.points else 0
-            checks.append(
-                LimitCheck(
-                    kind,
-                    options.memory_limit_mib,
-                    "MiB",
-                    peak / MIB if peak is not None else None,
-                    "MiB",
-                    enforced,
-                    evidence,
-                    {"usage_mib": downsample(series.values("usage_bytes"), origin, 1 / MIB)},
-                )
-            )
+            checks.append(self._memory_check(kind, alloc_mib, limit_bytes, run, derivation))
         return checks
+
+    def _calibrate_footprint(self) -> int:
+        """Anonymous-memory peak of the limited cgroup for the control payload, no limit.
+
+        Anonymous, not usage: page cache charged to the cgroup (kernel and initramfs files
+        a VMM read, if nobody cached them first) varies from run to run and is reclaimable,
+        so it would make the limit a coin toss.
+        """
+        options = self.options
+        spec = self.spec(Payload(mode="alloc", alloc_mib=options.memory_control_mib, seconds=1.0))
+        run = self.sampled_run(spec)
+        peak = run.series.maximum("anon_bytes")
+        if peak is None:
+            raise BenchError(
+                f"{self.backend.name}: calibration run: the limited cgroup's anonymous memory "
+                f"could not be sampled ({run.series.ended_reason or 'no samples'})"
+            )
+        return int(peak)
+
+    def _memory_check(
+        self,
+        kind: str,
+        alloc_mib: int,
+        limit_bytes: int,
+        run: SampledRun,
+        derivation: dict[str, Any],
+    ) -> LimitCheck:
+        options = self.options
+        series, details, code = run.series, run.details, run.code
+        candidates = [
+            series.maximum("peak_bytes"),
+            series.maximum("usage_bytes"),
+            details.get("peak_bytes_final"),  # only backends whose cgroup outlives exit
+        ]
+        known = [v for v in candidates if v is not None]
+        peak = max(known) if known else None
+        oom_kills = max(series.maximum("oom_kill") or 0, details.get("oom_kill_final") or 0)
+        killed = bool(details.get("oom_killed")) or (
+            bool(details.get("killed_by_host")) and oom_kills > 0
+        )
+        evidence = {
+            "killed": killed,
+            "engine_oom_killed": details.get("oom_killed"),
+            "killed_by_host": details.get("killed_by_host"),
+            "oom_kill_count": oom_kills,
+            "exit_code": code,
+            "failcnt": series.maximum("failcnt"),
+            "allocated_line": "ALLOCATED" in details["output"],
+            "alloc_mib": alloc_mib,
+            "samples": len(series.points),
+            "applied": self.capabilities.limit("memory").how,
+            "accel": self._accel(run),
+            **run.instance.labels.get("limits_applied", {}),
+            **derivation,
+        }
+        for key in ("domain_state", "shutoff_reason", "guest_exit_code", "wait_error"):
+            if key in details:
+                evidence[key] = details[key]
+        if kind == "memory":
+            enforced = memory_verdict(killed, peak, limit_bytes, options.memory_tolerance_mib * MIB)
+        else:
+            enforced = (not killed) and code == 0 and evidence["allocated_line"]
+        origin = series.points[0][0] if series.points else 0
+        return LimitCheck(
+            kind=kind,
+            set_value=limit_bytes / MIB,
+            set_unit="MiB",
+            measured=peak / MIB if peak is not None else None,
+            unit="MiB",
+            enforced=enforced,
+            evidence=evidence,
+            series={"usage_mib": downsample(series.values("usage_bytes"), origin, 1 / MIB)},
+        )
+
+    # -- cpu ----------------------------------------------------------------------------
 
     def cpu(self) -> list[LimitCheck]:
         """For each quota Q: burn more threads than Q and measure cores used and throttling."""
         options = self.options
+        support = self.capabilities.limit("cpu")
         checks = []
         for quota in options.cpu_quotas:
-            spec = self.case.spec.model_copy(
-                update={
-                    "cpus": quota,
-                    "payload": Payload(
-                        mode="burn", threads=options.cpu_threads, seconds=options.cpu_seconds
-                    ),
-                }
+            if not support.applicable:
+                checks.append(not_applicable("cpu", quota, "cores", support.how))
+                continue
+            spec = self.spec(
+                Payload(mode="burn", threads=options.cpu_threads, seconds=options.cpu_seconds),
+                cpus=quota,
             )
             try:
-                _instance, series, code, details = self._sampled_run(spec)
+                run = self.sampled_run(spec)
             except BenchError as exc:
                 checks.append(
-                    LimitCheck("cpu", quota, "cores", None, "cores", False, error=str(exc))
+                    LimitCheck(
+                        kind="cpu",
+                        set_value=quota,
+                        set_unit="cores",
+                        measured=None,
+                        unit="cores",
+                        enforced=False,
+                        error=str(exc),
+                    )
                 )
                 continue
-            usage = series.values("usage_ns")
             checks.append(
                 cpu_check(
                     quota,
-                    usage,
-                    _delta(series, "nr_throttled"),
+                    run.series.values("usage_ns"),
+                    _delta(run.series, "nr_throttled"),
                     options,
                     {
-                        "exit_code": code,
-                        "cgroup": details.get("cgroup", {}).get("cpu"),
+                        "exit_code": run.code,
+                        "applied": support.how,
+                        "accel": self._accel(run),
+                        **run.instance.labels.get("limits_applied", {}),
                     },
                 )
             )
         return checks
 
+    # -- pids ---------------------------------------------------------------------------
+
     def pids(self) -> list[LimitCheck]:
-        """Fork past P and check forks were refused at P and pids.events max rose."""
+        """Fork past P and check forks were refused at P and the pids max counter rose."""
         options = self.options
-        spec = self.case.spec.model_copy(
-            update={
-                "pids_limit": options.pids_limit,
-                "payload": Payload(mode="fork", forks=options.pids_forks, seconds=1.0),
-            }
+        support = self.capabilities.limit("pids")
+        if not support.applicable:
+            return [not_applicable("pids", options.pids_limit, "tasks", support.how)]
+        spec = self.spec(
+            Payload(mode="fork", forks=options.pids_forks, seconds=1.0),
+            pids_limit=options.pids_limit,
         )
         try:
-            _instance, series, code, details = self._sampled_run(spec)
+            run = self.sampled_run(spec)
         except BenchError as exc:
             return [
                 LimitCheck(
-                    "pids", options.pids_limit, "tasks", None, "tasks", False, error=str(exc)
+                    kind="pids",
+                    set_value=options.pids_limit,
+                    set_unit="tasks",
+                    measured=None,
+                    unit="tasks",
+                    enforced=False,
+                    error=str(exc),
                 )
             ]
-        fork = parse_fork_output(details["output"])
+        series = run.series
+        fork = parse_fork_output(run.details["output"])
         max_events = series.maximum("pids_max_events")
         peak_tasks = series.maximum("pids_current")
         enforced = pids_verdict(fork, options.pids_limit, max_events)
@@ -371,81 +447,90 @@ class LimitRunner:
         origin = series.points[0][0] if series.points else 0
         return [
             LimitCheck(
-                "pids",
-                options.pids_limit,
-                "tasks",
-                reached,
-                "tasks",
-                enforced,
-                {
+                kind="pids",
+                set_value=options.pids_limit,
+                set_unit="tasks",
+                measured=reached,
+                unit="tasks",
+                enforced=enforced,
+                evidence={
                     **fork,
                     "pids_events_max": max_events,
                     "pids_current_peak": peak_tasks,
                     "attempted": options.pids_forks,
-                    "exit_code": code,
-                    "cgroup": details.get("cgroup", {}).get("pids"),
+                    "exit_code": run.code,
+                    "applied": support.how,
+                    "accel": self._accel(run),
                 },
-                {"tasks": downsample(series.values("pids_current"), origin)},
+                series={"tasks": downsample(series.values("pids_current"), origin)},
             )
         ]
 
 
-def to_samples(
-    checks: list[LimitCheck], backend: Backend, case: Case, run_id: str, seq: Callable[[], int]
-) -> list[Sample]:
+def to_sample(check: LimitCheck, backend: Backend, step: Step) -> Sample:
     """One tidy record per check: value = measured, labels = set value, verdict, evidence."""
-    samples = []
-    for check in checks:
-        labels: dict[str, Any] = {
-            "view": check.kind,
-            "set_value": check.set_value,
-            "set_unit": check.set_unit,
-            "enforced": check.enforced,
-            "applicable": check.enforced is not None,
-            "evidence": check.evidence,
-            "series": check.series,
-            "accel": check.evidence.get("accel", "n/a"),
-        }
-        samples.append(
-            Sample(
-                run_id=run_id,
-                seq=seq(),
-                metric="limits",
-                backend=backend.name,
-                case=case.name,
-                value=check.measured,
-                unit=check.unit,
-                ok=check.error is None and (check.measured is not None or check.enforced is None),
-                error=check.error,
-                instance="*",
-                params=dict(case.params),
-                labels=labels,
-            )
-        )
-    return samples
+    labels: dict[str, Any] = {
+        "view": check.kind,
+        "set_value": check.set_value,
+        "set_unit": check.set_unit,
+        "enforced": check.enforced,
+        "applicable": check.enforced is not None,
+        "evidence": check.evidence,
+        "series": check.series,
+        "accel": check.evidence.get("accel", "n/a"),
+    }
+    return Sample(
+        metric="limits",
+        backend=backend.name,
+        case=step.case.name,
+        value=check.measured,
+        unit=check.unit,
+        ok=check.error is None and (check.measured is not None or check.enforced is None),
+        error=check.error,
+        round=step.round,
+        instance="*",
+        params=dict(step.case.params),
+        labels=labels,
+    )
 
 
-def measure_limits(
-    backend: Backend,
-    case: Case,
-    options: LimitOptions,
-    run_id: str,
-    names: Callable[[], str],
-    live: dict[str, tuple[Backend, Instance]],
-    seq: Callable[[], int],
-    timeout_s: float,
-) -> list[Sample]:
-    """Run every requested limit check for one backend and case; return their records."""
-    runner_class: type[LimitRunner] = LimitRunner
-    if backend.name == "libvirt":
-        from bench.metrics.limits_vm import VmLimitRunner
+class LimitsMetric(Metric):
+    """One step = every requested limit check for one backend and case."""
 
-        runner_class = VmLimitRunner
-    checker = runner_class(backend, case, options, run_id, names, live, timeout_s)
-    checks: list[LimitCheck] = []
-    for kind in options.kinds:
-        try:
-            checks.extend(getattr(checker, kind)())
-        except BenchError as exc:
-            checks.append(LimitCheck(kind, None, "", None, "", False, error=str(exc)))
-    return to_samples(checks, backend, case, run_id, seq)
+    name = "limits"
+
+    def rounds(self, scenario: Scenario) -> tuple[int, int]:
+        """One set of checks per backend and case in each block."""
+        return 0, 1
+
+    def describe(self, step: Step) -> str:
+        """What the step checks."""
+        return f"limits: {step.backend}, {step.case.name}"
+
+    def measure(self, ctx: RunContext, step: Step) -> Iterator[Sample]:
+        """Run each kind's checks (host side, then guest-internal where the backend boots one)."""
+        from bench.metrics.limits_guest import GuestV2Checks
+
+        backend = ctx.backends[step.backend]
+        checker = LimitRunner(ctx, backend, step)
+        guest = GuestV2Checks(checker) if backend.capabilities.guest_kernel else None
+        for kind in ctx.scenario.limits.kinds:
+            checks: list[LimitCheck] = []
+            try:
+                checks.extend(getattr(checker, kind)())
+            except BenchError as exc:
+                checks.append(
+                    LimitCheck(
+                        kind=kind,
+                        set_value=None,
+                        set_unit="",
+                        measured=None,
+                        unit="",
+                        enforced=False,
+                        error=str(exc),
+                    )
+                )
+            if guest is not None:
+                checks.extend(guest.rows(kind))
+            for check in checks:
+                yield to_sample(check, backend, step)

@@ -9,13 +9,16 @@ to_exit_s, remove_s; docker adds attach_s. Never the guest's or container's own 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from bench.backends.base import Backend, Instance
+from bench.backends.base import Backend
 from bench.errors import BenchError
+from bench.metrics.base import Metric, RunContext
 from bench.plan import Step
 from bench.samples import Sample
+from bench.scenario import Scenario
 
 STAGE_ORDER = (
     "create",
@@ -77,25 +80,47 @@ def relative_stamps(t_ns: Mapping[str, int]) -> dict[str, int]:
     return out
 
 
-def measure_startup(
-    backend: Backend,
-    step: Step,
-    run_id: str,
-    instance_name: str,
-    timeout_s: float,
-    live: dict[str, tuple[Backend, Instance]],
-) -> Sample:
+class StartupMetric(Metric):
+    """One instance per step: start, READY, exit, remove; one sample with every stage."""
+
+    name = "startup"
+
+    def rounds(self, scenario: Scenario) -> tuple[int, int]:
+        """Warmups, then ``samples`` measured rounds per block."""
+        return scenario.warmups, scenario.samples
+
+    def describe(self, step: Step) -> str:
+        """Startup steps are many and short: the progress bar says enough."""
+        return ""
+
+    def measure(self, ctx: RunContext, step: Step) -> Iterator[Sample]:
+        """Measure one startup, then pause ``settle_s`` so teardown stays out of the next."""
+        scenario = ctx.scenario
+        cold_note = None
+        if scenario.start == "cold":
+            cold_note = ctx.drop_page_cache()
+            if cold_note:
+                ctx.warn(cold_note)
+        sample = measure_startup(ctx, ctx.backends[step.backend], step)
+        if scenario.start == "cold":
+            sample.labels["cold"] = cold_note is None
+        yield sample
+        if scenario.settle_s:
+            time.sleep(scenario.settle_s)
+
+
+def measure_startup(ctx: RunContext, backend: Backend, step: Step) -> Sample:
     """Start one instance, wait for READY and exit, remove it; return one startup Sample.
 
-    ``live`` is the runner's cleanup registry: the instance is in it from the moment its
-    create call may have taken effect until it is removed.
+    The instance is in the run's cleanup registry from before its create call until it is
+    removed and its host processes are gone.
     """
-    instance: Instance | None = None
+    timeout_s = ctx.scenario.timeout_s
+    spec = ctx.spec_for(step.case.spec)
+    instance = ctx.new_instance(backend, spec)
     error: str | None = None
     try:
-        instance = Instance(backend.name, instance_name, step.case.spec, run_id)
-        live[instance_name] = (backend, instance)
-        backend.start(step.case.spec, instance_name, run_id, instance)
+        backend.start(spec, instance.name, ctx.run_id, instance)
         backend.wait_ready(instance, timeout_s)
         code = backend.wait_exit(instance, timeout_s)
         if code != 0:
@@ -105,14 +130,10 @@ def measure_startup(
     except Exception as exc:  # an engine or SDK error: recorded on the sample, never hidden
         error = f"{type(exc).__name__}: {exc}"
     finally:
-        if instance is not None:
-            try:
-                backend.stop(instance)
-                backend.wait_gone(instance)
-            except Exception as exc:
-                error = error or f"cleanup failed: {type(exc).__name__}: {exc}"
-            live.pop(instance_name, None)
-    assert instance is not None
+        try:
+            ctx.finish(backend, instance)
+        except Exception as exc:
+            error = error or f"cleanup failed: {type(exc).__name__}: {exc}"
     t_ns = instance.t_ns
     stages: dict[str, float] = {}
     try:
@@ -125,8 +146,6 @@ def measure_startup(
     if instance.exit_code is not None:
         labels["exit_code"] = instance.exit_code
     return Sample(
-        run_id=run_id,
-        seq=step.seq,
         metric="startup",
         backend=backend.name,
         case=step.case.name,
@@ -136,7 +155,7 @@ def measure_startup(
         error=error,
         warmup=step.warmup,
         round=step.round,
-        instance=instance_name,
+        instance=instance.name,
         params=dict(step.case.params),
         stages=stages,
         t_ns=relative_stamps(t_ns),

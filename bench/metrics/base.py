@@ -1,0 +1,220 @@
+"""The metric contract: one entry point per metric, given a run context, yielding samples.
+
+Like PerfKitBenchmarker's benchmark modules (one ``benchmark_spec`` passed to every
+phase), every metric takes a ``RunContext`` and a plan ``Step`` and yields ``Sample``
+records; the runner is one loop over the plan. A metric uses only the backend contract
+(``bench.backends.base``) and the cgroup and /proc readers: it never imports an engine
+SDK and never branches on a backend's name. Where it needs to know what a backend is, it
+reads the backend's declared capabilities.
+
+The context owns what every metric shares: the cleanup registry (every instance is in
+it from before its create call until it is gone), instance naming, the sample sink
+(which stamps run id, sequence number, block and the backend's metadata on each
+record), progress events, the clock and the run options.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from bench.backends.base import NAME_PREFIX, Backend, Instance, now_ns
+from bench.cgroups.layout import CgroupLayout
+from bench.plan import Step
+from bench.samples import Sample
+from bench.scenario import InstanceSpec, Scenario
+
+
+@dataclass
+class RunEvent:
+    """Something the CLI may show: phase changes, a finished step or sample, a warning."""
+
+    kind: str  # "phase" | "planned" | "step" | "sample" | "warning"
+    message: str = ""
+    total: int = 0
+    sample: Sample | None = None
+    step: Step | None = None
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Run-time options that are not part of the scenario (recorded in run.json).
+
+    ``inject_spin_ms``: the probe spins this long before READY in every backend, a known
+    slowdown for checking that comparisons detect one; the scenario stays identical.
+    """
+
+    inject_spin_ms: float | None = None
+
+
+class CleanupRegistry:
+    """Every instance that may exist, until it is removed: the runner's safety net.
+
+    Thread-safe (a density ramp starts instances from a pool). ``remove_all`` is what
+    runs on every exit path, interrupt included.
+    """
+
+    def __init__(self) -> None:
+        self._live: dict[str, tuple[Backend, Instance]] = {}
+        self._lock = threading.Lock()
+
+    def track(self, backend: Backend, instance: Instance) -> None:
+        """Register an instance before its create call (so a half-created one is found)."""
+        with self._lock:
+            self._live[instance.name] = (backend, instance)
+
+    def release(self, instance: Instance) -> None:
+        """Forget an instance that is removed."""
+        with self._lock:
+            self._live.pop(instance.name, None)
+
+    def names(self) -> list[str]:
+        """Names of the instances that may exist now."""
+        with self._lock:
+            return list(self._live)
+
+    def remove_all(self) -> list[str]:
+        """Stop every registered instance; return what failed (every one is tried)."""
+        with self._lock:
+            entries = list(self._live.values())
+        errors = []
+        for backend, instance in entries:
+            try:
+                backend.stop(instance)
+            except Exception as exc:  # cleanup must try every instance
+                errors.append(f"cleanup of {instance.name} failed: {exc}")
+            self.release(instance)
+        return errors
+
+
+@dataclass
+class RunContext:
+    """What a metric gets to do its work (see the module docstring)."""
+
+    run_id: str
+    scenario: Scenario
+    backends: Mapping[str, Backend]
+    layout: CgroupLayout
+    sink: Callable[[Sample], None]
+    emit: Callable[[RunEvent], None] = lambda event: None
+    options: RunOptions = field(default_factory=RunOptions)
+    registry: CleanupRegistry = field(default_factory=CleanupRegistry)
+    clock: Callable[[], int] = now_ns
+    drop_page_cache: Callable[[], str | None] = lambda: "page cache not dropped"
+    notes: list[str] = field(default_factory=list)
+    block: int = 0
+    _names: Iterator[int] = field(default_factory=itertools.count)
+    _seq: Iterator[int] = field(default_factory=itertools.count)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def new_name(self) -> str:
+        """A fresh instance name: bench's prefix, the run's random suffix, a counter."""
+        with self._lock:
+            number = next(self._names)
+        return f"{NAME_PREFIX}{self.run_id[-6:]}-{number}"
+
+    def new_instance(self, backend: Backend, spec: InstanceSpec) -> Instance:
+        """A named instance, already in the cleanup registry (start it with backend.start)."""
+        instance = Instance(backend.name, self.new_name(), spec, self.run_id)
+        self.registry.track(backend, instance)
+        return instance
+
+    def start(self, backend: Backend, spec: InstanceSpec) -> Instance:
+        """Register, create and start an instance (stamps create, created, started)."""
+        instance = self.new_instance(backend, spec)
+        backend.start(spec, instance.name, self.run_id, instance)
+        return instance
+
+    def finish(self, backend: Backend, instance: Instance, gone_timeout_s: float = 10.0) -> None:
+        """Remove an instance and wait until its host processes are gone, then forget it."""
+        try:
+            backend.stop(instance)
+            backend.wait_gone(instance, gone_timeout_s)
+        finally:
+            self.registry.release(instance)
+
+    def record(self, sample: Sample) -> Sample:
+        """Stamp run id, sequence number, block (unless set) and backend metadata; write it."""
+        with self._lock:
+            sample.seq = next(self._seq)
+        sample.run_id = self.run_id
+        if sample.block < 0:
+            sample.block = self.block
+        backend = self.backends.get(sample.backend)
+        if backend is not None:
+            metadata = self._metadata.get(backend.name)
+            if metadata is None:
+                metadata = self._metadata[backend.name] = backend.metadata()
+            for key, value in metadata.items():
+                sample.labels.setdefault(key, value)
+        self.sink(sample)
+        self.emit(RunEvent("sample", sample=sample))
+        return sample
+
+    def phase(self, message: str) -> None:
+        """Announce what the run is doing now."""
+        self.emit(RunEvent("phase", message))
+
+    def warn(self, message: str) -> None:
+        """Announce a problem once and keep it among the run's notes."""
+        if message not in self.notes:
+            self.notes.append(message)
+            self.emit(RunEvent("warning", message))
+
+    def spec_for(self, spec: InstanceSpec) -> InstanceSpec:
+        """The spec as this run starts it (run options such as an injected spin applied)."""
+        if self.options.inject_spin_ms is None:
+            return spec
+        payload = spec.payload.model_copy(update={"spin_ms": self.options.inject_spin_ms})
+        return spec.model_copy(update={"payload": payload})
+
+
+class Metric(ABC):
+    """One kind of measurement. Subclasses with a ``name`` register themselves."""
+
+    name: ClassVar[str]
+    registry: ClassVar[dict[str, type[Metric]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Register concrete metrics by name."""
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("name")
+        if isinstance(name, str):
+            Metric.registry[name] = cls
+
+    @abstractmethod
+    def rounds(self, scenario: Scenario) -> tuple[int, int]:
+        """(warmup rounds, measured rounds) per block: the metric's shape in the plan."""
+
+    def describe(self, step: Step) -> str:
+        """A line for progress output while ``step`` runs."""
+        return f"{self.name}: {step.backend}, {step.case.name}"
+
+    @abstractmethod
+    def measure(self, ctx: RunContext, step: Step) -> Iterator[Sample]:
+        """Take the step's measurements; yield each sample as soon as it exists.
+
+        Instances are started through ``ctx`` (registered before create) and removed on
+        every path, including when the consumer stops iterating (generator close).
+        """
+
+    def finish(self, ctx: RunContext) -> Iterator[Sample]:
+        """Samples derived once every step has run (e.g. overhead vs the native baseline)."""
+        return iter(())
+
+
+@contextlib.contextmanager
+def closing_samples(samples: Iterator[Sample]) -> Iterator[Iterator[Sample]]:
+    """Close a metric's sample generator on every exit path (its finally blocks run)."""
+    try:
+        yield samples
+    finally:
+        close = getattr(samples, "close", None)
+        if close is not None:
+            close()
