@@ -74,10 +74,10 @@ def libvirt_backend() -> Iterator[Backend]:
 def no_leftovers(request: pytest.FixtureRequest) -> Iterator[None]:
     """After the test, assert bench left no container or cgroup behind (then sweep anyway)."""
     yield
-    from bench.backends import get_backend
+    from bench.backends import backend_names, get_backend
 
     problems = []
-    for name in ("process", "docker", "libvirt"):
+    for name in backend_names():
         try:
             backend = get_backend(name)
             backend.check_available()
