@@ -90,10 +90,8 @@ class SidesCommand(TyperCommand):
 
     # ctx is click's Context (typer ships its own click; Any keeps this independent of it)
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        """Replace the first ``--`` by the side marker, then parse as usual."""
-        if SIDES_SEPARATOR in args:
-            args = list(args)
-            args[args.index(SIDES_SEPARATOR)] = _SIDES_MARKER
+        """Replace ``--`` by the side marker, then parse as usual."""
+        args = [_SIDES_MARKER if a == SIDES_SEPARATOR else a for a in args]
         return super().parse_args(ctx, args)
 
 

@@ -1,4 +1,4 @@
-"""Baseline gate: bands from a good run, a clear failing table and exit 1 when a metric leaves it."""
+"""Baseline gate: references from good runs, compare's verdicts, exit 1 when a quantity moved."""
 
 from __future__ import annotations
 
@@ -10,23 +10,29 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench.analysis.baseline import (
     BASELINE_SCHEMA_VERSION,
     STATUS_ABOVE,
+    STATUS_BELOW,
     STATUS_INCOMPARABLE,
+    STATUS_INCONCLUSIVE,
     STATUS_MISSING,
     STATUS_NOT_ENFORCED,
     STATUS_OK,
     BaselineError,
     check_dataset,
     make_baseline,
+    migrate_baseline,
     read_baseline,
     write_baseline,
 )
+from bench.analysis.calibration import make_calibration, write_calibration
 from bench.analysis.dataset import load_dataset
 from tests.conftest import DATA, REPO
+from tests.synthetic_runs import blocks, write_run
 
 RUNS = DATA / "runs"
 FIXTURE_RUNS = sorted(p.parent for p in (RUNS / "fixture").rglob("run.json"))
@@ -45,16 +51,30 @@ def bench(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _edited_copy(tmp_path: Path, edit_line: object = None, **host: object) -> Path:
-    """A copy of the good run with each sample line passed through ``edit_line``."""
-    target = tmp_path / GOOD.name
+def _with_blocks(
+    tmp_path: Path, name: str, edit_line: object = None, blocks_count: int = 3, **host: object
+) -> Path:
+    """A copy of the good fixture run whose samples are spread over ``blocks_count`` blocks.
+
+    Each block then holds a share of the run's samples (as ``bench run --repeat`` would
+    have taken them); ``edit_line`` may change or drop sample lines.
+    """
+    target = tmp_path / name / GOOD.name
     shutil.copytree(GOOD, target)
-    if edit_line is not None:
-        lines = (target / "samples.jsonl").read_text().splitlines()
-        records = [edit_line(json.loads(line)) for line in lines]  # type: ignore[operator]
-        (target / "samples.jsonl").write_text(
-            "\n".join(json.dumps(r) for r in records if r is not None) + "\n"
-        )
+    lines = (target / "samples.jsonl").read_text().splitlines()
+    records = []
+    counts: dict[str, int] = {}
+    for line in lines:
+        record = json.loads(line)
+        quantity = f"{record['metric']} {record['backend']} {record['labels'].get('view')}"
+        counts[quantity] = counts.get(quantity, -1) + 1
+        record["block"] = counts[quantity] % blocks_count
+        record["schema_version"] = 2
+        if edit_line is not None:
+            record = edit_line(record)  # type: ignore[operator]
+        if record is not None:
+            records.append(record)
+    (target / "samples.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
     if host:
         record = json.loads((target / "run.json").read_text())
         record["host"].update(host)
@@ -62,39 +82,73 @@ def _edited_copy(tmp_path: Path, edit_line: object = None, **host: object) -> Pa
     return target
 
 
-def test_bands_from_a_good_run_pass_it() -> None:
-    dataset = load_dataset(GOOD)
+def _slower(factor: float, metric: str = "startup", backend: str | None = "docker") -> object:
+    def edit(record: dict[str, object]) -> dict[str, object]:
+        if record["metric"] == metric and backend in (None, record["backend"]):
+            record["value"] = float(record["value"]) * factor  # type: ignore[arg-type]
+        return record
+
+    return edit
+
+
+def test_references_from_a_good_run_pass_it(tmp_path: Path) -> None:
+    good = _with_blocks(tmp_path, "good")
+    dataset = load_dataset(good)
     document = make_baseline(dataset)
     assert document["schema_version"] == BASELINE_SCHEMA_VERSION
     (host,) = document["hosts"].values()
     (entry,) = host["scenarios"].values()
-    bands = entry["bands"]
-    assert {b["metric"] for b in bands} == {"startup", "memory", "density", "limits"}
-    assert not any(b["view"] == "mem_available" for b in bands), "host state is not gated"
-    for band in bands:
-        assert band["lower"] <= band["median"] <= band["upper"]
-        assert band["upper"] - band["median"] >= 0.1 * abs(band["median"]) - 1e-12
-    result = check_dataset(dataset, document)
+    references = entry["references"]
+    assert {r["metric"] for r in references} == {"startup", "memory", "density", "limits"}
+    assert not any(r["view"] == "mem_available" for r in references), "host state is not gated"
+    startup = next(r for r in references if r["metric"] == "startup" and r["backend"] == "docker")
+    assert startup["blocks"] == 3 and len(startup["block_medians"]) == 3
+    result = check_dataset(dataset, document, calibration=None)
     assert not result.failed
-    assert {row.status for row in result.rows} == {STATUS_OK}
+    assert {row.status for row in result.rows} <= {STATUS_OK, STATUS_INCONCLUSIVE}
+    assert any(row.status == STATUS_OK for row in result.rows)
 
 
-def test_slower_run_fails_with_reason(tmp_path: Path) -> None:
-    def slower(record: dict[str, object]) -> dict[str, object]:
-        if record["metric"] == "startup" and record["backend"] == "docker":
-            record["value"] = float(record["value"]) * 3  # type: ignore[arg-type]
-        return record
-
-    document = make_baseline(load_dataset(GOOD))
-    result = check_dataset(load_dataset(_edited_copy(tmp_path, slower)), document)
+def test_a_slower_run_fails_with_the_verdict(tmp_path: Path) -> None:
+    document = make_baseline(load_dataset(_with_blocks(tmp_path, "good")))
+    slower = _with_blocks(tmp_path, "slow", _slower(3.0))
+    result = check_dataset(load_dataset(slower), document, calibration=None)
     assert result.failed
     (failure,) = result.failures
     assert (failure.metric, failure.backend, failure.status) == ("startup", "docker", STATUS_ABOVE)
-    assert "3.00x the baseline median" in failure.detail
+    assert failure.detail.endswith("x slower") and failure.ratio is not None
+    assert 2.5 < failure.ratio < 3.5
+    faster = _with_blocks(tmp_path, "fast", _slower(0.3))
+    (below,) = check_dataset(load_dataset(faster), document, calibration=None).failures
+    assert below.status == STATUS_BELOW, "much faster than usual is as suspicious"
+
+
+def test_one_block_on_both_sides_cannot_be_judged_without_a_calibration(tmp_path: Path) -> None:
+    document = make_baseline(load_dataset(GOOD))
+    assert next(iter(next(iter(document["hosts"].values()))["scenarios"].values()))["blocks"] == 1
+    slower = _with_blocks(tmp_path, "slow", _slower(3.0), blocks_count=1)
+    result = check_dataset(load_dataset(slower), document, calibration=None)
+    assert not result.failed
+    docker = next(r for r in result.rows if r.metric == "startup" and r.backend == "docker")
+    assert docker.status == STATUS_INCONCLUSIVE and docker in result.unjudged
+    assert docker.detail == "inconclusive: run-to-run noise unknown"
+
+
+def test_a_calibration_lets_single_runs_be_judged(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    aa = [write_run(tmp_path, f"aa{i}", {"docker": blocks(rng, 3)}) for i in range(2)]
+    write_calibration(tmp_path / "lab-01" / "calibration.json", make_calibration(load_dataset(aa)))
+    good = write_run(tmp_path, "good", {"docker": blocks(rng, 1)})
+    document = make_baseline(load_dataset(good))
+    slow = write_run(tmp_path, "slow", {"docker": blocks(rng, 1, shift=1.5)})
+    result = check_dataset(load_dataset(slow), document)
+    (row,) = result.rows
+    assert row.status == STATUS_ABOVE and row.noise == "calibration"
+    assert any("calibration" in note for note in result.notes)
 
 
 def test_missing_quantity_broken_limit_and_other_host_fail(tmp_path: Path) -> None:
-    document = make_baseline(load_dataset(GOOD))
+    document = make_baseline(load_dataset(_with_blocks(tmp_path, "good")))
 
     def without_process_startup(record: dict[str, object]) -> dict[str, object] | None:
         if record["metric"] == "startup" and record["backend"] == "process":
@@ -103,20 +157,21 @@ def test_missing_quantity_broken_limit_and_other_host_fail(tmp_path: Path) -> No
             record["labels"]["enforced"] = False  # type: ignore[index]
         return record
 
-    result = check_dataset(load_dataset(_edited_copy(tmp_path, without_process_startup)), document)
+    edited = _with_blocks(tmp_path, "edited", without_process_startup)
+    result = check_dataset(load_dataset(edited), document, calibration=None)
     statuses = {(r.metric, r.backend, r.view): r.status for r in result.failures}
     assert statuses[("startup", "process", "")] == STATUS_MISSING
     assert statuses[("limits", "docker", "cpu")] == STATUS_NOT_ENFORCED
     assert statuses[("limits", "process", "cpu")] == STATUS_NOT_ENFORCED
-    other = _edited_copy(tmp_path / "other", cpu={"model": "AMD EPYC 7763", "logical_cores": 2})
-    incomparable = check_dataset(load_dataset(other), document)
+    other = _with_blocks(tmp_path, "other", cpu={"model": "AMD EPYC 7763", "logical_cores": 2})
+    incomparable = check_dataset(load_dataset(other), document, calibration=None)
     assert {r.status for r in incomparable.rows} == {STATUS_INCOMPARABLE}
     assert "cpu.model is 'AMD EPYC 7763'" in incomparable.rows[0].detail
 
 
 def test_no_entry_for_host_or_scenario_is_an_error(tmp_path: Path) -> None:
     document = make_baseline(load_dataset(GOOD))
-    elsewhere = _edited_copy(tmp_path, hostname="lab-07")
+    elsewhere = _with_blocks(tmp_path, "elsewhere", hostname="lab-07")
     with pytest.raises(BaselineError, match="no baseline for host 'lab-07'"):
         check_dataset(load_dataset(elsewhere), document)
     xss = next(p.parent for p in (RUNS / "xss").rglob("run.json"))
@@ -124,14 +179,14 @@ def test_no_entry_for_host_or_scenario_is_an_error(tmp_path: Path) -> None:
         check_dataset(load_dataset(xss), document)
 
 
-def test_file_round_trip_update_and_versions(tmp_path: Path) -> None:
+def test_file_round_trip_update_versions_and_v1_migration(tmp_path: Path) -> None:
     path = tmp_path / "baselines" / "lab.json"
     write_baseline(path, make_baseline(load_dataset(GOOD)))
     document = read_baseline(path)
     tcg = next(p.parent for p in (RUNS / "tcg").rglob("run.json"))
     updated = make_baseline(load_dataset(tcg), existing=document)
     (host,) = updated["hosts"].values()
-    assert len(host["scenarios"]) == 2, "an update keeps the other scenario's bands"
+    assert len(host["scenarios"]) == 2, "an update keeps the other scenario's references"
     newer = {**document, "schema_version": BASELINE_SCHEMA_VERSION + 1}
     path.write_text(json.dumps(newer))
     with pytest.raises(BaselineError, match="newer than this bench reads"):
@@ -139,34 +194,58 @@ def test_file_round_trip_update_and_versions(tmp_path: Path) -> None:
     path.write_text(json.dumps({"kind": "something-else", "schema_version": 1}))
     with pytest.raises(BaselineError, match="not a bench baseline"):
         read_baseline(path)
+    band = {
+        "metric": "startup",
+        "backend": "docker",
+        "case": "c",
+        "view": "",
+        "stage": "value",
+        "unit": "s",
+        "accel": "n/a",
+        "n": 8,
+        "median": 0.1,
+        "lower": 0.09,
+        "upper": 0.11,
+        "tolerance": 0.1,
+        "enforced": None,
+    }
+    version_1 = {
+        "schema_version": 1,
+        "kind": "bench-baseline",
+        "ci_factor": 1.5,
+        "tolerance_default": 0.1,
+        "hosts": {
+            "lab": {
+                "facts": {},
+                "scenarios": {"sha": {"scenario": "quick", "source_run": "r1", "bands": [band]}},
+            }
+        },
+    }
+    migrated = migrate_baseline(version_1, "v1")
+    entry = migrated["hosts"]["lab"]["scenarios"]["sha"]
+    assert migrated["schema_version"] == 2 and migrated["tolerance"] == 0.1
+    assert entry["source_runs"] == ["r1"] and entry["blocks"] == 1
+    (reference,) = entry["references"]
+    assert reference["block_medians"] == [0.1] and reference["median"] == 0.1
 
 
 def test_cli_baseline_then_check(tmp_path: Path) -> None:
     path = tmp_path / "baseline.json"
-    written = bench("baseline", str(GOOD), "-o", str(path))
+    good = _with_blocks(tmp_path, "good")
+    written = bench("baseline", str(good), "-o", str(path))
     assert written.returncode == 0, written.stderr
     assert json.loads(path.read_text())["kind"] == "bench-baseline"
-    passed = bench("check", str(GOOD), "--baseline", str(path))
+    passed = bench("check", str(good), "--baseline", str(path))
     assert passed.returncode == 0, passed.stdout + passed.stderr
-    assert "within their bands" in passed.stdout
-
-    def slower(record: dict[str, object]) -> dict[str, object]:
-        if record["metric"] == "startup":
-            record["value"] = float(record["value"]) * 2  # type: ignore[arg-type]
-        return record
-
-    failed = bench("check", str(_edited_copy(tmp_path, slower)), "--baseline", str(path))
+    assert "no quantity moved beyond its margin" in passed.stdout
+    slow = _with_blocks(tmp_path, "slow", _slower(2.0, backend=None))
+    failed = bench("check", str(slow), "--baseline", str(path))
     assert failed.returncode == 1
-    assert re.search(r"FAILED: \d+ of \d+ quantities left their band", failed.stdout)
-    assert "above band" in failed.stdout and "2.00x the baseline" in failed.stdout
-    as_json = bench(
-        "check",
-        str(_edited_copy(tmp_path / "j", slower)),
-        "--baseline",
-        str(path),
-        "--format",
-        "json",
-    )
+    assert re.search(r"FAILED: \d+ of \d+ quantities moved away from the baseline", failed.stdout)
+    assert "above baseline" in failed.stdout and "x slower" in failed.stdout
+    as_json = bench("check", str(slow), "--baseline", str(path), "--format", "json")
     assert as_json.returncode == 1 and json.loads(as_json.stdout)["failed"] is True
+    single = bench("baseline", str(GOOD), "-o", str(tmp_path / "single.json"))
+    assert single.returncode == 0 and "has no run-to-run noise" in single.stderr
     no_file = bench("check", str(GOOD), "--baseline", str(tmp_path / "none.json"))
     assert no_file.returncode == 2 and "no such baseline file" in no_file.stderr

@@ -52,11 +52,47 @@ def test_every_metric_section_renders_from_real_runs() -> None:
     limits_table = sections["limits"].items[0]
     assert isinstance(limits_table, Table)
     assert {row[6] for row in limits_table.rows} <= {"yes", "NO", "n/a"}
-    comparison = sections["comparison"].items[-1]
-    assert isinstance(comparison, Table)
-    assert any(
-        "x slower" in " ".join(r) or "not significant" in " ".join(r) for r in comparison.rows
+    (comparison,) = [i for i in sections["comparison"].items if isinstance(i, Table)]
+    assert {"ratio [95% CI]", "difference", "margin", "MDE", "verdict"} <= set(comparison.columns)
+    verdict = comparison.columns.index("verdict")
+    assert {r[verdict] for r in comparison.rows} == {"inconclusive: run-to-run noise unknown"}
+    notes = [i.text for i in sections["comparison"].items if i.kind == "note"]  # type: ignore[union-attr]
+    assert any("no calibration for this host" in n for n in notes), "the margin's source is said"
+    warnings = [i for i in sections["stability"].items if i.kind == "note" and i.level == "warn"]  # type: ignore[union-attr]
+    assert 0 < len(warnings) <= 5, "at most a few warnings per report"
+
+
+def test_order_and_colours_come_from_the_mechanism(tmp_path: Path) -> None:
+    from tests.synthetic_runs import blocks, write_run
+
+    rng = np.random.default_rng(1)
+    run = write_run(
+        tmp_path,
+        "mechanisms",
+        {
+            "zz-microvm": blocks(rng, 2, centre=0.2),
+            "aa-sandbox": blocks(rng, 2, centre=0.3),
+            "docker": blocks(rng, 2),
+            "process": blocks(rng, 2, centre=0.008),
+        },
     )
+    samples = run / "samples.jsonl"
+    lines = [json.loads(line) for line in samples.read_text().splitlines()]
+    for line in lines:
+        line["labels"]["mechanism"] = {"zz-microvm": "vm", "aa-sandbox": "sandbox"}.get(
+            line["backend"], line["labels"]["mechanism"]
+        )
+    samples.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    model = build_report(load_dataset(run))
+    startup = next(s for s in model.sections if s.id == "startup")
+    box = json.loads(next(i for i in startup.items if i.kind == "plot").figure_json)  # type: ignore[union-attr]
+    names = [trace["name"] for trace in box["data"]]
+    assert names == ["process", "docker", "aa-sandbox", "zz-microvm"], "native first, VMs last"
+    colours = [trace["marker"]["color"] for trace in box["data"]]
+    assert len(set(colours)) == 4
+    backends = next(s for s in model.sections if s.id == "backends")
+    (table,) = [i for i in backends.items if isinstance(i, Table)]
+    assert [row[2] for row in table.rows] == ["docker", "aa-sandbox", "zz-microvm"]
 
 
 def test_absent_metrics_say_not_measured() -> None:

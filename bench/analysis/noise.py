@@ -166,7 +166,7 @@ def compare_load(
         if pd.isna(base_mean) or pd.isna(cont_mean):
             continue
         threshold = DIFFERENCE_THRESHOLDS.get(view)
-        flagged = threshold is not None and abs(cont_mean - base_mean) >= threshold
+        flagged = threshold is not None and bool(abs(cont_mean - base_mean) >= threshold)
         differences.append(LoadDifference(view, float(base_mean), float(cont_mean), flagged))
     if not differences:
         return None
