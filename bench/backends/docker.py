@@ -35,6 +35,8 @@ from bench.cgroups.readers import cgroup_dir_for_pid
 from bench.errors import BackendUnavailable, InstanceError, InstanceTimeout
 from bench.scenario import InstanceSpec
 
+# Which bench backend made a container (docker and gvisor share the engine).
+BENCH_BACKEND_LABEL = "io.bench.backend"
 DOCKER_FIX = "start the engine with ansible/up.sh (or check /var/run/docker.sock)"
 MIB = 1024 * 1024
 
@@ -150,7 +152,11 @@ class DockerBackend(Backend):
             image=self.image.tag,
             command=spec.payload.argv(),
             name=instance.name,
-            labels={BENCH_LABEL: "true", BENCH_RUN_LABEL: instance.run_id},
+            labels={
+                BENCH_LABEL: "true",
+                BENCH_RUN_LABEL: instance.run_id,
+                BENCH_BACKEND_LABEL: self.name,
+            },
             host_config=host_config,
             network_disabled=spec.network == "none",
         )
@@ -292,7 +298,9 @@ class DockerBackend(Backend):
         by_id = {
             c.id: c
             for c in [*found, *named]
-            if c.name.startswith(NAME_PREFIX) or c.labels.get(BENCH_LABEL)
+            if (c.name.startswith(NAME_PREFIX) or c.labels.get(BENCH_LABEL))
+            # each backend on this engine finds its own; unlabelled ones are docker's
+            and c.labels.get(BENCH_BACKEND_LABEL, DockerBackend.name) == self.name
         }
         return list(by_id.values())
 

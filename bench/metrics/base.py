@@ -171,7 +171,8 @@ class RunContext:
         """The spec as this run starts it (run options such as an injected spin applied)."""
         if self.options.inject_spin_ms is None:
             return spec
-        payload = spec.payload.model_copy(update={"spin_ms": self.options.inject_spin_ms})
+        spin_ms = (spec.payload.spin_ms or 0.0) + self.options.inject_spin_ms
+        payload = spec.payload.model_copy(update={"spin_ms": spin_ms})
         return spec.model_copy(update={"payload": payload})
 
 

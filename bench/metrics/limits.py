@@ -42,6 +42,10 @@ from bench.scenario import InstanceSpec, LimitOptions, Payload, Scenario
 SERIES_MAX_POINTS = 200
 CPU_WARMUP_S = 0.5
 MEMORY_SAMPLE_INTERVAL_S = 0.002
+# The memory payloads spin this long before READY, so the sampler is attached (and the
+# instance's cgroup found) before the allocation can reach the limit and kill it: a
+# sandbox starts its payload before its start call returns, and dies within ms.
+MEMORY_ATTACH_MS = 300.0
 # a guest holds the payload's allocation in its own RAM: this much more than it allocates
 GUEST_RAM_HEADROOM_MIB = 128
 
@@ -269,7 +273,8 @@ class LimitRunner:
             ("memory_control", options.memory_control_mib),
         ):
             spec = self.spec(
-                Payload(mode="alloc", alloc_mib=alloc_mib, seconds=1.0), memory_mib=limit_mib
+                Payload(mode="alloc", alloc_mib=alloc_mib, seconds=1.0, spin_ms=MEMORY_ATTACH_MS),
+                memory_mib=limit_mib,
             )
             try:
                 # the payload reaches the limit within tens of ms and the cgroup of a
@@ -301,7 +306,14 @@ class LimitRunner:
         so it would make the limit a coin toss.
         """
         options = self.options
-        spec = self.spec(Payload(mode="alloc", alloc_mib=options.memory_control_mib, seconds=1.0))
+        spec = self.spec(
+            Payload(
+                mode="alloc",
+                alloc_mib=options.memory_control_mib,
+                seconds=1.0,
+                spin_ms=MEMORY_ATTACH_MS,
+            )
+        )
         run = self.sampled_run(spec)
         peak = run.series.maximum("anon_bytes")
         if peak is None:
