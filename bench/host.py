@@ -7,7 +7,7 @@ without the host they came from. Every path is joined under ``root`` so tests ca
 the collectors at a fake tree.
 
 What is recorded, and why it matters for a VM-vs-container comparison, is listed under
-"Host facts recorded with every run" in MEASURE.md. Versions of docker, containerd,
+the README's "Method" section. Versions of docker, containerd,
 runc, libvirt and qemu are reported by their backends, not here.
 """
 

@@ -138,7 +138,7 @@ MATRIX_KEYS: tuple[str, ...] = ("memory_mib", "cpus", "network", "guest_memory_m
 
 
 class MemoryOptions(_Strict):
-    """How the memory-overhead metric is taken (MEASURE.md: three views, all recorded)."""
+    """How the memory-overhead metric is taken (three views, all recorded: README, Method)."""
 
     instances: Annotated[int, Field(ge=1, le=10000)] = Field(
         4, description="Idle instances per backend and case, measured together."

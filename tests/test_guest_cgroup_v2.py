@@ -69,7 +69,7 @@ MEMORY_LIMIT_BYTES = 32 * MIB
 # one memcg charge batch (64 pages) in case a kernel accounts differently.
 PEAK_TOLERANCE_BYTES = 64 * 4096
 CPU_QUOTA_CORES = 0.25
-CPU_TOLERANCE = 0.05  # MEASURE.md: used CPU / wall within 5% of the quota
+CPU_TOLERANCE = 0.05  # the method: used CPU / wall within 5% of the quota
 PIDS_LIMIT = 10
 GUEST_MEMORY_MIB = 128
 BOOT_TIMEOUT_S = 60

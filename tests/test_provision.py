@@ -214,7 +214,7 @@ def test_libvirt_answers_with_the_qemu_driver() -> None:
 
 def test_libvirtd_runs_under_a_child_subreaper() -> None:
     # On hosts without systemd, QEMU processes that libvirtd leaves behind are
-    # reaped by tini -s rather than by a slow PID 1 (HOST-NOTES: destroying a
+    # reaped by tini -s rather than by a slow PID 1 (measured: destroying a
     # domain takes 1.2-1.8 s instead of 0.2 s without it).
     if Path("/run/systemd/system").is_dir():
         pytest.skip("systemd host: the service manager supervises libvirtd")

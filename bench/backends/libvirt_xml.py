@@ -1,6 +1,6 @@
 """Domain XML for bench's guests: a pure function of the instance spec, tested on fixed inputs.
 
-Choices forced by measurement (see HOST-NOTES.md): machine 'pc' (libvirt 9.0 rejects
+Choices forced by measurement on the project's hosts: machine 'pc' (libvirt 9.0 rejects
 microvm), direct kernel boot, ``<acpi/>`` so a guest power-off ends the domain, serial
 console to a file the host polls, memballoon none, no network interface, never
 ``-cpu host``. memtune hard_limit is NOT set here: on hosts where root lacks

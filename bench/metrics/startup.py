@@ -1,6 +1,6 @@
 """Startup time: host monotonic stamps of every lifecycle stage, and the pure arithmetic on them.
 
-Stages (MEASURE.md): create (before the create call), created, started (start returned /
+Stages (README, Method): create (before the create call), created, started (start returned /
 process spawned), ready (READY read by the host), exited, removed. Derived durations:
 create_s, start_s, to_ready_s (the headline value, create -> ready), ready_after_start_s,
 to_exit_s, remove_s; docker adds attach_s. Never the guest's or container's own clock.
