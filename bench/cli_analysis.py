@@ -1,9 +1,10 @@
 """The analysis commands: compare, calibrate, check, baseline, report. Thin: parse, call, print.
 
 ``bench.cli`` calls ``register(app, console, err_console)`` at import. Exit codes follow
-bench's: 0 success, 1 a check failed (a quantity left its baseline) or a calibration
-run had failed samples, 2 bad input (unreadable runs, baseline or calibration, nothing
-to compare), 3 a backend unavailable (calibrate), 130 interrupted.
+bench's: 0 success, 1 a check failed (a quantity moved away from its baseline), 2 bad
+input (unreadable runs, baseline or calibration, nothing to compare or calibrate), 3 a
+backend unavailable (calibrate), 130 interrupted. A calibration run's failed samples
+are left out, with a warning.
 
 Runs on the command line are run directories, trees containing them, quoted globs
 (``'results/lab/*-quick-*'``), or a run with a block selection (``RUN@0-2``,

@@ -10,6 +10,11 @@ is decoded by msgspec into a typed record that skips the fields analysis never r
 samples must not spend its budget in ``json.loads``. Without msgspec it falls back to
 the standard library, slower but identical in result.
 
+Samples of an older schema are brought to the current one with
+``bench.samples.upgrade_sample_record``'s rules, applied column-wise: a version-1 line is
+block 0 of its run (``block`` is the repeat a sample belongs to: the unit comparisons
+test on) and gets the ``label.mechanism`` its backend implies.
+
 The file rules are those of ``bench.results``: run.json of an older schema is migrated,
 a newer one refused; a torn last line of samples.jsonl (a run killed mid-write) is
 skipped with a warning; a bad line elsewhere, or a sample of a newer schema, is refused.
