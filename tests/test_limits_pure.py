@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.metrics.limits import (
+from bench.metrics.limit_verdicts import (
     cpu_cores_used,
     cpu_verdict,
     downsample,

@@ -23,24 +23,30 @@ time series for plotting.
 
 from __future__ import annotations
 
-import itertools
 import math
-import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from bench.backends.base import Backend, Instance
 from bench.cgroups.sampler import CgroupSampler, Series
 from bench.errors import BenchError
 from bench.metrics.base import Metric, RunContext
+from bench.metrics.limit_verdicts import (
+    LimitCheck,
+    cpu_check,
+    downsample,
+    memory_verdict,
+    not_applicable,
+    parse_fork_output,
+    pids_verdict,
+)
+from bench.metrics.limits_guest import GuestV2Checks
 from bench.metrics.procmem import MIB
 from bench.plan import Step
 from bench.samples import Sample
-from bench.scenario import InstanceSpec, LimitOptions, Payload, Scenario
+from bench.scenario import InstanceSpec, Payload, Scenario
 
-SERIES_MAX_POINTS = 200
-CPU_WARMUP_S = 0.5
 MEMORY_SAMPLE_INTERVAL_S = 0.002
 # The memory payloads spin this long before READY, so the sampler is attached (and the
 # instance's cgroup found) before the allocation can reach the limit and kill it: a
@@ -48,136 +54,6 @@ MEMORY_SAMPLE_INTERVAL_S = 0.002
 MEMORY_ATTACH_MS = 300.0
 # a guest holds the payload's allocation in its own RAM: this much more than it allocates
 GUEST_RAM_HEADROOM_MIB = 128
-
-
-@dataclass(kw_only=True)
-class LimitCheck:
-    """One check's outcome: what was set, what was measured, and whether it held."""
-
-    kind: str  # memory | memory_control | cpu | pids | *_guest_v2
-    set_value: float | None
-    set_unit: str
-    measured: float | None
-    unit: str
-    enforced: bool | None  # None = not applicable
-    evidence: dict[str, Any] = field(default_factory=dict)
-    series: dict[str, list[list[float]]] = field(default_factory=dict)
-    error: str | None = None
-
-
-def downsample(
-    points: list[tuple[int, Any]], origin_ns: int, scale: float = 1.0
-) -> list[list[float]]:
-    """Series points as [seconds since origin, value * scale], at most SERIES_MAX_POINTS."""
-    if not points:
-        return []
-    step = max(1, len(points) // SERIES_MAX_POINTS)
-    picked = points[::step]
-    if picked[-1] is not points[-1]:
-        picked.append(points[-1])
-    return [[round((t - origin_ns) / 1e9, 4), float(v) * scale] for t, v in picked]
-
-
-def cpu_cores_used(usage: list[tuple[int, Any]], skip_s: float = CPU_WARMUP_S) -> float | None:
-    """Average cores used between the first point after ``skip_s`` and the last point."""
-    if len(usage) < 2:
-        return None
-    start_ns = usage[0][0] + int(skip_s * 1e9)
-    window = [(t, v) for t, v in usage if t >= start_ns] or usage
-    if len(window) < 2:
-        window = usage
-    (t0, u0), (t1, u1) = window[0], window[-1]
-    if t1 <= t0:
-        return None
-    return float(u1 - u0) / float(t1 - t0)
-
-
-def rate_series(usage: list[tuple[int, Any]]) -> list[tuple[int, float]]:
-    """Per-interval rate (cores) from cumulative (ns, cpu ns) points."""
-    return [
-        (t1, (u1 - u0) / (t1 - t0)) for (t0, u0), (t1, u1) in itertools.pairwise(usage) if t1 > t0
-    ]
-
-
-def cpu_verdict(
-    measured_cores: float | None, quota_cores: float, throttled_delta: int | None, tolerance: float
-) -> bool:
-    """Enforced when measured is within ``tolerance`` of the quota and throttling was seen."""
-    if measured_cores is None or throttled_delta is None:
-        return False
-    return abs(measured_cores - quota_cores) <= tolerance * quota_cores and throttled_delta > 0
-
-
-def memory_verdict(
-    killed: bool, peak_bytes: int | None, limit_bytes: int, tolerance_bytes: float
-) -> bool:
-    """Enforced when the payload was OOM-killed and peak usage stayed within the limit."""
-    return killed and peak_bytes is not None and peak_bytes <= limit_bytes + tolerance_bytes
-
-
-def parse_fork_output(text: str) -> dict[str, Any]:
-    """The probe's fork report: ``FORK_FAILED k ERRNO`` (first refusal) and ``FORKED k``."""
-    failed = re.search(r"^FORK_FAILED (\d+) (\S+)", text, re.M)
-    forked = re.search(r"^FORKED (\d+)", text, re.M)
-    return {
-        "refused_after": int(failed.group(1)) if failed else None,
-        "errno": failed.group(2) if failed else None,
-        "forked": int(forked.group(1)) if forked else None,
-    }
-
-
-def pids_verdict(fork: dict[str, Any], limit: int, max_events_delta: int | None) -> bool:
-    """Enforced when forks were refused exactly at the limit (the probe is one task of P)."""
-    return (
-        fork.get("refused_after") is not None
-        and fork["refused_after"] + 1 == limit
-        and (max_events_delta is None or max_events_delta > 0)
-    )
-
-
-def cpu_check(
-    quota: float,
-    usage: list[tuple[int, Any]],
-    throttled_delta: int | None,
-    options: LimitOptions,
-    evidence: dict[str, Any],
-    error: str | None = None,
-    kind: str = "cpu",
-) -> LimitCheck:
-    """The CPU check's verdict and record from cumulative (ns, cpu ns) usage points."""
-    measured = cpu_cores_used(usage)
-    origin = usage[0][0] if usage else 0
-    return LimitCheck(
-        kind=kind,
-        set_value=quota,
-        set_unit="cores",
-        measured=measured,
-        unit="cores",
-        enforced=cpu_verdict(measured, quota, throttled_delta, options.cpu_tolerance),
-        evidence={
-            "nr_throttled_delta": throttled_delta,
-            "threads": options.cpu_threads,
-            "seconds": options.cpu_seconds,
-            "samples": len(usage),
-            "error_fraction": abs(measured - quota) / quota if measured is not None else None,
-            **evidence,
-        },
-        series={"cores": downsample(rate_series(usage), origin)},
-        error=error,
-    )
-
-
-def not_applicable(kind: str, set_value: float, unit: str, reason: str) -> LimitCheck:
-    """A record saying the backend cannot apply this limit, and why (never a number)."""
-    return LimitCheck(
-        kind=kind,
-        set_value=set_value,
-        set_unit=unit,
-        measured=None,
-        unit=unit,
-        enforced=None,
-        evidence={"reason": reason},
-    )
 
 
 def _delta(series: Series, key: str) -> int | None:
@@ -521,8 +397,6 @@ class LimitsMetric(Metric):
 
     def measure(self, ctx: RunContext, step: Step) -> Iterator[Sample]:
         """Run each kind's checks (host side, then guest-internal where the backend boots one)."""
-        from bench.metrics.limits_guest import GuestV2Checks
-
         backend = ctx.backends[step.backend]
         checker = LimitRunner(ctx, backend, step)
         guest = GuestV2Checks(checker) if backend.capabilities.guest_kernel else None

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import Any, Protocol
 
+from bench.backends.base import Backend
 from bench.cgroups.guest_v2 import (
     TIME_KEY,
     cpu_max_value,
@@ -29,9 +31,9 @@ from bench.cgroups.guest_v2 import (
     pids_max_events,
     pids_peak,
 )
-from bench.metrics.limits import (
+from bench.metrics.base import RunContext
+from bench.metrics.limit_verdicts import (
     LimitCheck,
-    LimitRunner,
     cpu_verdict,
     downsample,
     memory_verdict,
@@ -39,15 +41,29 @@ from bench.metrics.limits import (
     pids_verdict,
 )
 from bench.metrics.procmem import MIB
-from bench.scenario import Payload
+from bench.scenario import Case, InstanceSpec, LimitOptions, Payload
 
 CPU_PERIOD_US = 100_000
+
+
+class GuestBooter(Protocol):
+    """What the guest rows need from the limit checks that run them."""
+
+    ctx: RunContext
+    backend: Backend
+    case: Case
+    options: LimitOptions
+    timeout_s: float
+
+    def spec(self, payload: Payload, **limits: Any) -> InstanceSpec:
+        """The case's spec with this payload (and limits)."""
+        ...
 
 
 class GuestV2Checks:
     """The guest-internal rows of one backend and case (see the module docstring)."""
 
-    def __init__(self, runner: LimitRunner) -> None:
+    def __init__(self, runner: GuestBooter) -> None:
         self.runner = runner
 
     def rows(self, kind: str) -> list[LimitCheck]:
