@@ -2,17 +2,24 @@
 
 Exit codes: 0 success, 1 a run had failed samples or a check failed, 2 bad input
 (scenario or results files), 3 a backend or artefact is unavailable, 130 interrupted.
+
+Text bench did not write (engine errors, qemu logs, paths, scenario names) is never
+rendered as rich markup. Tables honour ``COLUMNS``; piped output gets plain ASCII tables
+and no progress bar. ``--json`` gives machine-readable output where a person would
+otherwise read a table.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -26,20 +33,64 @@ from rich.table import Table
 from rich.text import Text
 
 from bench import __version__
-from bench.errors import BenchError
+from bench.errors import BenchError, ScenarioError
+
+
+def _console(stderr: bool = False) -> Console:
+    """A console that honours COLUMNS, and stays plain (no colour codes) when piped."""
+    stream = sys.stderr if stderr else sys.stdout
+    columns = os.environ.get("COLUMNS")
+    width = int(columns) if columns and columns.isdigit() else None
+    tty = stream.isatty()
+    return Console(
+        stderr=stderr,
+        width=width if width else (None if tty else 120),
+        no_color=not tty or None,
+        highlight=False,
+    )
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"bench {__version__}")
+        raise typer.Exit()
+
 
 app = typer.Typer(
     name="bench",
     help="Measure VMs against containers and a native baseline on this host.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True)
+console = _console()
+err_console = _console(stderr=True)
+
+
+@app.callback()
+def _main_options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """Measure VMs against containers and a native baseline on this host."""
+
 
 DEFAULT_RESULTS = Path("results")
 ResultsOption = Annotated[Path, typer.Option("--results", help="Results root directory.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _table(title: str | None = None) -> Table:
+    """A table: box-drawn on a terminal, plain ASCII when piped."""
+    return Table(
+        title=Text(title) if title else None,
+        box=box.HEAVY_HEAD if console.is_terminal else box.ASCII,
+    )
 
 
 def _fail(exc: BenchError) -> typer.Exit:
@@ -49,9 +100,15 @@ def _fail(exc: BenchError) -> typer.Exit:
     return typer.Exit(exc.exit_code)
 
 
+def _echo_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
 @app.command()
 def run(
-    scenario_file: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
+    scenario_file: Annotated[
+        Path | None, typer.Argument(help="Scenario YAML file (not with --resume).")
+    ] = None,
     results: ResultsOption = DEFAULT_RESULTS,
     reports: Annotated[
         Path, typer.Option("--reports", help="Where the run's HTML report goes.")
@@ -59,6 +116,17 @@ def run(
     no_report: Annotated[
         bool, typer.Option("--no-report", help="Do not write reports/<run_id>.html.")
     ] = False,
+    samples: Annotated[
+        int | None, typer.Option("--samples", min=1, help="Override the scenario's samples.")
+    ] = None,
+    warmups: Annotated[
+        int | None, typer.Option("--warmups", min=0, help="Override the scenario's warmups.")
+    ] = None,
+    backend: Annotated[
+        list[str] | None,
+        typer.Option("--backend", help="Only these backends (repeatable; override)."),
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Override the plan's seed.")] = None,
     repeat: Annotated[
         int | None,
         typer.Option(
@@ -78,83 +146,186 @@ def run(
             "scenario (and its hash) is unchanged.",
         ),
     ] = None,
+    skip_unavailable: Annotated[
+        bool,
+        typer.Option(
+            "--skip-unavailable",
+            help="Measure the backends that are available; record why the others are not.",
+        ),
+    ] = False,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            "--resume", help="Continue an interrupted or abandoned run (its id or directory)."
+        ),
+    ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Run a scenario and record every sample under results/<host>/<run_id>/."""
-    from bench.runner import RunEvent, RunOptions, run_scenario
+    from bench.runner import RunOptions, apply_overrides, resume_run, run_scenario
     from bench.scenario import load_scenario
 
+    overrides: dict[str, Any] = {
+        key: value
+        for key, value in (
+            ("samples", samples),
+            ("warmups", warmups),
+            ("backends", backend),
+            ("seed", seed),
+            ("repeats", repeat),
+        )
+        if value is not None
+    }
+    scenario = None
+    text = ""
     try:
-        scenario, text = load_scenario(scenario_file)
+        if resume is not None:
+            if scenario_file is not None or overrides or inject_spin_ms is not None:
+                raise ScenarioError(
+                    "--resume continues a run as it was planned: give no scenario file "
+                    "and no overrides"
+                )
+            run_dir = _find_run(resume, results)
+        else:
+            if scenario_file is None:
+                raise ScenarioError("give a scenario file (or --resume RUN_ID)")
+            scenario, text = load_scenario(scenario_file)
+            scenario = apply_overrides(scenario, overrides)
     except BenchError as exc:
         raise _fail(exc) from None
-    if repeat is not None:
-        scenario = scenario.model_copy(update={"repeats": repeat})
-    interactive = console.is_terminal
+    progress, on_event = _progress(as_json)
+    try:
+        with progress:
+            if resume is not None:
+                outcome = resume_run(run_dir, on_event)
+            else:
+                assert scenario is not None
+                options = RunOptions(
+                    inject_spin_ms=inject_spin_ms,
+                    skip_unavailable=skip_unavailable,
+                    overrides=tuple(sorted(overrides.items())),
+                )
+                outcome = run_scenario(
+                    scenario, text, str(scenario_file), results, on_event, options
+                )
+    except BenchError as exc:
+        raise _fail(exc) from None
+    failed = outcome.counts.get("failed", 0)
+    if as_json:
+        _echo_json(
+            {
+                "run_id": outcome.run_id,
+                "directory": str(outcome.directory),
+                "status": outcome.status,
+                "counts": outcome.counts,
+            }
+        )
+    else:
+        console.print(
+            f"results: {outcome.directory}  (status {outcome.status}, "
+            f"{outcome.counts.get('samples', 0)} samples, {failed} failed)",
+            markup=False,
+        )
+        # The tables and the report need the analysis stack (pandas, plotly): a child
+        # process builds them, so the measuring process never loads it.
+        command = [sys.executable, "-m", "bench", "show", str(outcome.directory)]
+        if not no_report:
+            command += ["--report-dir", str(reports)]
+        sys.stdout.flush()
+        shown = subprocess.run(command, check=False)
+        if shown.returncode != 0:
+            err_console.print(
+                "warning: the run's summary or report could not be produced", markup=False
+            )
+    if failed:
+        raise typer.Exit(1)
+
+
+def _find_run(run: str, results: Path) -> Path:
+    """A run directory from its id (under ``results``) or its path."""
+    from bench.errors import ResultsError
+
+    path = Path(run)
+    if (path / "run.json").is_file():
+        return path
+    found = sorted(results.glob(f"*/{run}/run.json")) if results.is_dir() else []
+    if not found:
+        raise ResultsError(f"no run {run!r} under {results}")
+    return found[0].parent
+
+
+def _progress(quiet: bool) -> tuple[Progress, Any]:
+    """The progress display of ``bench run`` and its event handler.
+
+    On a terminal: a bar over the plan's steps with an ETA, and the current median of
+    each backend's startup (like hyperfine's current estimate). Piped: one plain line per
+    phase and per sample. ``quiet`` (JSON output): nothing but failures, on stderr.
+    """
+    from bench.runner import RunEvent
+
+    interactive = console.is_terminal and not quiet
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TextColumn("ETA"),
         TimeRemainingColumn(),
         console=console,
         disable=not interactive,
     )
-    task_id = None
+    state: dict[str, Any] = {"task": None, "startup": {}}
+
+    def estimate() -> str:
+        medians = []
+        for name, values in state["startup"].items():
+            ordered = sorted(values)
+            medians.append(f"{name} {_format_value(ordered[len(ordered) // 2], 's')}")
+        return ("  now: " + ", ".join(medians)) if medians else ""
 
     def on_event(event: RunEvent) -> None:
-        nonlocal task_id
         if event.kind in ("phase", "warning"):
+            if quiet and event.kind == "phase":
+                return
+            target = err_console if quiet else console
             style = "yellow" if event.kind == "warning" else "dim"
-            console.print(Text(event.message, style=style))
+            target.print(Text(event.message, style=style))
         elif event.kind == "planned":
-            console.print(f"{event.message}: {event.total} steps", highlight=False, markup=False)
-            task_id = progress.add_task(scenario.name, total=event.total)
+            if not quiet:
+                console.print(f"{event.message}: {event.total} steps", markup=False)
+            state["task"] = progress.add_task("measuring", total=event.total)
         elif event.kind == "step":
-            if task_id is not None:
-                progress.advance(task_id)
+            if state["task"] is not None:
+                progress.update(state["task"], advance=1, description="measuring" + estimate())
         elif event.kind == "sample" and event.sample is not None:
             sample = event.sample
             if sample.metric == "noise":
                 return
-            if not interactive or not sample.ok:
-                value = _format_value(sample.value, sample.unit)
-                view = sample.labels.get("view")
-                if view:
-                    role = sample.labels.get("role")
-                    value = (
-                        f"{view}{':' + str(role) if role not in (None, 'total') else ''} {value}"
-                    )
-                tag = " warmup" if sample.warmup else ""
-                line = f"{sample.seq:>4} {sample.backend:<8} {sample.case}{tag}: {value}"
+            if sample.metric == "startup" and sample.ok and not sample.warmup:
+                state["startup"].setdefault(sample.backend, []).append(sample.value)
+            if quiet:
                 if not sample.ok:
-                    line += f"  FAILED: {sample.error}"
-                console.print(line, highlight=False, markup=False)
+                    err_console.print(
+                        f"{sample.backend} {sample.metric} FAILED: {sample.error}", markup=False
+                    )
+                return
+            if not interactive or not sample.ok:
+                console.print(_sample_line(sample), markup=False)
 
-    options = RunOptions(inject_spin_ms=inject_spin_ms)
-    try:
-        with progress:
-            outcome = run_scenario(scenario, text, str(scenario_file), results, on_event, options)
-    except BenchError as exc:
-        raise _fail(exc) from None
-    console.print(
-        f"results: {outcome.directory}  (status {outcome.status}, "
-        f"{outcome.counts.get('samples', 0)} samples, {outcome.counts.get('failed', 0)} failed)",
-        highlight=False,
-        markup=False,
-    )
-    # The tables and the report need the analysis stack (pandas, plotly): a child process
-    # builds them, so the measuring process never loads it.
-    command = [sys.executable, "-m", "bench", "show", str(outcome.directory)]
-    if not no_report:
-        command += ["--report-dir", str(reports)]
-    sys.stdout.flush()
-    shown = subprocess.run(command, check=False)
-    if shown.returncode != 0:
-        err_console.print(
-            "warning: the run's summary or report could not be produced", markup=False
-        )
-    if outcome.counts.get("failed", 0):
-        raise typer.Exit(1)
+    return progress, on_event
+
+
+def _sample_line(sample: Any) -> str:
+    value = _format_value(sample.value, sample.unit)
+    view = sample.labels.get("view")
+    if view:
+        role = sample.labels.get("role")
+        value = f"{view}{':' + str(role) if role not in (None, 'total') else ''} {value}"
+    tag = " warmup" if sample.warmup else ""
+    line = f"{sample.seq:>4} {sample.backend:<12} {sample.case}{tag}: {value}"
+    if not sample.ok:
+        line += f"  FAILED: {sample.error}"
+    return line
 
 
 @app.command()
@@ -178,8 +349,10 @@ def show(
     name = next(iter(dataset.runs.values())).scenario_name if dataset.runs else str(run_dir)
     if any(row.accel == "tcg" for row in rows):
         console.print(
-            "[bold yellow]VMs ran under TCG (software emulation), not KVM:[/] "
-            "their figures are not hardware-virtualization figures."
+            Text.assemble(
+                ("VMs ran under TCG (software emulation), not KVM:", "bold yellow"),
+                " their figures are not hardware-virtualization figures.",
+            )
         )
     if "label.enforced" in frame:
         console.print(_limits_table(name, frame))
@@ -189,7 +362,7 @@ def show(
             "memory": "memory per instance (views; *_overhead = view - native baseline)",
             "density": "density ramp (per step; count_reached = instances READY at stop)",
         }.get(metric, metric)
-        table = Table(title=Text(f"{name}: {title} (measured samples, warmups excluded)"))
+        table = _table(f"{name}: {title} (measured samples, warmups excluded)")
         for column in ("backend", "accel", "case", "view", "n", "failed", "median", "min", "max"):
             left = column in {"backend", "accel", "case", "view"}
             table.add_column(column, justify="left" if left else "right")
@@ -214,14 +387,14 @@ def show(
             from bench.report import write_run_report
 
             written = write_run_report(run_dir, report_dir)
-            console.print(f"report: {written.path}", highlight=False, markup=False)
+            console.print(f"report: {written.path}", markup=False)
         except Exception as exc:  # a report must never fail a run that measured
             err_console.print(f"warning: report not written: {exc}", markup=False)
 
 
 def _limits_table(name: str, frame: Any) -> Table:
     """Backend x limit kind -> set value, measured value, enforced yes/no (with evidence)."""
-    table = Table(title=f"{name}: limit enforcement (measured while the instance lived)")
+    table = _table(f"{name}: limit enforcement (measured while the instance lived)")
     for column in ("backend", "accel", "limit", "set", "measured", "enforced", "evidence"):
         table.add_column(column, overflow="fold")
     limits = frame[frame["metric"] == "limits"]
@@ -229,11 +402,11 @@ def _limits_table(name: str, frame: Any) -> Table:
         evidence = row.get("label.evidence") or {}
         enforced = row.get("label.enforced")
         verdict = (
-            "[dim]n/a[/]"
+            Text("n/a", style="dim")
             if enforced is None or enforced != enforced
-            else "[green]yes[/]"
+            else Text("yes", style="green")
             if enforced
-            else "[bold red]NO[/]"
+            else Text("NO", style="bold red")
         )
         keys = (
             "killed",
@@ -278,19 +451,33 @@ def _format_value(value: float | None, unit: str) -> str:
 @app.command()
 def validate(
     scenario_files: Annotated[list[Path], typer.Argument(help="Scenario YAML files.")],
+    as_json: JsonOption = False,
 ) -> None:
-    """Validate scenario files without running anything."""
+    """Validate scenario files without running anything (every file; exit 2 if any is bad)."""
     from bench.scenario import expand_cases, load_scenario
 
+    results: list[dict[str, Any]] = []
     for path in scenario_files:
         try:
             scenario, _ = load_scenario(path)
         except BenchError as exc:
-            raise _fail(exc) from None
-        cases = ", ".join(c.name for c in expand_cases(scenario))
-        console.print(
-            f"{path}: ok ({len(scenario.backends)} backends; cases: {cases})", highlight=False
+            results.append({"file": str(path), "ok": False, "error": str(exc)})
+            if not as_json:
+                err_console.print(Text.assemble(("error:", "bold red"), " ", str(exc)))
+            continue
+        cases = [c.name for c in expand_cases(scenario)]
+        results.append(
+            {"file": str(path), "ok": True, "backends": scenario.backends, "cases": cases}
         )
+        if not as_json:
+            console.print(
+                f"{path}: ok ({len(scenario.backends)} backends; cases: {', '.join(cases)})",
+                markup=False,
+            )
+    if as_json:
+        _echo_json(results)
+    if not all(r["ok"] for r in results):
+        raise typer.Exit(ScenarioError.exit_code)
 
 
 @app.command()
@@ -303,27 +490,44 @@ def schema(
     from bench.scenario import json_schema
 
     output.write_text(json.dumps(json_schema(), indent=2) + "\n")
-    console.print(f"wrote {output}")
+    console.print(f"wrote {output}", markup=False)
 
 
 @app.command()
-def doctor() -> None:
-    """Check this host: engines reachable, cgroups, KVM, disk, memory; say how to fix failures."""
-    from bench.doctor import run_checks
+def doctor(
+    as_json: JsonOption = False,
+    reprobe_kvm: Annotated[
+        bool,
+        typer.Option(
+            "--reprobe-kvm",
+            help="Forget the cached KVM decision (~/.cache/bench/accel-probe) and boot a "
+            "KVM guest again to decide.",
+        ),
+    ] = False,
+) -> None:
+    """Check this host and every backend; say how to fix each failure."""
+    from bench.doctor import forget_accel_decisions, run_checks
 
+    if reprobe_kvm:
+        forgotten = forget_accel_decisions()
+        if not as_json:
+            console.print(f"forgot {forgotten} cached KVM decision(s)", markup=False)
     checks = run_checks()
-    table = Table(title=f"bench {__version__} doctor")
-    for column in ("check", "status", "detail", "fix"):
-        table.add_column(column, overflow="fold")
-    colours = {"ok": "green", "warn": "yellow", "fail": "red"}
-    for check in checks:
-        table.add_row(
-            Text(check.name),
-            Text(check.status, style=colours.get(check.status, "")),
-            Text(check.detail),
-            Text(check.fix),
-        )
-    console.print(table)
+    if as_json:
+        _echo_json([check.__dict__ for check in checks])
+    else:
+        table = _table(f"bench {__version__} doctor")
+        for column in ("check", "status", "detail", "fix"):
+            table.add_column(column, overflow="fold")
+        colours = {"ok": "green", "warn": "yellow", "fail": "red"}
+        for check in checks:
+            table.add_row(
+                Text(check.name),
+                Text(check.status, style=colours.get(check.status, "")),
+                Text(check.detail),
+                Text(check.fix),
+            )
+        console.print(table)
     if any(check.status == "fail" for check in checks):
         raise typer.Exit(1)
 
@@ -331,46 +535,73 @@ def doctor() -> None:
 @app.command()
 def clean(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List, do not remove.")] = False,
+    everything: Annotated[
+        bool,
+        typer.Option("--all", help="Also remove instances of runs that are still running."),
+    ] = False,
     images: Annotated[bool, typer.Option("--images", help="Also remove bench's images.")] = False,
 ) -> None:
-    """Remove every instance bench created (found by label or name prefix)."""
+    """Remove the instances bench left behind (by default, only those of runs not alive)."""
     from bench.backends import backend_names, get_backend
+    from bench.ownership import active_runs, owned_by_live_run, run_suffix
 
+    live = {run_suffix(str(r["run_id"])) for r in active_runs()}
     failed = False
     for name in backend_names():
         try:
             backend = get_backend(name)
             backend.check_available()
-            found = backend.leftovers() if dry_run else backend.sweep()
+            present = backend.leftovers()
+            spared = [] if everything else [n for n in present if owned_by_live_run(n, live)]
+            chosen = [n for n in present if n not in spared]
+            if dry_run:
+                done = chosen
+            elif everything:
+                backend.sweep()
+                still = set(backend.leftovers())
+                done = [n for n in present if n not in still]
+            else:
+                done = backend.remove_leftovers(chosen)
             if images and not dry_run and hasattr(backend, "remove_images"):
-                found += backend.remove_images()
+                done += backend.remove_images()
             backend.close()
         except BenchError as exc:
-            console.print(f"{name}: skipped ({exc})", highlight=False)
+            console.print(f"{name}: skipped ({exc})", markup=False)
             continue
         except Exception as exc:
-            console.print(f"{name}: clean failed: {exc}", highlight=False)
+            console.print(f"{name}: clean failed: {exc}", markup=False)
             failed = True
             continue
         verb = "would remove" if dry_run else "removed"
-        console.print(
-            f"{name}: {verb} {len(found)}" + (f": {', '.join(found)}" if found else ""),
-            highlight=False,
-        )
+        line = f"{name}: {verb} {len(done)}" + (f": {', '.join(done)}" if done else "")
+        if spared:
+            line += f"; left {len(spared)} of running runs (--all removes them)"
+        if not dry_run and len(done) < len(chosen):
+            failed = True
+            line += f"; NOT removed: {', '.join(sorted(set(chosen) - set(done)))}"
+        console.print(line, markup=False)
     if failed:
         raise typer.Exit(1)
 
 
 @app.command("ls")
-def list_runs_command(results: ResultsOption = DEFAULT_RESULTS) -> None:
-    """List runs on disk, newest first."""
+def list_runs_command(
+    results: ResultsOption = DEFAULT_RESULTS, as_json: JsonOption = False
+) -> None:
+    """List runs on disk, newest first (a dead run still marked running shows as abandoned)."""
+    from bench.errors import ResultsError
     from bench.results import list_runs
 
+    if not results.is_dir():
+        raise _fail(ResultsError(f"{results}: no such results directory"))
     runs = list_runs(results)
-    if not runs:
-        console.print(f"no runs under {results}")
+    if as_json:
+        _echo_json(runs)
         return
-    table = Table()
+    if not runs:
+        console.print(f"no runs under {results}", markup=False)
+        return
+    table = _table()
     for column in ("run_id", "host", "scenario", "status", "samples", "failed", "path"):
         table.add_column(column, overflow="fold")
     for run_info in runs:
@@ -381,7 +612,7 @@ def list_runs_command(results: ResultsOption = DEFAULT_RESULTS) -> None:
             continue
         table.add_row(
             *(
-                str(run_info.get(k) if run_info.get(k) is not None else "-")
+                Text(str(run_info.get(k) if run_info.get(k) is not None else "-"))
                 for k in ("run_id", "host", "scenario", "status", "samples", "failed", "path")
             )
         )
@@ -391,7 +622,7 @@ def list_runs_command(results: ResultsOption = DEFAULT_RESULTS) -> None:
 @app.command()
 def version() -> None:
     """Print bench's version."""
-    console.print(__version__)
+    console.print(__version__, markup=False)
 
 
 def _register_extra_commands() -> None:

@@ -165,3 +165,19 @@ def run_checks(backends: list[str] | None = None) -> list[Check]:
                 Check(check.__name__.removeprefix("check_"), "fail", f"check crashed: {exc}")
             )
     return results + backend_checks(backends)
+
+
+def forget_accel_decisions() -> int:
+    """Delete the cached KVM decisions (``~/.cache/bench/accel-probe``); return how many.
+
+    The next run or ``bench doctor`` boots a KVM guest again to decide KVM or TCG.
+    """
+    from bench.artifacts.probe import cache_dir
+
+    count = 0
+    directory = cache_dir() / "accel-probe"
+    if directory.is_dir():
+        for path in directory.glob("*.json"):
+            path.unlink(missing_ok=True)
+            count += 1
+    return count

@@ -89,6 +89,21 @@ class ResultStore:
             self.counts["warmup"] += 1
         self.counts["ok" if sample.ok else "failed"] += 1
 
+    @classmethod
+    def reopen(cls, directory: Path) -> ResultStore:
+        """Open an existing run directory to append to it (a resumed run); counts restored."""
+        run = read_run(directory)
+        store = cls(directory, run)
+        for record in read_samples(directory).records:
+            if record.get("metric") == "noise":
+                store.counts["noise"] += 1
+                continue
+            store.counts["samples"] += 1
+            store.counts["warmup"] += bool(record.get("warmup"))
+            store.counts["ok" if record.get("ok") else "failed"] += 1
+        store._samples = open(directory / SAMPLES_FILE, "a", buffering=1)  # noqa: SIM115
+        return store
+
     def update(self, **fields: Any) -> None:
         """Merge fields into run.json and rewrite it atomically."""
         self.run.update(fields)
@@ -194,6 +209,25 @@ def read_samples(directory: Path) -> SamplesRead:
     return SamplesRead(records, warnings)
 
 
+def rewrite_samples(
+    directory: Path, keep: Callable[[dict[str, Any]], bool]
+) -> tuple[list[dict[str, Any]], int]:
+    """Rewrite samples.jsonl with only the records ``keep`` accepts; return (kept, dropped).
+
+    Used once when a run resumes (the samples of the step it was cut off in are measured
+    again). Written to a temporary file and renamed, so a crash leaves the old journal.
+    """
+    path = Path(directory) / SAMPLES_FILE
+    read = read_samples(directory)
+    kept = [record for record in read.records if keep(record)]
+    partial = path.with_suffix(path.suffix + ".partial")
+    with open(partial, "w") as handle:
+        for record in kept:
+            handle.write(json.dumps(record, separators=(",", ":")) + "\n")
+    os.replace(partial, path)
+    return kept, len(read.records) - len(kept)
+
+
 def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
     """Expand paths into run directories: a run dir itself, or any tree containing them."""
     found: list[Path] = []
@@ -209,7 +243,13 @@ def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def list_runs(root: Path) -> list[dict[str, Any]]:
-    """Summaries of every run under ``root`` (newest first), unreadable ones flagged."""
+    """Summaries of every run under ``root`` (newest first), unreadable ones flagged.
+
+    A run still marked ``running`` whose process is gone (killed, host rebooted) is
+    listed as ``abandoned``: ``bench run --resume RUN_ID`` continues it.
+    """
+    from bench.ownership import effective_status
+
     summaries: list[dict[str, Any]] = []
     for directory in find_run_dirs([root]) if Path(root).exists() else []:
         try:
@@ -223,7 +263,7 @@ def list_runs(root: Path) -> list[dict[str, Any]]:
                 "run_id": run.get("run_id"),
                 "host": (run.get("host") or {}).get("hostname"),
                 "scenario": (run.get("scenario") or {}).get("name"),
-                "status": run.get("status"),
+                "status": effective_status(run),
                 "started_at_utc": run.get("started_at_utc"),
                 "samples": (run.get("counts") or {}).get("samples"),
                 "failed": (run.get("counts") or {}).get("failed"),

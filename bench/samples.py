@@ -10,9 +10,10 @@ Schema history (``upgrade_sample_record`` migrates older lines as they are read)
 
 - 1: the first format.
 - 2: ``block`` (which repeat of the plan the sample belongs to: the unit of
-  run-to-run noise) and the backend's metadata in ``labels`` (at least
-  ``mechanism``: native, container, sandbox or vm). Version-1 lines are block 0, and
-  their mechanism is inferred from the three backends that existed then.
+  run-to-run noise), ``step`` (the plan step that took it, so a resumed run knows what
+  is done) and the backend's metadata in ``labels`` (at least ``mechanism``: native,
+  container, sandbox or vm). Version-1 lines are block 0, step -1, and their mechanism
+  is inferred from the three backends that existed then.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class Sample:
     warmup: bool = False
     round: int = 0
     block: int = -1  # -1 until the run context stamps the current block
+    step: int = -1  # the plan step that took it (-1: derived after the plan, e.g. overheads)
     instance: str = ""
     params: dict[str, Any] = field(default_factory=dict)
     stages: dict[str, float] = field(default_factory=dict)
@@ -75,6 +77,7 @@ def upgrade_sample_record(record: dict[str, Any]) -> dict[str, Any]:
         return record
     if version < 2:
         record.setdefault("block", 0)
+        record.setdefault("step", -1)
         labels = record.get("labels")
         if not isinstance(labels, dict):
             labels = {}

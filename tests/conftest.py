@@ -72,9 +72,11 @@ def libvirt_backend() -> Iterator[Backend]:
 
 
 def _leftovers_by_backend() -> dict[str, set[str]]:
-    """Every available backend's bench instances that exist now."""
+    """Every available backend's bench instances that exist now, but a live run's."""
     from bench.backends import backend_names, get_backend
+    from bench.ownership import active_runs, owned_by_live_run, run_suffix
 
+    live = {run_suffix(str(r["run_id"])) for r in active_runs()}
     found: dict[str, set[str]] = {}
     for name in backend_names():
         try:
@@ -83,7 +85,7 @@ def _leftovers_by_backend() -> dict[str, set[str]]:
         except BenchError:
             continue
         try:
-            found[name] = set(backend.leftovers())
+            found[name] = {n for n in backend.leftovers() if not owned_by_live_run(n, live)}
         finally:
             backend.close()
     return found
@@ -93,9 +95,10 @@ def _leftovers_by_backend() -> dict[str, set[str]]:
 def no_leftovers(request: pytest.FixtureRequest) -> Iterator[None]:
     """After the test, assert it left no instance behind (then sweep what it left).
 
-    Only instances that appeared during the test count: another bench run on the same
-    host (a developer's, a second session's) is not this test's to judge or remove. One
-    that is still there after a short grace period is this test's leak, and is swept.
+    Only instances that appeared during the test and belong to no live run count:
+    another bench run on the same host (a developer's, a second session's) is not this
+    test's to judge or remove. One that is still there after a short grace period is
+    this test's leak, and is removed (that one only).
     """
     before = _leftovers_by_backend()
     yield
@@ -111,11 +114,11 @@ def no_leftovers(request: pytest.FixtureRequest) -> Iterator[None]:
         if not new or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    for name in new:
+    for name, names in new.items():
         backend = get_backend(name)
         try:
             backend.check_available()
-            backend.sweep()
+            backend.remove_leftovers(names)
         finally:
             backend.close()
     assert not new, f"bench instances left behind: {new}"

@@ -169,3 +169,123 @@ def test_clean_removes_labelled_instances(docker_backend) -> None:
     assert result.returncode == 0 and "bench-test-clean" in result.stdout
     assert docker_backend.leftovers() == []
     docker_backend.stop(instance)
+
+
+def test_version_flag_completion_and_plain_tables_when_piped(tmp_path: Path) -> None:
+    result = bench("--version")
+    assert result.returncode == 0 and result.stdout.strip().startswith("bench ")
+    assert "--install-completion" in bench("--help").stdout
+    listing = bench("ls", "--results", str(REPO / "tests" / "data" / "runs"))
+    assert listing.returncode == 0
+    assert "\x1b[" not in listing.stdout, "no colour codes when piped"
+    assert "┃" not in listing.stdout and "+--" in listing.stdout, "ASCII tables when piped"
+    assert bench("ls", "--results", str(tmp_path / "nope")).returncode == 2
+    as_json = bench("ls", "--json", "--results", str(REPO / "tests" / "data" / "runs"))
+    runs = json.loads(as_json.stdout)
+    assert runs and all("status" in r or "error" in r for r in runs)
+
+
+def test_validate_checks_every_file_and_exits_2_if_any_is_bad(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nbackends: [docker]\nsamples: 0\n")
+    worse = tmp_path / "worse.yaml"
+    worse.write_text("name: [\n")
+    result = bench("validate", str(bad), "scenarios/quick.yaml", str(worse))
+    assert result.returncode == 2
+    assert "scenarios/quick.yaml: ok" in result.stdout
+    assert str(bad) in result.stderr and str(worse) in result.stderr
+    as_json = json.loads(bench("validate", "--json", str(bad), "scenarios/quick.yaml").stdout)
+    assert [r["ok"] for r in as_json] == [False, True]
+
+
+def test_markup_in_external_text_is_printed_as_is(tmp_path: Path) -> None:
+    weird = tmp_path / "[bold]x[red]y.yaml"
+    weird.write_text("name: t\nbackends: [nosuch]\n")
+    result = bench("validate", str(weird))
+    assert result.returncode == 2
+    assert "[bold]x[red]y.yaml" in result.stderr
+    assert "MarkupError" not in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.cgroups
+@pytest.mark.usefixtures("process_backend", "no_leftovers")
+def test_kill_9_then_resume_repeats_no_step(tmp_path: Path) -> None:
+    scenario = tmp_path / "long.yaml"
+    scenario.write_text(
+        "name: long\nbackends: [process]\nmetrics: [startup, memory]\nsamples: 30\n"
+        "warmups: 1\nsettle_s: 0.05\nmemory: {instances: 2, rounds: 1, settle_s: 0.3}\n"
+    )
+    results = tmp_path / "results"
+    proc = subprocess.Popen(
+        [*BENCH, "run", str(scenario), "--results", str(results), "--no-report"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    run_dir = None
+    while time.monotonic() < deadline:
+        found = list(results.glob("*/*/run.json"))
+        if found and json.loads(found[0].read_text()).get("steps_done", 0) >= 8:
+            run_dir = found[0].parent
+            break
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait(timeout=30)
+    assert run_dir is not None, "the run never got going"
+    listing = json.loads(bench("ls", "--json", "--results", str(results)).stdout)
+    assert listing[0]["status"] == "abandoned"
+    before = len((run_dir / "samples.jsonl").read_text().splitlines())
+    # the killed run's instance cgroups (if any) belong to no live run: clean may take them
+    resumed = bench("run", "--resume", run_dir.name, "--results", str(results), "--no-report")
+    assert resumed.returncode == 0, resumed.stderr
+    run = read_run(run_dir)
+    assert run["status"] == "complete" and run["steps_done"] == run["plan"]["steps"]
+    assert run["resumes"][0]["from_step"] >= 8
+    records = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records if r["metric"] == "startup"]
+    assert len(steps) == len(set(steps)), "no step measured twice"
+    assert sorted(steps) == list(range(len(steps))), "every startup step measured"
+    assert len(records) > before
+    assert len({r["seq"] for r in records}) == len(records), "sequence numbers stay unique"
+    overheads = [r for r in records if str(r["labels"].get("view", "")).endswith("_overhead")]
+    assert not overheads, "a run with only a native backend has no overhead records"
+    again = bench("run", "--resume", run_dir.name, "--results", str(results))
+    assert again.returncode == 1 and "complete" in again.stderr, "a complete run is not resumed"
+
+
+@pytest.mark.cgroups
+@pytest.mark.usefixtures("process_backend", "no_leftovers")
+def test_clean_spares_instances_of_a_running_run(tmp_path: Path) -> None:
+    scenario = tmp_path / "hold.yaml"
+    scenario.write_text(
+        "name: hold\nbackends: [process]\nmetrics: [memory]\n"
+        "memory: {instances: 3, rounds: 1, settle_s: 10, drop_caches: false}\n"
+    )
+    results = tmp_path / "results"
+    proc = subprocess.Popen(
+        [*BENCH, "run", str(scenario), "--results", str(results), "--no-report"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        listed = ""
+        while time.monotonic() < deadline:
+            listed = bench("clean", "--dry-run").stdout
+            if "left 3 of running runs" in listed:
+                break
+            time.sleep(0.2)
+        assert "left 3 of running runs" in listed, listed
+        cleaned = bench("clean")
+        assert cleaned.returncode == 0 and "process: removed 0" in cleaned.stdout
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, stderr
+    run = read_run(next(results.glob("*/*")))
+    assert run["status"] == "complete" and run["counts"]["failed"] == 0

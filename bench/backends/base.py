@@ -18,7 +18,9 @@ report or comparison ever branches on a backend's name:
   as the runtime's measured footprint plus the scenario's headroom;
 - ``capabilities.guest_kernel``: instances boot bench's guest kernel and initramfs, so
   ``Instance.extra["cmdline_extra"]`` reaches the guest's init (guest-internal checks);
-- ``capabilities.roles``: the roles of the host processes ``host_processes`` returns.
+- ``capabilities.roles``: the roles of the host processes ``host_processes`` returns;
+- ``capabilities.footprint_estimate_mib``: what an idle instance costs the host beyond
+  its payload and guest RAM, for refusing a scenario that cannot fit before it starts.
 
 ``metadata()`` is merged into the labels of every sample the backend's instances
 produce (like PKB's ``GetResourceMetadata``). Backends register themselves by subclassing
@@ -31,7 +33,7 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -98,6 +100,9 @@ class Capabilities:
     roles: tuple[str, ...]
     runtime_in_limit: bool = False
     guest_kernel: bool = False
+    # host memory one idle instance costs beyond its payload (and beyond its guest RAM,
+    # for a guest): a planning estimate, used only to refuse a scenario that cannot fit
+    footprint_estimate_mib: float = 2.0
 
     def limit(self, kind: str) -> LimitSupport:
         """How ``kind`` (memory, cpu, pids) is applied; not applicable if undeclared."""
@@ -208,6 +213,15 @@ class Backend(ABC):
             if isinstance(value, str | int | float) and value != ""
         )
         return [HostCheck(self.name, "ok", shown or "available")]
+
+    def memory_estimate_mib(self, spec: InstanceSpec) -> float:
+        """What one instance of ``spec`` may cost the host (planning only, never a figure)."""
+        capabilities = self.capabilities
+        payload_mib = float(spec.payload.alloc_mib or 0)
+        if capabilities.guest_kernel:
+            # the payload allocates inside the guest's RAM
+            return capabilities.footprint_estimate_mib + spec.guest_memory_mib
+        return capabilities.footprint_estimate_mib + payload_mib
 
     # -- the lifecycle ------------------------------------------------------------------
 
@@ -345,6 +359,29 @@ class Backend(ABC):
     @abstractmethod
     def leftovers(self) -> list[str]:
         """List instances of bench's that exist now (for tests and ``bench clean --dry-run``)."""
+
+    def remove_leftovers(self, names: Collection[str]) -> list[str]:
+        """Remove these leftover instances only; return those verified gone afterwards.
+
+        Backends that can remove one instance by name override ``_remove_named``; the
+        default can only sweep everything, so it refuses unless everything was asked for.
+        """
+        wanted = set(names)
+        if not wanted:
+            return []
+        present = set(self.leftovers())
+        self._remove_named(sorted(wanted & present), everything=wanted >= present)
+        still = set(self.leftovers())
+        return sorted(wanted - still)
+
+    def _remove_named(self, names: list[str], everything: bool) -> None:
+        """Remove the named leftovers (see ``remove_leftovers``)."""
+        if not everything:
+            raise BenchError(
+                f"backend {self.name} cannot remove single instances; "
+                "bench clean --all removes all of them"
+            )
+        self.sweep()
 
 
 def cgroup_reader(dirs: Mapping[str, Path], layout: CgroupLayout) -> Callable[[], dict[str, Any]]:

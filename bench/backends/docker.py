@@ -54,6 +54,7 @@ class DockerBackend(Backend):
             "pids": LimitSupport("create", "docker --pids-limit at create"),
         },
         roles=("container", "containerd-shim"),
+        footprint_estimate_mib=6.0,
     )
     # The OCI runtime the engine runs containers with; None: the engine's default (runc).
     runtime: str | None = None
@@ -316,6 +317,14 @@ class DockerBackend(Backend):
     def leftovers(self) -> list[str]:
         """Names of bench's containers that exist now."""
         return sorted(c.name for c in self._bench_containers())
+
+    def _remove_named(self, names: list[str], everything: bool) -> None:
+        """Force-remove these containers of bench's."""
+        wanted = set(names)
+        for container in self._bench_containers():
+            if container.name in wanted:
+                with contextlib.suppress(Exception):
+                    container.remove(force=True)
 
     def remove_images(self) -> list[str]:
         """Remove bench's probe images (``bench clean --images``)."""

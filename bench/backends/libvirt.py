@@ -105,6 +105,7 @@ class LibvirtBackend(Backend):
         roles=("qemu",),
         runtime_in_limit=True,
         guest_kernel=True,
+        footprint_estimate_mib=40.0,
     )
 
     def __init__(self, uri: str = LIBVIRT_URI, extra_cmdline: Sequence[str] = ()) -> None:
@@ -639,6 +640,22 @@ class LibvirtBackend(Backend):
     def leftovers(self) -> list[str]:
         """Names of bench's domains that exist now (running or only defined)."""
         return sorted(domain.name() for domain in self._bench_domains())
+
+    def _remove_named(self, names: list[str], everything: bool) -> None:
+        """Destroy and undefine these domains of bench's; remove their console logs."""
+        wanted = set(names)
+        for domain in self._bench_domains():
+            name = domain.name()
+            if name not in wanted:
+                continue
+            with contextlib.suppress(Exception):
+                if domain.isActive():
+                    domain.destroy()
+            with contextlib.suppress(Exception):
+                domain.undefine()
+            for directory in (CONSOLE_DIR, QEMU_LOG_DIR):
+                with contextlib.suppress(OSError):
+                    (directory / f"{name}.log").unlink()
 
     def sweep(self) -> list[str]:
         """Destroy and undefine every bench domain; remove stale console logs."""

@@ -27,7 +27,13 @@ from bench.backends.base import (
 )
 from bench.backends.stream import READY_MARKER, wait_for_marker
 from bench.cgroups import layout as cgroup_layout
-from bench.cgroups.instance import InstanceCgroup, bench_cgroup_dirs, sweep_bench_cgroups
+from bench.cgroups.instance import (
+    InstanceCgroup,
+    bench_cgroup_dirs,
+    remove_cgroup_dirs,
+    remove_empty_parents,
+    sweep_bench_cgroups,
+)
 from bench.cgroups.readers import read_memory_events, read_memory_usage
 from bench.errors import BackendUnavailable, InstanceError, InstanceTimeout
 from bench.scenario import InstanceSpec
@@ -241,3 +247,10 @@ class ProcessBackend(Backend):
     def leftovers(self) -> list[str]:
         """Names of instance cgroups of bench's that exist now."""
         return sorted({d.name for d in bench_cgroup_dirs(self.layout)})
+
+    def _remove_named(self, names: list[str], everything: bool) -> None:
+        """Kill what is in these instances' cgroups and remove them."""
+        wanted = set(names)
+        directories = [d for d in bench_cgroup_dirs(self.layout) if d.name in wanted]
+        remove_cgroup_dirs(directories)
+        remove_empty_parents({d.parent for d in directories})

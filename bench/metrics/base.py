@@ -47,9 +47,15 @@ class RunOptions:
 
     ``inject_spin_ms``: the probe spins this long before READY in every backend, a known
     slowdown for checking that comparisons detect one; the scenario stays identical.
+    ``skip_unavailable``: measure the backends that are available and record why the
+    others are not, instead of refusing the run. ``overrides``: scenario fields the
+    command line changed, recorded as such.
     """
 
     inject_spin_ms: float | None = None
+    skip_unavailable: bool = False
+    # command-line overrides of scenario fields (samples, warmups, backends, seed, repeats)
+    overrides: tuple[tuple[str, Any], ...] = ()
 
 
 class CleanupRegistry:
@@ -108,10 +114,16 @@ class RunContext:
     drop_page_cache: Callable[[], str | None] = lambda: "page cache not dropped"
     notes: list[str] = field(default_factory=list)
     block: int = 0
+    step: int = -1
     _names: Iterator[int] = field(default_factory=itertools.count)
     _seq: Iterator[int] = field(default_factory=itertools.count)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def skip_numbering(self, seq: int, name: int) -> None:
+        """Continue sequence numbers and instance names after a resumed run's last ones."""
+        self._seq = itertools.count(seq)
+        self._names = itertools.count(name)
 
     def new_name(self) -> str:
         """A fresh instance name: bench's prefix, the run's random suffix, a counter."""
@@ -146,6 +158,8 @@ class RunContext:
         sample.run_id = self.run_id
         if sample.block < 0:
             sample.block = self.block
+        if sample.step < 0:
+            sample.step = self.step
         backend = self.backends.get(sample.backend)
         if backend is not None:
             metadata = self._metadata.get(backend.name)
@@ -208,6 +222,10 @@ class Metric(ABC):
     def finish(self, ctx: RunContext) -> Iterator[Sample]:
         """Samples derived once every step has run (e.g. overhead vs the native baseline)."""
         return iter(())
+
+    def restore(self, samples: list[Sample]) -> None:
+        """Take back the samples a resumed run recorded before it stopped (for ``finish``)."""
+        return None
 
 
 @contextlib.contextmanager

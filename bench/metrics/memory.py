@@ -60,6 +60,14 @@ class MemoryMetric(Metric):
             self._taken.append(sample)
             yield sample
 
+    def restore(self, samples: list[Sample]) -> None:
+        """Memory samples taken before a resume count towards the overheads."""
+        self._taken.extend(
+            s
+            for s in samples
+            if s.metric == self.name and "_overhead" not in str(s.labels.get("view", ""))
+        )
+
     def finish(self, ctx: RunContext) -> Iterator[Sample]:
         """Overhead records against the run's native backends."""
         mechanisms = {
