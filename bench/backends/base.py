@@ -275,10 +275,15 @@ class Backend(ABC):
         instance.t_ns["gone"] = now_ns()
 
     def is_alive(self, instance: Instance) -> bool:
-        """True while the instance's host processes exist (density checks what it counts)."""
-        return any(
-            _pid_alive(pid) for pids in self.host_processes(instance).values() for pid in pids
-        )
+        """True while the instance's host processes exist (density checks what it counts).
+
+        An engine that cannot even say (the container is unknown to it) means gone.
+        """
+        try:
+            roles = self.host_processes(instance)
+        except Exception:
+            return False
+        return any(_pid_alive(pid) for pids in roles.values() for pid in pids)
 
     @abstractmethod
     def _create(self, instance: Instance) -> None: ...

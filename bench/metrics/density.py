@@ -178,6 +178,7 @@ def run_density(ctx: RunContext, backend: Backend, step: Step) -> Iterator[Sampl
     executor = ThreadPoolExecutor(max_workers=min(64, options.max_count), thread_name_prefix="ramp")
     ramp_s = 0.0
     ramp_cpu_s = 0.0
+    vanished: list[Instance] = []
     try:
         while True:
             for future in [f for f in pending if f.done()]:
@@ -206,6 +207,22 @@ def run_density(ctx: RunContext, backend: Backend, step: Step) -> Iterator[Sampl
                 yield from complete(future)
         ramp_s = time.monotonic() - origin
         ramp_cpu_s = harness_cpu_s() - cpu_origin_s
+        # count only what is really there at the stop: an instance removed from outside
+        # (a bench clean, an engine restart) is a failure with its cause, not a success
+        vanished = [i for i in instances if "ready" in i.t_ns and not backend.is_alive(i)]
+        for instance in vanished:
+            state.ready -= 1
+            state.failed += 1
+            yield step_record(
+                "vanished",
+                None,
+                "instances",
+                {
+                    "instance": instance.name,
+                    "error": f"{instance.name} was READY but is gone at the stop: removed "
+                    "from outside the run (bench clean --all, an engine restart?)",
+                },
+            )
     finally:
         for future in list(pending):
             future.cancel()
@@ -228,6 +245,7 @@ def run_density(ctx: RunContext, backend: Backend, step: Step) -> Iterator[Sampl
             "harness_cpu_fraction": round(ramp_cpu_s / ramp_s, 4) if ramp_s > 0 else None,
             "teardown_s": round(teardown_s, 3),
             "teardown_errors": teardown_errors,
+            "vanished": len(vanished),
             "mem_floor_mib": options.mem_floor_mib,
             "slo_p99_s": options.slo_p99_s,
             "interval_s": options.interval_s,

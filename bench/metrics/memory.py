@@ -135,6 +135,16 @@ def measure_memory(ctx: RunContext, backend: Backend, step: Step) -> list[Sample
         time.sleep(options.settle_s)
         after_bytes = mem_available_bytes()
         for instance in instances:
+            if not backend.is_alive(instance):
+                record(
+                    instance,
+                    "pss",
+                    "total",
+                    None,
+                    error=f"{instance.name} vanished while idle: removed from outside the "
+                    "run (bench clean --all, an engine restart?)",
+                )
+                continue
             roles = backend.host_processes(instance)
             total = 0
             complete = True
