@@ -13,7 +13,7 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -181,6 +181,31 @@ class SamplesRead:
     warnings: list[str]
 
 
+# No sample line is anywhere near this long; a longer one is damage, never read whole.
+MAX_SAMPLE_LINE_BYTES = 16 * 1024 * 1024
+
+
+def iter_sample_lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
+    """Yield (line number, line bytes, is_last) of samples.jsonl, refusing monster lines.
+
+    Lines are read with a length cap, so a corrupt file (a 2 GB line) costs 16 MiB of
+    memory at most before it is refused with the line number.
+    """
+    with open(path, "rb") as handle:
+        number = 0
+        pending = handle.readline(MAX_SAMPLE_LINE_BYTES + 1)
+        while pending:
+            number += 1
+            if len(pending) > MAX_SAMPLE_LINE_BYTES and not pending.endswith(b"\n"):
+                raise ResultsError(
+                    f"{path}:{number}: a line longer than {MAX_SAMPLE_LINE_BYTES} bytes: "
+                    "not a sample (damaged file?)"
+                )
+            following = handle.readline(MAX_SAMPLE_LINE_BYTES + 1)
+            yield number, pending, not following
+            pending = following
+
+
 def read_samples(directory: Path) -> SamplesRead:
     """Read samples.jsonl; a torn last line (a run killed mid-write) is skipped with a warning."""
     path = Path(directory) / SAMPLES_FILE
@@ -188,19 +213,20 @@ def read_samples(directory: Path) -> SamplesRead:
     warnings: list[str] = []
     if not path.exists():
         return SamplesRead(records, [f"{path}: missing; no samples"])
-    lines = path.read_text().splitlines()
-    for number, line in enumerate(lines, start=1):
+    for number, line, last in iter_sample_lines(path):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
-            if number == len(lines):
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            if last:
                 warnings.append(f"{path}:{number}: torn last line skipped (run killed mid-write?)")
                 continue
             raise ResultsError(f"{path}:{number}: not valid JSON") from None
+        if not isinstance(record, dict):
+            raise ResultsError(f"{path}:{number}: not a sample record")
         version = record.get("schema_version", 0)
-        if version > SAMPLE_SCHEMA_VERSION:
+        if not isinstance(version, int) or version > SAMPLE_SCHEMA_VERSION:
             raise ResultsError(
                 f"{path}:{number}: sample schema_version {version} is newer than this bench "
                 f"reads ({SAMPLE_SCHEMA_VERSION}); upgrade bench"

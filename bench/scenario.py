@@ -20,6 +20,48 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bench.errors import ScenarioError
 
 SCENARIO_SCHEMA_VERSION = 1
+# A scenario is a few lines: anything past this is not one (and is not read into memory).
+MAX_SCENARIO_BYTES = 1024 * 1024
+# Names become parts of run ids, file names and report titles: letters, digits and a few
+# separators only, so no name can be a path, a shell word or a terminal escape.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 ._+-]*$"
+
+
+class _ScenarioYamlError(yaml.YAMLError):
+    """A YAML feature scenario files do not allow (aliases, anchors, explicit tags)."""
+
+    def __init__(self, problem: str, mark: Any) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.problem_mark = mark
+
+
+class _ScenarioLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases, anchors or explicit tags.
+
+    Aliases are how a "billion laughs" file expands to gigabytes; tags turn text into
+    other types (``!!binary``). A scenario needs neither, so both are refused at parse
+    time, before anything is expanded.
+    """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent):
+            raise _ScenarioYamlError(
+                "YAML aliases (*name) are not allowed in scenario files", event.start_mark
+            )
+        if getattr(event, "anchor", None) is not None:
+            raise _ScenarioYamlError(
+                "YAML anchors (&name) are not allowed in scenario files", event.start_mark
+            )
+        tag = getattr(event, "tag", None)
+        implicit = getattr(event, "implicit", True)
+        explicit = not any(implicit) if isinstance(implicit, tuple) else not implicit
+        if tag is not None and explicit and tag != "!":
+            raise _ScenarioYamlError(
+                f"YAML tags ({tag}) are not allowed in scenario files", event.start_mark
+            )
+        return super().compose_node(parent, index)
 
 MetricName = Literal["startup", "memory", "density", "limits"]
 LimitKind = Literal["memory", "cpu", "pids"]
@@ -229,8 +271,11 @@ class Scenario(_Strict):
     """One scenario file: what to compare, how often, and on what instances."""
 
     schema_version: Literal[1] = Field(1, description="Scenario file format version.")
-    name: Annotated[str, Field(min_length=1, max_length=120)]
-    description: str = ""
+    name: Annotated[str, Field(min_length=1, max_length=120, pattern=NAME_PATTERN)] = Field(
+        description="Letters, digits, space and . _ + - (it becomes part of run ids and file "
+        "names)."
+    )
+    description: Annotated[str, Field(max_length=20000)] = ""
     backends: Annotated[list[str], Field(min_length=1)] = Field(
         description="Backends to compare, by registered name (see bench doctor)."
     )
@@ -396,6 +441,11 @@ def format_validation_error(source: str, exc: ValidationError) -> str:
             message = "unknown field (not allowed here)"
         if error["type"] == "missing":
             message = "required field is missing"
+        if error["type"] == "string_pattern_mismatch" and loc == ("name",):
+            message = (
+                "only letters, digits, space and . _ + - are allowed, starting with a letter "
+                "or digit (the name becomes part of run ids and file names)"
+            )
         if "input" in error and error["type"] not in {"missing", "extra_forbidden"}:
             shown = json.dumps(error["input"], default=str)
             if len(shown) <= 60:
@@ -406,12 +456,21 @@ def format_validation_error(source: str, exc: ValidationError) -> str:
 
 def parse_scenario(text: str, source: str = "<string>") -> Scenario:
     """Parse and validate scenario YAML text; raise ScenarioError naming source, field, reason."""
+    if len(text.encode()) > MAX_SCENARIO_BYTES:
+        raise ScenarioError(
+            f"{source}: not a scenario: {len(text.encode())} bytes, more than "
+            f"{MAX_SCENARIO_BYTES} bytes"
+        )
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_ScenarioLoader)  # a safe loader (see the class)
+    except RecursionError:
+        raise ScenarioError(f"{source}: YAML nesting too deep") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
+        if isinstance(exc, _ScenarioYamlError):
+            raise ScenarioError(f"{source}{where}: {problem}") from None
         raise ScenarioError(f"{source}{where}: YAML syntax error: {problem}") from None
     if not isinstance(data, dict):
         kind = "empty" if data is None else type(data).__name__
@@ -432,6 +491,11 @@ def load_scenario(path: str | Path) -> tuple[Scenario, str]:
     """Read a scenario file; return the validated model and the file's text."""
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_SCENARIO_BYTES:
+            raise ScenarioError(
+                f"{path}: not a scenario: {path.stat().st_size} bytes, more than "
+                f"{MAX_SCENARIO_BYTES} bytes"
+            )
         text = path.read_text()
     except OSError as exc:
         raise ScenarioError(f"{path}: cannot read scenario: {exc.strerror}") from None

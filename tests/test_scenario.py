@@ -157,7 +157,11 @@ def test_every_committed_scenario_is_valid() -> None:
 
 scenario_dicts = st.fixed_dictionaries(
     {
-        "name": st.text(st.characters(categories=["L", "N"]), min_size=1, max_size=20),
+        "name": st.text(
+            alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789",
+            min_size=1,
+            max_size=20,
+        ),
         "backends": st.lists(
             st.sampled_from(["process", "docker"]), min_size=1, max_size=2, unique=True
         ),
