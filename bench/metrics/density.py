@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -69,8 +70,21 @@ def stop_reason(state: RampState, options: DensityOptions) -> str | None:
     return None
 
 
+# How long teardown waits for an in-flight create/start call before removing anyway.
+START_CALL_GRACE_S = 120.0
+
+
 def _start_and_wait(backend: Backend, instance: Instance, timeout_s: float) -> Instance:
-    backend.start(instance.spec, instance.name, instance.run_id, instance)
+    """Start (create + start: short) then wait for READY (long), marking when start returned.
+
+    Teardown waits for ``start_returned`` before removing, so a create call still in
+    flight on a worker thread can never leave behind what it creates after the removal.
+    """
+    started = instance.extra.setdefault("start_returned", threading.Event())
+    try:
+        backend.start(instance.spec, instance.name, instance.run_id, instance)
+    finally:
+        started.set()
     backend.wait_ready(instance, timeout_s)
     return instance
 
@@ -195,6 +209,7 @@ def run_density(ctx: RunContext, backend: Backend, step: Step) -> Iterator[Sampl
                     time.sleep(remaining)
                 continue
             instance = ctx.new_instance(backend, spec)
+            instance.extra["start_returned"] = threading.Event()
             instances.append(instance)
             state.started += 1
             pending[
@@ -227,7 +242,7 @@ def run_density(ctx: RunContext, backend: Backend, step: Step) -> Iterator[Sampl
         for future in list(pending):
             future.cancel()
         teardown_started = time.monotonic()
-        teardown_errors = _teardown(ctx, backend, instances, executor)
+        teardown_errors = _teardown(ctx, backend, instances)
         executor.shutdown(wait=True, cancel_futures=True)
         teardown_s = time.monotonic() - teardown_started
     yield step_record(
@@ -256,20 +271,27 @@ def run_density(ctx: RunContext, backend: Backend, step: Step) -> Iterator[Sampl
     )
 
 
-def _teardown(
-    ctx: RunContext,
-    backend: Backend,
-    instances: list[Instance],
-    executor: ThreadPoolExecutor,
-) -> list[str]:
-    """Remove every instance of the ramp in parallel; return what failed."""
+def _teardown(ctx: RunContext, backend: Backend, instances: list[Instance]) -> list[str]:
+    """Remove every instance of the ramp in parallel; return what failed.
+
+    Its own pool: the ramp's workers may still be waiting for READY of instances this
+    removes (the removal is what ends those waits).
+    """
 
     def remove(instance: Instance) -> str | None:
+        started = instance.extra.get("start_returned")
+        if started is not None:
+            started.wait(START_CALL_GRACE_S)
         try:
             ctx.finish(backend, instance, gone_timeout_s=30)
         except Exception as exc:
             return f"{instance.name}: {exc}"
         return None
 
-    results = executor.map(remove, instances)
+    if not instances:
+        return []
+    with ThreadPoolExecutor(
+        max_workers=min(32, len(instances)), thread_name_prefix="teardown"
+    ) as pool:
+        results = list(pool.map(remove, instances))
     return [r for r in results if r]
