@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -11,9 +14,12 @@ import pytest
 from bench.backends import get_backend
 from bench.errors import ScenarioError
 from bench.metrics.procmem import MIB
-from bench.results import read_samples
+from bench.ownership import effective_status as ownership_status
+from bench.ownership import instance_run_suffix, run_suffix
+from bench.results import read_run, read_samples
 from bench.runner import RunOutcome, check_fits, run_scenario
 from bench.scenario import expand_cases, parse_scenario
+from tests.conftest import REPO
 
 pytestmark = [pytest.mark.cgroups]
 
@@ -63,3 +69,65 @@ def test_a_scenario_that_cannot_fit_is_refused_with_the_arithmetic() -> None:
     assert "cannot fit" in message and "30 x 1026 MiB" in message
     assert "MemAvailable 8192 MiB - floor 2048 MiB" in message
     check_fits(scenario, backends, expand_cases(scenario), available_bytes=40 * 1024 * MIB)
+
+
+@pytest.mark.docker
+@pytest.mark.usefixtures("process_backend", "docker_backend", "no_leftovers")
+@pytest.mark.parametrize(
+    ("how", "delay_s"),
+    [(signal.SIGINT, 1.5), (signal.SIGTERM, 3.0), (signal.SIGTERM, 4.5), (signal.SIGKILL, 3.5)],
+)
+def test_an_interrupt_anywhere_leaves_nothing_and_keeps_the_samples(
+    tmp_path: Path, how: signal.Signals, delay_s: float
+) -> None:
+    scenario = tmp_path / "mixed.yaml"
+    scenario.write_text(
+        "name: mixed\nbackends: [process, docker]\nmetrics: [startup, memory, density]\n"
+        "samples: 6\nwarmups: 0\nsettle_s: 0.05\n"
+        "memory: {instances: 3, rounds: 1, settle_s: 0.5, drop_caches: false}\n"
+        "density: {max_count: 12, interval_s: 0.1, slo_min_instances: 100}\n"
+    )
+    results = tmp_path / "results"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "run",
+            str(scenario),
+            "--results",
+            str(results),
+            "--no-report",
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(delay_s)
+    sent = time.monotonic()
+    proc.send_signal(how)
+    _, stderr = proc.communicate(timeout=120)
+    stop_s = time.monotonic() - sent
+    run_dir = next(results.glob("*/*"))
+    run = read_run(run_dir)
+    suffix = run_suffix(run["run_id"])
+    if how == signal.SIGKILL:
+        assert ownership_status(run) == "abandoned"
+        cleaned = subprocess.run(
+            [sys.executable, "-m", "bench", "clean"], cwd=REPO, capture_output=True, text=True
+        )
+        assert cleaned.returncode == 0, cleaned.stdout + cleaned.stderr
+    else:
+        assert proc.returncode in (130, 0), stderr
+        assert stop_s < 30, f"took {stop_s:.1f} s to stop"
+        if proc.returncode == 130:
+            assert run["status"] == "interrupted"
+        lines = [ln for ln in (run_dir / "samples.jsonl").read_text().splitlines() if ln]
+        assert len(lines) == run["counts"]["samples"] + run["counts"]["noise"]
+    for name in ("process", "docker"):
+        backend = get_backend(name)
+        backend.check_available()
+        left = [n for n in backend.leftovers() if instance_run_suffix(n) == suffix]
+        backend.close()
+        assert not left, f"{name} left {left} after {how.name}"
