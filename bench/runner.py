@@ -158,8 +158,11 @@ def check_fits(
                 spec = case.spec.model_copy(
                     update={
                         "payload": case.spec.payload.model_copy(
-                            update={"mode": "idle" if case.spec.payload.mode == "ready" else
-                                    case.spec.payload.mode}
+                            update={
+                                "mode": "idle"
+                                if case.spec.payload.mode == "ready"
+                                else case.spec.payload.mode
+                            }
                         )
                     }
                 )
@@ -301,7 +304,22 @@ def run_scenario(
         for backend in backends.values():
             backend.close()
         raise
-    ctx = RunContext(
+    ctx = _context(run_id, scenario, backends, store, emit, options)
+    for name, reason in prepared.unavailable.items():
+        ctx.notes.append(f"{name} not measured: {reason}")
+    return _execute(ctx, store, steps, prepared.metrics, start=0)
+
+
+def _context(
+    run_id: str,
+    scenario: Scenario,
+    backends: dict[str, Backend],
+    store: ResultStore,
+    emit: Callable[[RunEvent], None],
+    options: RunOptions,
+) -> RunContext:
+    """The run context every metric gets: samples go to the store, events to the CLI."""
+    return RunContext(
         run_id=run_id,
         scenario=scenario,
         backends=backends,
@@ -311,9 +329,6 @@ def run_scenario(
         options=options,
         drop_page_cache=drop_page_cache,
     )
-    for name, reason in prepared.unavailable.items():
-        ctx.notes.append(f"{name} not measured: {reason}")
-    return _execute(ctx, store, steps, prepared.metrics, start=0)
 
 
 def _backend_records(backends: dict[str, Backend]) -> dict[str, Any]:
@@ -499,16 +514,7 @@ def resume_run(
             backend.close()
         raise
     previous = [Sample.from_dict(record) for record in kept]
-    ctx = RunContext(
-        run_id=run_id,
-        scenario=scenario,
-        backends=backends,
-        layout=detect_layout(),
-        sink=store.append,
-        emit=emit,
-        options=options,
-        drop_page_cache=drop_page_cache,
-    )
+    ctx = _context(run_id, scenario, backends, store, emit, options)
     ctx.skip_numbering(
         seq=max((s.seq for s in previous), default=-1) + 1,
         name=_next_instance_number(previous, kept_names=removed),
@@ -555,5 +561,3 @@ def sweep_all(names: list[str] | None = None) -> dict[str, Any]:
         except BenchError as exc:
             report[name] = {"error": str(exc)}
     return report
-
-

@@ -20,11 +20,11 @@ import pytest
 
 from bench.artifacts.image import ProbeImage
 from bench.backends.base import BENCH_LABEL, BENCH_RUN_LABEL
-from bench.backends.podman import (
+from bench.backends.podman import PodmanBackend
+from bench.backends.podman_cli import (
     BENCH_BACKEND_LABEL,
     InstanceFiles,
     K8sLogReader,
-    PodmanBackend,
     conmon_exit_dir,
     create_argv,
     parse_k8s_record,

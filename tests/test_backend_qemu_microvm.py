@@ -20,16 +20,16 @@ import pytest
 
 from bench.backends import backend_names, get_backend
 from bench.backends.base import Instance, Mechanism
-from bench.backends.qemu_microvm import (
+from bench.backends.microvm_qemu import (
     MACHINE_OPTIONS,
     OWNER,
     MicrovmConfig,
-    QemuMicrovmBackend,
     bench_process_name,
     join_cgroup_argv,
     qemu_argv,
     stray_qemus,
 )
+from bench.backends.qemu_microvm import QemuMicrovmBackend
 from bench.cgroups.instance import InstanceCgroup
 from bench.cgroups.layout import detect as detect_layout
 from bench.cgroups.readers import cgroup_dir_for_pid

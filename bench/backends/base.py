@@ -30,6 +30,7 @@ discovers the modules.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -39,7 +40,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from bench.cgroups.layout import CgroupLayout
+from bench.backends.host_procs import pid_alive
+from bench.cgroups.instance import InstanceCgroup
+from bench.cgroups.layout import CgroupLayout, CgroupLayoutError
 from bench.cgroups.layout import detect as detect_layout
 from bench.cgroups.readers import (
     instance_cgroup_dirs,
@@ -48,7 +51,7 @@ from bench.cgroups.readers import (
     read_memory_usage,
     read_pids,
 )
-from bench.errors import BenchError
+from bench.errors import BackendUnavailable, BenchError
 from bench.scenario import InstanceSpec
 
 BENCH_LABEL = "io.bench.managed"
@@ -283,7 +286,7 @@ class Backend(ABC):
             roles = self.host_processes(instance)
         except Exception:
             return False
-        return any(_pid_alive(pid) for pids in roles.values() for pid in pids)
+        return any(pid_alive(pid) for pids in roles.values() for pid in pids)
 
     @abstractmethod
     def _create(self, instance: Instance) -> None: ...
@@ -406,6 +409,38 @@ def cgroup_reader(dirs: Mapping[str, Path], layout: CgroupLayout) -> Callable[[]
     return read
 
 
+def own_cgroups_layout(backend: str) -> CgroupLayout:
+    """The host's cgroup layout, for a backend that makes its instances' cgroups itself.
+
+    Raises BackendUnavailable (why, how to fix) without root or a usable hierarchy.
+    """
+    if os.geteuid() != 0:
+        raise BackendUnavailable(
+            backend, "not running as root, cannot create cgroups", "run bench as root"
+        )
+    try:
+        return detect_layout()
+    except (OSError, CgroupLayoutError) as exc:
+        raise BackendUnavailable(
+            backend, f"no usable cgroup hierarchy ({exc})", "mount cgroups (v1 or v2)"
+        ) from None
+
+
+def own_cgroup_reader(
+    group: InstanceCgroup, layout: CgroupLayout
+) -> Callable[[], dict[str, Any]]:
+    """A limit-evidence reader of a cgroup bench made itself.
+
+    No lookup by pid, which would race the instance's joining the cgroup.
+    """
+    if layout.version == 1:
+        dirs = dict(group.dirs)
+    else:
+        unified = group.dirs["unified"]
+        dirs = {c: unified for c in ("memory", "cpu", "cpuacct", "pids")}
+    return cgroup_reader(dirs, layout)
+
+
 def registered_backends() -> dict[str, type[Backend]]:
     """Every backend class registered so far (``bench.backends`` discovers the modules)."""
     with _REGISTRY_LOCK:
@@ -416,15 +451,6 @@ def unregister_backend(name: str) -> None:
     """Forget a registered backend (for tests that register one of their own)."""
     with _REGISTRY_LOCK:
         _REGISTRY.pop(name, None)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    # a zombie has exited; its entry lingers only until its parent reaps it
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def current_layout() -> CgroupLayout:

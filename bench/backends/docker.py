@@ -29,6 +29,7 @@ from bench.backends.base import (
     Mechanism,
     now_ns,
 )
+from bench.backends.host_procs import processes_mentioning
 from bench.backends.stream import READY_MARKER, DockerStreamDemuxer, wait_for_marker
 from bench.cgroups.layout import detect as detect_layout
 from bench.cgroups.readers import cgroup_dir_for_pid
@@ -288,7 +289,7 @@ class DockerBackend(Backend):
         if not container_id:
             return
         while time.monotonic() < deadline:
-            if not _processes_mentioning(container_id):
+            if not processes_mentioning(container_id):
                 return
             time.sleep(0.002)
         raise InstanceError(f"container {instance.name}: host processes still alive after removal")
@@ -334,16 +335,6 @@ class DockerBackend(Backend):
                 self.client.images.remove(image.id, force=True)
                 removed.extend(image.tags or [image.id])
         return removed
-
-
-def _processes_mentioning(container_id: str) -> list[int]:
-    """Host pids whose command line names the container (its containerd-shim)."""
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmdline = proc.info.get("cmdline") or []
-        if any(container_id in arg for arg in cmdline):
-            found.append(proc.pid)
-    return found
 
 
 def _unix_socket_problem(base_url: str | None) -> str | None:

@@ -18,7 +18,6 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +25,10 @@ import psutil
 
 from bench.artifacts.guest import (
     USERSPACE_MARKER,
-    GuestArtifacts,
-    boot_cmdline,
-    guest_artifacts,
 )
-from bench.backends.accel import AccelDecision, cached_probe, requested_decision
+from bench.backends.accel import AccelDecision
 from bench.backends.base import (
     NAME_PREFIX,
-    Backend,
     Capabilities,
     HostCheck,
     Instance,
@@ -49,6 +44,7 @@ from bench.backends.guest_console import (
     guest_uptime_s,
     take_console_bytes,
 )
+from bench.backends.guest_vm import KVM_PROBE_TIMEOUT_S, GuestBackend
 from bench.backends.libvirt_xml import DomainConfig, domain_xml, is_bench_domain_xml
 from bench.backends.stream import READY_MARKER, has_marker_line
 from bench.cgroups.layout import CgroupLayout
@@ -63,7 +59,6 @@ QEMU_PIDFILE_DIR = Path("/run/libvirt/qemu")
 QEMU_LOG_DIR = Path("/var/log/libvirt/qemu")
 CONSOLE_POLL_S = 0.001
 STATE_POLL_S = 0.002
-KVM_PROBE_TIMEOUT_S = 20.0
 MACHINE = "pc"
 CPU_PERIOD_US = 100_000
 MIB = 1024 * 1024
@@ -78,7 +73,7 @@ def _version_text(number: int) -> str:
     return f"{number // 1_000_000}.{(number // 1000) % 1000}.{number % 1000}"
 
 
-class LibvirtBackend(Backend):
+class LibvirtBackend(GuestBackend):
     """Boot guests under libvirt's QEMU driver: KVM where it really works, TCG otherwise."""
 
     name = "libvirt"
@@ -109,11 +104,9 @@ class LibvirtBackend(Backend):
     )
 
     def __init__(self, uri: str = LIBVIRT_URI, extra_cmdline: Sequence[str] = ()) -> None:
+        super().__init__(extra_cmdline)
         self._uri = uri
         self._conn: Any = None
-        self._artifacts: GuestArtifacts | None = None
-        self._extra_cmdline = list(extra_cmdline)
-        self._decisions: dict[str, AccelDecision] = {}
 
     # -- availability and preparation -------------------------------------------------
 
@@ -150,28 +143,6 @@ class LibvirtBackend(Backend):
                 self._conn.close()
             self._conn = None
 
-    @property
-    def artifacts(self) -> GuestArtifacts:
-        """Guest kernel + initramfs (built or taken from the cache on first use)."""
-        if self._artifacts is None:
-            self._artifacts = guest_artifacts()
-        return self._artifacts
-
-    def prepare(self, specs: Sequence[InstanceSpec]) -> dict[str, str]:
-        """Build the guest artefacts and decide the accelerator for every requested one."""
-        artifacts = self.artifacts
-        for requested in sorted({spec.accel for spec in specs} or {"auto"}):
-            self.accel_decision(requested)
-        labels = {
-            "guest_kernel": artifacts.kernel.version,
-            "guest_kernel_sha256": artifacts.kernel.sha256,
-            "initramfs_sha256": artifacts.initramfs.sha256,
-            "machine": MACHINE,
-        }
-        for requested, decision in self._decisions.items():
-            labels[f"accel[{requested}]"] = f"{decision.accel}: {decision.reason}"
-        return labels
-
     def metadata(self) -> dict[str, Any]:
         """Mechanism, VMM and machine type."""
         return {**super().metadata(), "vmm": "qemu (libvirt)", "machine": MACHINE}
@@ -193,38 +164,9 @@ class LibvirtBackend(Backend):
         except BenchError as exc:
             self.close()
             return [HostCheck(self.name, "fail", str(exc), getattr(exc, "fix", ""))]
-        checks.append(guest_artifacts_check())
-        checks.append(self._kvm_check())
+        checks.extend(self.guest_doctor_checks())
         self.close()
         return checks
-
-    def _kvm_check(self) -> HostCheck:
-        """Decide KVM by a real guest boot; /dev/kvm existing is never taken as evidence."""
-        if not os.path.exists("/dev/kvm"):
-            return HostCheck(
-                "kvm",
-                "warn",
-                "/dev/kvm absent: VMs run under TCG (software emulation)",
-                "enable virtualization extensions or nested KVM if VMs are to be measured",
-            )
-        try:
-            decision = self.accel_decision("auto")
-        except BenchError as exc:
-            return HostCheck(
-                "kvm",
-                "warn",
-                f"/dev/kvm present, but no guest boot could test it: {exc}",
-                "fix the libvirt check first",
-            )
-        if decision.accel == "kvm":
-            return HostCheck("kvm", "ok", f"KVM boots guests: {decision.reason}")
-        return HostCheck(
-            "kvm",
-            "warn",
-            f"/dev/kvm present but unusable: {decision.reason}; VMs run under TCG "
-            "(software emulation)",
-            "on a lab host, enable working (nested) KVM; figures here are TCG figures",
-        )
 
     def versions(self) -> dict[str, Any]:
         """Libvirt and QEMU versions, the guest kernel, and the accelerator decisions."""
@@ -232,32 +174,14 @@ class LibvirtBackend(Backend):
             "libvirt": _version_text(self.conn.getLibVersion()),
             "qemu": _version_text(self.conn.getVersion()),
             "machine": MACHINE,
-            "guest_kernel": self.artifacts.kernel.version,
-            "guest_kernel_package": self.artifacts.kernel.package,
-            "guest_cmdline_base": self.artifacts.cmdline_base,
-            "accel": {k: asdict(v) for k, v in self._decisions.items()},
+            **self.guest_versions(),
         }
 
     # -- accelerator choice ---------------------------------------------------------
 
-    def accel_decision(self, requested: str = "auto") -> AccelDecision:
-        """Decide KVM or TCG for ``requested``; ``auto`` needs a real KVM boot as evidence."""
-        if requested in self._decisions:
-            return self._decisions[requested]
-        decision = requested_decision(requested)
-        if decision is None:
-            artifacts = self.artifacts
-            decision = cached_probe(
-                [
-                    self.name,
-                    self.conn.getVersion(),
-                    artifacts.kernel.sha256,
-                    artifacts.initramfs.sha256,
-                ],
-                self.probe_kvm,
-            )
-        self._decisions[requested] = decision
-        return decision
+    def _accel_cache_key(self) -> list[object]:
+        """A cached KVM decision holds for this libvirt's QEMU (and the same artefacts)."""
+        return [self.conn.getVersion()]
 
     def probe_kvm(self, timeout_s: float = KVM_PROBE_TIMEOUT_S) -> AccelDecision:
         """Boot one KVM guest; KVM is usable only if it reaches userspace before the timeout."""
@@ -304,10 +228,6 @@ class LibvirtBackend(Backend):
     def _domain_config(self, instance: Instance, domain_type: str) -> DomainConfig:
         artifacts = self.artifacts
         spec = instance.spec
-        cmdline_base = artifacts.cmdline_base
-        extra = [*self._extra_cmdline, *instance.extra.get("cmdline_extra", [])]
-        if extra:
-            cmdline_base = f"{cmdline_base} {' '.join(extra)}"
         return DomainConfig(
             name=instance.name,
             run_id=instance.run_id,
@@ -316,7 +236,7 @@ class LibvirtBackend(Backend):
             vcpus=spec.vcpus,
             kernel=artifacts.kernel.path,
             initrd=artifacts.initramfs.path,
-            cmdline=boot_cmdline(cmdline_base, spec.payload.argv()),
+            cmdline=self.guest_cmdline(instance),
             console_log=CONSOLE_DIR / f"{instance.name}.log",
             machine=MACHINE,
         )
@@ -696,21 +616,6 @@ def thread_cpu_ns(pid: int, tids: list[int]) -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return total
-
-
-def guest_artifacts_check() -> HostCheck:
-    """The guest kernel and initramfs build (or are cached)."""
-    try:
-        artifacts = guest_artifacts()
-    except BenchError as exc:
-        return HostCheck("guest artefacts", "fail", str(exc), "run ansible/up.sh")
-    kernel = artifacts.kernel
-    return HostCheck(
-        "guest artefacts",
-        "ok",
-        f"kernel {kernel.package} {kernel.version} ({kernel.path.name}), "
-        f"initramfs {artifacts.initramfs.sha256[:12]}",
-    )
 
 
 _STATE_NAMES = {

@@ -44,7 +44,6 @@ import io
 import json
 import os
 import re
-import resource
 import select
 import shutil
 import subprocess
@@ -52,11 +51,8 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import psutil
 
 from bench.artifacts.image import (
     IMAGE_LABEL,
@@ -69,7 +65,6 @@ from bench.artifacts.image import (
 from bench.artifacts.probe import build_probe
 from bench.backends.base import (
     BENCH_LABEL,
-    BENCH_RUN_LABEL,
     NAME_PREFIX,
     Backend,
     Capabilities,
@@ -80,6 +75,23 @@ from bench.backends.base import (
     cgroup_reader,
     current_layout,
     now_ns,
+)
+from bench.backends.host_procs import (
+    cmdline_of,
+    pid_alive,
+    processes_mentioning,
+    read_pid_file,
+)
+from bench.backends.podman_cli import (
+    BENCH_BACKEND_LABEL,
+    RUN_DIR,
+    InstanceFiles,
+    K8sLogReader,
+    conmon_exit_dir,
+    create_argv,
+    harness_ulimit_args,
+    run_fix,
+    version_word,
 )
 from bench.backends.stream import READY_MARKER, has_marker_line
 from bench.cgroups.layout import CgroupLayout
@@ -98,14 +110,10 @@ from bench.errors import (
 )
 from bench.scenario import InstanceSpec
 
-# Which bench backend made a container (the same label the docker backends use).
-BENCH_BACKEND_LABEL = "io.bench.backend"
 PODMAN_FIX = (
     "install podman and runc (ansible/up.sh does: apt-get install --no-install-recommends "
     "podman runc)"
 )
-# Per-instance files: the k8s-file log conmon writes, the container's and conmon's pids.
-RUN_DIR = Path("/run/bench/podman")
 LOG_POLL_S = 0.001
 EXIT_FILE_POLL_S = 0.001
 GONE_POLL_S = 0.002
@@ -115,161 +123,6 @@ CLI_TIMEOUT_S = 120.0
 # bench asks podman instead (it writes it within ~5 ms of the exit here).
 EXIT_FILE_GRACE_S = 2.0
 EXIT_SIGKILL = 128 + 9
-
-
-@dataclass(frozen=True)
-class InstanceFiles:
-    """Where one instance's log and pidfiles live (all removed with the instance)."""
-
-    log: Path
-    pidfile: Path
-    conmon_pidfile: Path
-
-    @classmethod
-    def for_name(cls, name: str, run_dir: Path = RUN_DIR) -> InstanceFiles:
-        """The files of the instance called ``name``."""
-        return cls(run_dir / f"{name}.log", run_dir / f"{name}.pid", run_dir / f"{name}.conmon.pid")
-
-    def all(self) -> tuple[Path, ...]:
-        """Every file, for removal."""
-        return (self.log, self.pidfile, self.conmon_pidfile)
-
-
-def _rlimit_text(value: int) -> str:
-    return "-1" if value == resource.RLIM_INFINITY else str(value)
-
-
-def ulimit_args(nofile: tuple[int, int], nproc: tuple[int, int], pid_max: int | None) -> list[str]:
-    """``--ulimit`` flags for nofile and nproc, from the harness's own limits (see above).
-
-    ``nproc`` is capped at ``pid_max`` because podman lowers its own RLIMIT_NPROC to it.
-    """
-
-    def capped(value: int) -> int:
-        if pid_max is None:
-            return value
-        return pid_max if value == resource.RLIM_INFINITY else min(value, pid_max)
-
-    nproc_soft, nproc_hard = capped(nproc[0]), capped(nproc[1])
-    return [
-        "--ulimit",
-        f"nofile={_rlimit_text(nofile[0])}:{_rlimit_text(nofile[1])}",
-        "--ulimit",
-        f"nproc={_rlimit_text(nproc_soft)}:{_rlimit_text(nproc_hard)}",
-    ]
-
-
-def harness_ulimit_args() -> list[str]:
-    """``ulimit_args`` for this process's limits and this host's kernel.pid_max."""
-    pid_max: int | None
-    try:
-        pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
-    except (OSError, ValueError):
-        pid_max = None
-    return ulimit_args(
-        resource.getrlimit(resource.RLIMIT_NOFILE),
-        resource.getrlimit(resource.RLIMIT_NPROC),
-        pid_max,
-    )
-
-
-def limit_args(spec: InstanceSpec) -> list[str]:
-    """``--memory`` (= ``--memory-swap``), ``--cpus`` and ``--pids-limit`` from the spec."""
-    args: list[str] = []
-    if spec.memory_mib is not None:
-        args += ["--memory", f"{spec.memory_mib}m", "--memory-swap", f"{spec.memory_mib}m"]
-    if spec.cpus is not None:
-        args += ["--cpus", f"{spec.cpus:g}"]
-    # podman's own default is 2048; an unset limit means unlimited, as for docker
-    args += ["--pids-limit", str(spec.pids_limit if spec.pids_limit is not None else -1)]
-    return args
-
-
-def create_argv(
-    spec: InstanceSpec,
-    name: str,
-    run_id: str,
-    backend: str,
-    image: str,
-    files: InstanceFiles,
-    ulimits: Sequence[str],
-) -> list[str]:
-    """The ``podman create`` arguments (after the global flags) for one instance."""
-    return [
-        "create",
-        "--name",
-        name,
-        "--label",
-        f"{BENCH_LABEL}=true",
-        "--label",
-        f"{BENCH_RUN_LABEL}={run_id}",
-        "--label",
-        f"{BENCH_BACKEND_LABEL}={backend}",
-        "--network",
-        spec.network,
-        "--pull",
-        "never",
-        "--log-driver",
-        "k8s-file",
-        "--log-opt",
-        f"path={files.log}",
-        "--pidfile",
-        str(files.pidfile),
-        "--conmon-pidfile",
-        str(files.conmon_pidfile),
-        *ulimits,
-        *limit_args(spec),
-        image,
-        *spec.payload.argv(),
-    ]
-
-
-class K8sLogReader:
-    """Payload bytes from a k8s-file log: ``<time> <stream> <F|P> <text>`` per line.
-
-    ``F`` ends a line of the payload's output; ``P`` is a part of a longer line, continued
-    by the next record. Reads only what was appended since the last call.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = None
-        self._pending = bytearray()
-
-    def read(self) -> bytes:
-        """The payload's output appended since the last call (complete records only)."""
-        if self._fd is None:
-            try:
-                self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                return b""
-        chunks = []
-        while chunk := os.read(self._fd, 65536):
-            chunks.append(chunk)
-        if not chunks:
-            return b""
-        self._pending.extend(b"".join(chunks))
-        out = bytearray()
-        while (end := self._pending.find(b"\n")) >= 0:
-            out.extend(parse_k8s_record(bytes(self._pending[:end])))
-            del self._pending[: end + 1]
-        return bytes(out)
-
-    def close(self) -> None:
-        """Close the log file (safe to call twice)."""
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = None
-
-
-def parse_k8s_record(record: bytes) -> bytes:
-    """The payload bytes one k8s-file record stands for (a full line ends with newline)."""
-    parts = record.split(b" ", 3)
-    if len(parts) < 3:
-        return b""
-    text = parts[3] if len(parts) == 4 else b""
-    return text if parts[2] == b"P" else text + b"\n"
 
 
 class PodmanBackend(Backend):
@@ -448,7 +301,7 @@ class PodmanBackend(Backend):
         return {
             "podman": info.get("version", {}).get("Version", self._version),
             "runtime": runtime.get("name"),
-            "runc": _version_word(runtime_version[0]) if runtime_version else None,
+            "runc": version_word(runtime_version[0]) if runtime_version else None,
             "conmon": conmon.group(1) if conmon else host.get("conmon", {}).get("version"),
             "cgroup_manager": host.get("cgroupManager"),
             "cgroup_version": host.get("cgroupVersion"),
@@ -502,7 +355,7 @@ class PodmanBackend(Backend):
                 f"podman run --rm of the probe image printed READY in {elapsed_ms:.0f} ms "
                 f"(runtime {self.runtime}, {self.cgroup_manager}, {' '.join(self._ulimit_args())})",
             )
-        return HostCheck("podman run", "fail", _tail(output), _run_fix(output))
+        return HostCheck("podman run", "fail", _tail(output), run_fix(output))
 
     def _ulimit_args(self) -> list[str]:
         if self._ulimits is None:
@@ -552,7 +405,7 @@ class PodmanBackend(Backend):
         """The container init's host pid, from the pidfile conmon wrote (read once)."""
         handle = instance.handle or {}
         if "pid" not in handle:
-            pid = _read_pid(handle["files"].pidfile) if "files" in handle else None
+            pid = read_pid_file(handle["files"].pidfile) if "files" in handle else None
             if pid is None:
                 return None
             handle["pid"] = pid
@@ -646,7 +499,7 @@ class PodmanBackend(Backend):
         if self._exit_dir is None:
             pid = self._conmon_pid(instance)
             if pid is not None:
-                self._exit_dir = conmon_exit_dir(_cmdline(pid))
+                self._exit_dir = conmon_exit_dir(cmdline_of(pid))
         return self._exit_dir
 
     def _podman_wait(self, instance: Instance, deadline: float) -> int:
@@ -698,8 +551,8 @@ class PodmanBackend(Backend):
         pids = handle.get("gone_pids", [])
         container_id = handle.get("id")
         while time.monotonic() < deadline:
-            alive = [pid for pid in pids if _pid_exists(pid)]
-            if not alive and not (container_id and _processes_mentioning(container_id)):
+            alive = [pid for pid in pids if pid_alive(pid)]
+            if not alive and not (container_id and processes_mentioning(container_id)):
                 return
             time.sleep(GONE_POLL_S)
         raise InstanceError(f"container {instance.name}: host processes still alive after removal")
@@ -709,7 +562,7 @@ class PodmanBackend(Backend):
     def _conmon_pid(self, instance: Instance) -> int | None:
         handle = instance.handle or {}
         if "conmon_pid" not in handle:
-            pid = _read_pid(handle["files"].conmon_pidfile) if "files" in handle else None
+            pid = read_pid_file(handle["files"].conmon_pidfile) if "files" in handle else None
             if pid is None:
                 return None
             handle["conmon_pid"] = pid
@@ -719,7 +572,7 @@ class PodmanBackend(Backend):
     def main_pid(self, instance: Instance) -> int | None:
         """The container's init on the host, while it runs (from conmon's pidfile)."""
         pid = self._container_pid(instance)
-        return pid if pid is not None and _pid_exists(pid) else None
+        return pid if pid is not None and pid_alive(pid) else None
 
     def host_processes(self, instance: Instance) -> dict[str, list[int]]:
         """The container's processes (its memory cgroup) and its conmon.
@@ -729,7 +582,7 @@ class PodmanBackend(Backend):
         """
         pid = self.main_pid(instance)
         conmon = self._conmon_pid(instance)
-        conmons = [conmon] if conmon is not None and _pid_exists(conmon) else []
+        conmons = [conmon] if conmon is not None and pid_alive(conmon) else []
         if pid is None:
             return {"container": [], "conmon": conmons}
         container = [pid]
@@ -866,73 +719,6 @@ class PodmanBackend(Backend):
         return removed
 
 
-def conmon_exit_dir(cmdline: list[str]) -> Path | None:
-    """The ``--exit-dir`` conmon was started with (from its argv), or None."""
-    for index, arg in enumerate(cmdline):
-        if arg == "--exit-dir" and index + 1 < len(cmdline):
-            return Path(cmdline[index + 1])
-        if arg.startswith("--exit-dir="):
-            return Path(arg.split("=", 1)[1])
-    return None
-
-
-def _cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
-
-
-def _read_pid(path: Path) -> int | None:
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() and int(text) > 0 else None
-
-
-def _pid_exists(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie has exited)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
-def _processes_mentioning(container_id: str) -> list[int]:
-    """Host pids whose command line names the container (conmon, podman's cleanup)."""
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmdline = proc.info.get("cmdline") or []
-        if any(container_id in arg for arg in cmdline):
-            found.append(proc.pid)
-    return found
-
-
 def _tail(text: str, limit: int = 400) -> str:
     text = text.strip()
     return text[-limit:] if text else "(no output)"
-
-
-def _version_word(line: str) -> str | None:
-    match = re.search(r"version ([0-9][^\s]*)", line)
-    return match.group(1) if match else None
-
-
-def _run_fix(output: str) -> str:
-    """How to fix a failed ``podman run``, from what podman said."""
-    if "rlimit" in output:
-        return (
-            "root lacks CAP_SYS_RESOURCE and a container rlimit is above the caller's hard "
-            "limit: bench passes --ulimit nofile/nproc from its own limits; check "
-            "`ulimit -Hn` / `ulimit -Hu` and kernel.pid_max"
-        )
-    if "hybrid" in output or "crun" in output:
-        return "crun cannot run on a hybrid cgroup layout: install runc (apt-get install runc)"
-    if "runtime" in output and "not found" in output:
-        return "install runc (apt-get install runc; ansible/up.sh does)"
-    if "image not known" in output or "pull" in output:
-        return "the probe image is missing from podman's store: run bench doctor again"
-    return "see the podman error above; ansible/up.sh installs podman and runc"

@@ -23,7 +23,8 @@ from bench.backends.base import (
     Instance,
     LimitSupport,
     Mechanism,
-    cgroup_reader,
+    own_cgroup_reader,
+    own_cgroups_layout,
 )
 from bench.backends.stream import READY_MARKER, wait_for_marker
 from bench.cgroups import layout as cgroup_layout
@@ -35,7 +36,7 @@ from bench.cgroups.instance import (
     sweep_bench_cgroups,
 )
 from bench.cgroups.readers import read_memory_events, read_memory_usage
-from bench.errors import BackendUnavailable, InstanceError, InstanceTimeout
+from bench.errors import InstanceError, InstanceTimeout
 from bench.scenario import InstanceSpec
 
 MIB = 1024 * 1024
@@ -62,16 +63,7 @@ class ProcessBackend(Backend):
 
     def check_available(self) -> None:
         """Need root and a cgroup hierarchy bench can create directories in."""
-        if os.geteuid() != 0:
-            raise BackendUnavailable(
-                self.name, "not running as root, cannot create cgroups", "run bench as root"
-            )
-        try:
-            self._layout = cgroup_layout.detect()
-        except (OSError, cgroup_layout.CgroupLayoutError) as exc:
-            raise BackendUnavailable(
-                self.name, f"no usable cgroup hierarchy ({exc})", "mount cgroups (v1 or v2)"
-            ) from None
+        self._layout = own_cgroups_layout(self.name)
 
     @property
     def layout(self) -> cgroup_layout.CgroupLayout:
@@ -210,13 +202,7 @@ class ProcessBackend(Backend):
 
         Looking it up by pid would race the probe, which joins its cgroup as its first act.
         """
-        group: InstanceCgroup = instance.handle["cgroup"]
-        if layout.version == 1:
-            dirs = dict(group.dirs)
-        else:
-            unified = group.dirs["unified"]
-            dirs = {c: unified for c in ("memory", "cpu", "cpuacct", "pids")}
-        return cgroup_reader(dirs, layout)
+        return own_cgroup_reader(instance.handle["cgroup"], layout)
 
     def exit_details(self, instance: Instance) -> dict[str, Any]:
         """The signal that ended the probe, and its cgroup's OOM-kill counter.

@@ -36,43 +36,51 @@ guest's processes are not host tasks (the guest-internal cgroup v2 row covers it
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
-import re
 import select
-import shlex
 import shutil
 import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from bench.artifacts.guest import (
     USERSPACE_MARKER,
-    GuestArtifacts,
-    boot_cmdline,
-    guest_artifacts,
 )
-from bench.backends.accel import AccelDecision, cached_probe, requested_decision
+from bench.backends.accel import AccelDecision
 from bench.backends.base import (
     NAME_PREFIX,
-    Backend,
     Capabilities,
     HostCheck,
     Instance,
     LimitSupport,
     Mechanism,
-    cgroup_reader,
     now_ns,
+    own_cgroup_reader,
+    own_cgroups_layout,
 )
 from bench.backends.guest_console import (
     GUEST_DID_NOT_REPORT,
     guest_exit_code,
     guest_uptime_s,
     take_console_bytes,
+)
+from bench.backends.guest_vm import KVM_PROBE_TIMEOUT_S, GuestBackend
+from bench.backends.host_procs import pid_alive
+from bench.backends.microvm_qemu import (
+    MACHINE,
+    MACHINE_OPTIONS,
+    OWNER,
+    QEMU_BINARY,
+    QEMU_FIX,
+    SHELL,
+    SPAWN_ENV,
+    MicrovmConfig,
+    join_cgroup_argv,
+    qemu_argv,
+    qemu_facts,
+    stray_qemus,
 )
 from bench.backends.stream import READY_MARKER, wait_for_marker
 from bench.cgroups import layout as cgroup_layout
@@ -86,176 +94,16 @@ from bench.cgroups.readers import read_memory_events, read_memory_usage
 from bench.errors import BackendUnavailable, BenchError, InstanceError, InstanceTimeout
 from bench.scenario import InstanceSpec, Payload
 
-OWNER = "qemu-microvm"
-QEMU_BINARY = "qemu-system-x86_64"
-SHELL = "/bin/sh"
-MACHINE = "microvm"
-# acpi=on: the guest's poweroff (reboot(RB_POWER_OFF)) ends qemu through the ACPI GED; with
-# acpi=off the guest only halts and qemu never exits. x-option-roms=off: no firmware option
-# ROMs to load. Left at their defaults, measured under TCG here: rtc=off costs ~2 s (the
-# guest calibrates its clock the slow way); pit/pic/ioapic2/pcie off are within noise.
-MACHINE_OPTIONS = "microvm,acpi=on,x-option-roms=off"
-KVM_PROBE_TIMEOUT_S = 20.0
-VERSION_TIMEOUT_S = 20.0
 GONE_POLL_S = 0.002
 READ_CHUNK_BYTES = 65536
 MIB = 1024 * 1024
-QEMU_FIX = "install qemu-system-x86 (ansible/up.sh does)"
-SPAWN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 PIDS_NOT_APPLICABLE = (
     "a guest's processes are not host tasks: a pids limit exists only inside the guest "
     "(measured by the guest-internal cgroup v2 check)"
 )
 
 
-@dataclass(frozen=True)
-class MicrovmConfig:
-    """Everything one microvm's qemu command line depends on."""
-
-    name: str  # the instance name (bench-...)
-    accel: str  # "tcg" | "kvm"
-    memory_mib: int
-    vcpus: int
-    kernel: Path
-    initrd: Path
-    cmdline: str
-    qemu: str = QEMU_BINARY
-
-
-def process_name(instance_name: str) -> str:
-    """The ``-name`` of qemu: the instance name tagged with this backend (as its cgroup is).
-
-    The tag tells this backend's qemu processes apart from libvirt's (``-name guest=...``),
-    so ``sweep`` finds only its own by command line.
-    """
-    return f"{instance_name}.{OWNER}"
-
-
-def qemu_argv(config: MicrovmConfig) -> list[str]:
-    """The qemu command line of one microvm (a pure function of the config).
-
-    No defaults, no user config, no display, no monitor, no network device; the serial
-    console on stdout; ``-no-reboot`` so a guest panic (``panic=-1`` reboots) ends qemu.
-    Never ``-cpu host``: it aborts under the nested KVM of the dev machines.
-    """
-    if config.accel not in {"tcg", "kvm"}:
-        raise ValueError(f"accel must be tcg or kvm, not {config.accel!r}")
-    return [
-        config.qemu,
-        "-name",
-        process_name(config.name),
-        "-M",
-        MACHINE_OPTIONS,
-        "-accel",
-        config.accel,
-        "-m",
-        str(config.memory_mib),
-        "-smp",
-        str(config.vcpus),
-        "-nodefaults",
-        "-no-user-config",
-        "-nographic",
-        "-monitor",
-        "none",
-        "-serial",
-        "stdio",
-        "-no-reboot",
-        "-kernel",
-        str(config.kernel),
-        "-initrd",
-        str(config.initrd),
-        "-append",
-        config.cmdline,
-    ]
-
-
-def join_cgroup_argv(procs_files: Sequence[Path], argv: Sequence[str]) -> list[str]:
-    """Wrap ``argv`` so that its process joins the cgroups first, then becomes ``argv``.
-
-    The shell writes ``0`` (itself) to each ``cgroup.procs``, then ``exec``: the same pid,
-    already in the cgroup, runs ``argv``. A failed write ends the shell (status 2, its
-    message on stderr) before anything runs outside the cgroup.
-    """
-    joins = [f"echo 0 > {shlex.quote(str(path))}" for path in procs_files]
-    script = " && ".join([*joins, 'exec "$@"'])
-    return [SHELL, "-c", script, "qemu-microvm-join", *argv]
-
-
-def bench_process_name(argv: Sequence[str]) -> str | None:
-    """The instance name when ``argv`` is one of this backend's qemu command lines."""
-    for flag, value in itertools.pairwise(argv):
-        suffix = f".{OWNER}"
-        if flag == "-name" and value.startswith(NAME_PREFIX) and value.endswith(suffix):
-            return value.removesuffix(suffix)
-    return None
-
-
-def stray_qemus() -> dict[int, str]:
-    """Live processes running one of this backend's qemu command lines: pid -> instance."""
-    found: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            raw = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if OWNER.encode() not in raw:
-            continue
-        name = bench_process_name([a.decode(errors="replace") for a in raw.split(b"\0")])
-        if name is not None:
-            found[int(entry.name)] = name
-    return found
-
-
-def qemu_version(qemu: str) -> str:
-    """``qemu-system-x86_64 --version``'s version number (BenchError if it will not run)."""
-    text = _run_qemu([qemu, "--version"])
-    match = re.search(r"version (\S+)", text)
-    return match.group(1) if match else text.strip().splitlines()[0]
-
-
-def supports_microvm(qemu: str) -> bool:
-    """True when this qemu lists the ``microvm`` machine type."""
-    text = _run_qemu([qemu, "-machine", "help"])
-    return re.search(r"^microvm\s", text, re.M) is not None
-
-
-_QEMU_FACTS: dict[tuple[str, int, int], tuple[str, bool]] = {}
-
-
-def qemu_facts(qemu: str) -> tuple[str, bool]:
-    """(version, has microvm) of a qemu binary, asked once per binary file in this process."""
-    try:
-        stat = os.stat(qemu)
-    except OSError as exc:
-        raise BenchError(f"{qemu}: {exc}") from None
-    key = (qemu, stat.st_mtime_ns, stat.st_size)
-    if key not in _QEMU_FACTS:
-        _QEMU_FACTS[key] = (qemu_version(qemu), supports_microvm(qemu))
-    return _QEMU_FACTS[key]
-
-
-def _run_qemu(command: list[str]) -> str:
-    try:
-        result = subprocess.run(
-            command,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=VERSION_TIMEOUT_S,
-            stdin=subprocess.DEVNULL,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise BenchError(f"{' '.join(command)} failed: {exc}") from None
-    if result.returncode != 0:
-        raise BenchError(
-            f"{' '.join(command)} exited {result.returncode}: {result.stderr.strip()[-300:]}"
-        )
-    return result.stdout
-
-
-class QemuMicrovmBackend(Backend):
+class QemuMicrovmBackend(GuestBackend):
     """Boot guests on QEMU's microvm machine, started directly by bench (no libvirt)."""
 
     name = "qemu-microvm"
@@ -285,28 +133,17 @@ class QemuMicrovmBackend(Backend):
     )
 
     def __init__(self, qemu: str | None = None, extra_cmdline: Sequence[str] = ()) -> None:
+        super().__init__(extra_cmdline)
         self._qemu_request = qemu
         self._qemu: str | None = None
         self._qemu_version: str | None = None
         self._layout: cgroup_layout.CgroupLayout | None = None
-        self._artifacts: GuestArtifacts | None = None
-        self._extra_cmdline = list(extra_cmdline)
-        self._decisions: dict[str, AccelDecision] = {}
 
     # -- availability and preparation -------------------------------------------------
 
     def check_available(self) -> None:
         """Need root, a cgroup hierarchy, and a qemu-system-x86_64 with the microvm machine."""
-        if os.geteuid() != 0:
-            raise BackendUnavailable(
-                self.name, "not running as root, cannot create cgroups", "run bench as root"
-            )
-        try:
-            self._layout = cgroup_layout.detect()
-        except (OSError, cgroup_layout.CgroupLayoutError) as exc:
-            raise BackendUnavailable(
-                self.name, f"no usable cgroup hierarchy ({exc})", "mount cgroups (v1 or v2)"
-            ) from None
+        self._layout = own_cgroups_layout(self.name)
         if not os.access(SHELL, os.X_OK):
             raise BackendUnavailable(self.name, f"{SHELL} is missing", "install dash")
         if self._qemu is not None:
@@ -343,28 +180,6 @@ class QemuMicrovmBackend(Backend):
             self._layout = cgroup_layout.detect()
         return self._layout
 
-    @property
-    def artifacts(self) -> GuestArtifacts:
-        """Guest kernel + initramfs (built or taken from the cache on first use)."""
-        if self._artifacts is None:
-            self._artifacts = guest_artifacts()
-        return self._artifacts
-
-    def prepare(self, specs: Sequence[InstanceSpec]) -> dict[str, str]:
-        """Build the guest artefacts and decide the accelerator for every requested one."""
-        artifacts = self.artifacts
-        for requested in sorted({spec.accel for spec in specs} or {"auto"}):
-            self.accel_decision(requested)
-        labels = {
-            "guest_kernel": artifacts.kernel.version,
-            "guest_kernel_sha256": artifacts.kernel.sha256,
-            "initramfs_sha256": artifacts.initramfs.sha256,
-            "machine": MACHINE_OPTIONS,
-        }
-        for requested, decision in self._decisions.items():
-            labels[f"accel[{requested}]"] = f"{decision.accel}: {decision.reason}"
-        return labels
-
     def metadata(self) -> dict[str, Any]:
         """Mechanism, VMM and machine type."""
         return {**super().metadata(), "vmm": "qemu (no libvirt)", "machine": MACHINE}
@@ -376,11 +191,7 @@ class QemuMicrovmBackend(Backend):
             "qemu": self._qemu_version,
             "qemu_binary": self._qemu,
             "machine": MACHINE_OPTIONS,
-            "guest_kernel": self.artifacts.kernel.version,
-            "guest_kernel_package": self.artifacts.kernel.package,
-            "guest_kernel_image": self.artifacts.kernel.path.name,
-            "guest_cmdline_base": self.artifacts.cmdline_base,
-            "accel": {k: asdict(v) for k, v in self._decisions.items()},
+            **self.guest_versions(),
         }
 
     def doctor_checks(self) -> list[HostCheck]:
@@ -392,76 +203,14 @@ class QemuMicrovmBackend(Backend):
         checks = [
             HostCheck(self.name, "ok", f"QEMU {self._qemu_version} ({self._qemu}), machine microvm")
         ]
-        try:
-            artifacts = self.artifacts
-        except BenchError as exc:
-            checks.append(
-                HostCheck(f"{self.name} guest artefacts", "fail", str(exc), "run ansible/up.sh")
-            )
-            return checks
-        kernel = artifacts.kernel
-        checks.append(
-            HostCheck(
-                f"{self.name} guest artefacts",
-                "ok",
-                f"kernel {kernel.package} {kernel.version} ({kernel.path.name}), "
-                f"initramfs {artifacts.initramfs.sha256[:12]}",
-            )
-        )
-        checks.append(self._kvm_check())
-        return checks
-
-    def _kvm_check(self) -> HostCheck:
-        """Decide KVM by a real microvm boot; /dev/kvm existing is never taken as evidence."""
-        name = f"kvm ({self.name})"
-        if not os.path.exists("/dev/kvm"):
-            return HostCheck(
-                name,
-                "warn",
-                "/dev/kvm absent: microvms run under TCG (software emulation)",
-                "enable virtualization extensions or nested KVM if VMs are to be measured",
-            )
-        try:
-            decision = self.accel_decision("auto")
-        except BenchError as exc:
-            return HostCheck(
-                name,
-                "warn",
-                f"/dev/kvm present, but no microvm boot could test it: {exc}",
-                "fix the qemu-microvm check first",
-            )
-        if decision.accel == "kvm":
-            return HostCheck(name, "ok", f"KVM boots microvms: {decision.reason}")
-        return HostCheck(
-            name,
-            "warn",
-            f"/dev/kvm present but unusable: {decision.reason}; microvms run under TCG "
-            "(software emulation)",
-            "on a lab host, enable working (nested) KVM; figures here are TCG figures",
-        )
+        return checks + self.guest_doctor_checks()
 
     # -- accelerator choice ---------------------------------------------------------
 
-    def accel_decision(self, requested: str = "auto") -> AccelDecision:
-        """Decide KVM or TCG for ``requested``; ``auto`` needs a real KVM boot as evidence."""
-        if requested in self._decisions:
-            return self._decisions[requested]
-        decision = requested_decision(requested)
-        if decision is None:
-            artifacts = self.artifacts
-            decision = cached_probe(
-                [
-                    self.name,
-                    self.qemu,
-                    self._qemu_version,
-                    MACHINE_OPTIONS,
-                    artifacts.kernel.sha256,
-                    artifacts.initramfs.sha256,
-                ],
-                self.probe_kvm,
-            )
-        self._decisions[requested] = decision
-        return decision
+    def _accel_cache_key(self) -> list[object]:
+        """A cached KVM decision holds for this qemu binary and machine options."""
+        self.check_available()
+        return [self.qemu, self._qemu_version, MACHINE_OPTIONS]
 
     def probe_kvm(self, timeout_s: float = KVM_PROBE_TIMEOUT_S) -> AccelDecision:
         """Boot one KVM microvm; KVM is usable only if it reaches userspace before the timeout."""
@@ -502,10 +251,6 @@ class QemuMicrovmBackend(Backend):
         """The microvm config of an instance: its spec, the artefacts, its extra cmdline."""
         artifacts = self.artifacts
         spec = instance.spec
-        cmdline_base = artifacts.cmdline_base
-        extra = [*self._extra_cmdline, *instance.extra.get("cmdline_extra", [])]
-        if extra:
-            cmdline_base = f"{cmdline_base} {' '.join(extra)}"
         return MicrovmConfig(
             name=instance.name,
             accel=accel,
@@ -513,7 +258,7 @@ class QemuMicrovmBackend(Backend):
             vcpus=spec.vcpus,
             kernel=artifacts.kernel.path,
             initrd=artifacts.initramfs.path,
-            cmdline=boot_cmdline(cmdline_base, spec.payload.argv()),
+            cmdline=self.guest_cmdline(instance),
             qemu=self.qemu,
         )
 
@@ -779,20 +524,14 @@ class QemuMicrovmBackend(Backend):
         Memory, CPU (cpuacct usage, throttling) and pids all come from it: the quota is on
         the whole qemu, so the CPU it governs is the whole cgroup's.
         """
-        group: InstanceCgroup = instance.handle["cgroup"]
-        if layout.version == 1:
-            dirs = dict(group.dirs)
-        else:
-            unified = group.dirs["unified"]
-            dirs = {c: unified for c in ("memory", "cpu", "cpuacct", "pids")}
-        return cgroup_reader(dirs, layout)
+        return own_cgroup_reader(instance.handle["cgroup"], layout)
 
     # -- finding what bench left behind -------------------------------------------------
 
     def leftovers(self) -> list[str]:
         """Instances of this backend that exist now: their cgroups and stray qemu processes."""
         names = {_instance_of(d.name) for d in bench_cgroup_dirs(self.layout, OWNER)}
-        names.update(name for pid, name in stray_qemus().items() if _alive(pid))
+        names.update(name for pid, name in stray_qemus().items() if pid_alive(pid))
         return sorted(names)
 
     def sweep(self) -> list[str]:
@@ -812,7 +551,7 @@ class QemuMicrovmBackend(Backend):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while any(_alive(pid) for pid in strays) and time.monotonic() < deadline:
+        while any(pid_alive(pid) for pid in strays) and time.monotonic() < deadline:
             time.sleep(GONE_POLL_S)
         directories = [
             d
@@ -826,15 +565,6 @@ class QemuMicrovmBackend(Backend):
 
 def _instance_of(cgroup_name: str) -> str:
     return cgroup_name.removesuffix(f".{OWNER}")
-
-
-def _alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def _readable(fd: int) -> bool:

@@ -36,6 +36,7 @@ from bench.metrics.limit_verdicts import (
     LimitCheck,
     cpu_check,
     downsample,
+    failed_check,
     memory_verdict,
     not_applicable,
     parse_fork_output,
@@ -159,17 +160,7 @@ class LimitRunner:
                     spec, interval_s=min(options.sample_interval_s, MEMORY_SAMPLE_INTERVAL_S)
                 )
             except BenchError as exc:
-                checks.append(
-                    LimitCheck(
-                        kind=kind,
-                        set_value=limit_mib,
-                        set_unit="MiB",
-                        measured=None,
-                        unit="MiB",
-                        enforced=False,
-                        error=str(exc),
-                    )
-                )
+                checks.append(failed_check(kind, limit_mib, "MiB", str(exc)))
                 continue
             checks.append(self._memory_check(kind, alloc_mib, limit_bytes, run, derivation))
         return checks
@@ -272,17 +263,7 @@ class LimitRunner:
             try:
                 run = self.sampled_run(spec)
             except BenchError as exc:
-                checks.append(
-                    LimitCheck(
-                        kind="cpu",
-                        set_value=quota,
-                        set_unit="cores",
-                        measured=None,
-                        unit="cores",
-                        enforced=False,
-                        error=str(exc),
-                    )
-                )
+                checks.append(failed_check("cpu", quota, "cores", str(exc)))
                 continue
             checks.append(
                 cpu_check(
@@ -315,17 +296,7 @@ class LimitRunner:
         try:
             run = self.sampled_run(spec)
         except BenchError as exc:
-            return [
-                LimitCheck(
-                    kind="pids",
-                    set_value=options.pids_limit,
-                    set_unit="tasks",
-                    measured=None,
-                    unit="tasks",
-                    enforced=False,
-                    error=str(exc),
-                )
-            ]
+            return [failed_check("pids", options.pids_limit, "tasks", str(exc))]
         series = run.series
         fork = parse_fork_output(run.details["output"])
         max_events = series.maximum("pids_max_events")
@@ -405,17 +376,7 @@ class LimitsMetric(Metric):
             try:
                 checks.extend(getattr(checker, kind)())
             except BenchError as exc:
-                checks.append(
-                    LimitCheck(
-                        kind=kind,
-                        set_value=None,
-                        set_unit="",
-                        measured=None,
-                        unit="",
-                        enforced=False,
-                        error=str(exc),
-                    )
-                )
+                checks.append(failed_check(kind, None, "", str(exc)))
             if guest is not None:
                 checks.extend(guest.rows(kind))
             for check in checks:

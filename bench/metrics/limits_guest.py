@@ -36,6 +36,7 @@ from bench.metrics.limit_verdicts import (
     LimitCheck,
     cpu_verdict,
     downsample,
+    failed_check,
     memory_verdict,
     parse_fork_output,
     pids_verdict,
@@ -84,15 +85,7 @@ class GuestV2Checks:
         try:
             return check()
         except Exception as exc:
-            return LimitCheck(
-                kind=kind,
-                set_value=None,
-                set_unit="",
-                measured=None,
-                unit="",
-                enforced=False,
-                error=f"{type(exc).__name__}: {exc}",
-            )
+            return failed_check(kind, None, "", f"{type(exc).__name__}: {exc}")
 
     def _boot(self, limits: dict[str, str], payload: Payload) -> tuple[str, int | None, str]:
         """Boot a guest whose init applies ``limits`` to the payload's v2 cgroup."""
