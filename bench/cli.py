@@ -580,6 +580,15 @@ def clean(
             failed = True
             line += f"; NOT removed: {', '.join(sorted(set(chosen) - set(done)))}"
         console.print(line, markup=False)
+    if not dry_run:
+        from bench.host_settings import restore_abandoned
+
+        restored = restore_abandoned()
+        if restored:
+            console.print(
+                f"host settings a killed run had changed, given back: {', '.join(restored)}",
+                markup=False,
+            )
     if failed:
         raise typer.Exit(1)
 

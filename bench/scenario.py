@@ -194,6 +194,30 @@ class MemoryOptions(_Strict):
     drop_caches: bool = Field(
         True, description="Drop the host page cache before the MemAvailable baseline (root)."
     )
+    step_settle_s: Annotated[float, Field(ge=0, le=600)] = Field(
+        1.0,
+        description="Pause after each instance is READY before reading MemAvailable: the "
+        "points of the MemAvailable-against-N slope.",
+    )
+    ksm: Literal["off", "on", "both"] = Field(
+        "off",
+        description="Kernel same-page merging during the measurement: off (switched off), "
+        "on (switched on before the instances start; read once it settled), or both (read "
+        "with it off, then switch it on, let it settle and read the same instances again). "
+        "The host's setting is given back afterwards.",
+    )
+    ksm_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        300, description="How long KSM may take to settle before the reading is taken anyway."
+    )
+    ksm_stable_s: Annotated[float, Field(gt=0, le=600)] = Field(
+        10,
+        description="KSM has settled when pages_sharing moved less than 1% over this long.",
+    )
+    thp: Literal["host", "always", "madvise", "never"] = Field(
+        "host",
+        description="Transparent huge pages during the measurement: the host's setting, or "
+        "this one (given back afterwards).",
+    )
 
 
 class DensityOptions(_Strict):

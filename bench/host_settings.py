@@ -1,0 +1,89 @@
+"""Host knobs a scenario may set for its run (KSM, THP), always given back.
+
+``changed_settings`` writes sysfs values and restores the previous ones on every exit
+path, interrupts included. While they are changed, what to restore is also written to
+``/run/bench/host-settings/<owner>.json``, so that after a run killed with SIGKILL
+``bench clean`` can give the host its settings back (``restore_abandoned``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+SAVED_DIR = Path("/run/bench/host-settings")
+KSM_DIR = Path("/sys/kernel/mm/ksm")
+THP_ENABLED = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+
+
+def read_setting(path: Path) -> str | None:
+    """A sysfs value as written back (THP's ``always [madvise] never`` -> ``madvise``)."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    if "[" in text and "]" in text:
+        return text[text.index("[") + 1 : text.index("]")]
+    return text
+
+
+def _write(path: Path, value: str) -> None:
+    path.write_text(value)
+
+
+@contextlib.contextmanager
+def changed_settings(
+    wanted: Mapping[Path, str], owner: str, saved_dir: Path = SAVED_DIR
+) -> Iterator[dict[str, str | None]]:
+    """Set sysfs files for the duration; yield what they were; restore them afterwards."""
+    previous: dict[str, str | None] = {str(path): read_setting(path) for path in wanted}
+    record = saved_dir / f"{owner}.json"
+    changed = {k: v for k, v in previous.items() if v is not None and v != wanted[Path(k)]}
+    if changed:
+        saved_dir.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"pid": os.getpid(), "restore": changed}))
+    try:
+        for path, value in wanted.items():
+            if previous[str(path)] is not None and previous[str(path)] != value:
+                _write(path, value)
+        yield previous
+    finally:
+        for name, value in changed.items():
+            with contextlib.suppress(OSError):
+                _write(Path(name), str(value))
+        with contextlib.suppress(OSError):
+            record.unlink()
+
+
+def restore_abandoned(saved_dir: Path = SAVED_DIR) -> list[str]:
+    """Give back settings a killed run changed (its process is gone); return what was done."""
+    done: list[str] = []
+    if not saved_dir.is_dir():
+        return done
+    for record in sorted(saved_dir.glob("*.json")):
+        try:
+            data = json.loads(record.read_text())
+        except (OSError, ValueError):
+            continue
+        pid = int(data.get("pid", 0))
+        if pid and Path(f"/proc/{pid}").exists():
+            continue
+        for name, value in (data.get("restore") or {}).items():
+            with contextlib.suppress(OSError):
+                _write(Path(name), str(value))
+                done.append(f"{name}={value}")
+        with contextlib.suppress(OSError):
+            record.unlink()
+    return done
+
+
+def ksm_counters(ksm_dir: Path = KSM_DIR) -> dict[str, int]:
+    """KSM's counters now: pages_shared, pages_sharing, full_scans (absent ones left out)."""
+    counters: dict[str, int] = {}
+    for name in ("pages_shared", "pages_sharing", "full_scans", "pages_unshared"):
+        with contextlib.suppress(OSError, ValueError):
+            counters[name] = int((ksm_dir / name).read_text())
+    return counters
