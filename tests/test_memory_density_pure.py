@@ -220,3 +220,32 @@ def test_root_cgroup_is_never_an_instance_cgroup(tmp_path: Path) -> None:
     (tmp_path / "7" / "cgroup").write_text("4:memory:/\n0::/\n")
     assert cgroup_dir_for_pid(7, "memory", V1, str(tmp_path)) is None
     assert cgroup_dir_for_pid(7, "memory", V2, str(tmp_path)) is None
+
+
+def test_error_classes_name_what_the_engine_ran_into() -> None:
+    from bench.metrics.density import classify_error
+
+    assert classify_error("OSError: [Errno 24] Too many open files") == "engine_limit:file_descriptors"
+    assert classify_error("fork/exec: resource temporarily unavailable") == "engine_limit:processes"
+    assert classify_error("Bind for 0.0.0.0:80 failed: port is already allocated") == "engine_limit:ports"
+    assert classify_error("qemu: cannot allocate memory") == "memory"
+    assert classify_error("domain bench-1: no READY line before the timeout") == "timeout"
+    assert classify_error("something else") == "other"
+
+
+def test_knee_of_a_startup_curve() -> None:
+    from bench.metrics.density import knee_index
+
+    flat_then_steep = [1.0] * 20 + [1.0 + 0.5 * i for i in range(1, 11)]
+    knee = knee_index(flat_then_steep)
+    assert knee is not None and 17 <= knee <= 22
+    assert knee_index([1.0, 1.0, 1.0, 1.0, 1.0, 1.0]) is None, "a flat curve has no knee"
+    assert knee_index([1.0, 2.0]) is None
+    # a straight line bends nowhere: at most a point where noise says so, never past the middle
+    line = [float(i) for i in range(30)]
+    assert knee_index(line) is None
+
+
+def test_host_oom_stops_a_ramp_first() -> None:
+    state = RampState(started=3, ready=3, host_oom_kills=1)
+    assert stop_reason(state, OPTIONS) == "host_oom"

@@ -13,11 +13,13 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import statistics
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bench.backends.base import Backend, Instance
 from bench.errors import BenchError
@@ -30,8 +32,63 @@ from bench.scenario import DensityOptions, Scenario
 
 STOP_MAX_COUNT = "max_count"
 STOP_MEM_FLOOR = "mem_floor"
+STOP_HOST_OOM = "host_oom"
 STOP_SLO = "slo_p99"
 STOP_ERRORS = "error_rate"
+
+# What a failed instance ran into, by the words engines use (first match wins).
+ERROR_CLASSES = (
+    ("engine_limit:file_descriptors", ("too many open files", "emfile")),
+    ("engine_limit:processes", ("resource temporarily unavailable", "eagain", "fork")),
+    ("engine_limit:ports", ("address already in use", "port is already allocated")),
+    ("memory", ("cannot allocate memory", "enomem", "out of memory", "oom")),
+    ("timeout", ("before the timeout", "timed out", "timeout")),
+)
+KNEE_MIN_GAP = 0.1
+VMSTAT_KEYS = ("pgscan_kswapd", "pgscan_direct", "pgsteal_kswapd", "pgsteal_direct", "oom_kill")
+
+
+def classify_error(text: str) -> str:
+    """The class of a failed instance's error (engine limit, memory, timeout, other). Pure."""
+    lowered = text.lower()
+    for name, words in ERROR_CLASSES:
+        if any(word in lowered for word in words):
+            return name
+    return "other"
+
+
+def read_vmstat(proc: str = "/proc") -> dict[str, int]:
+    """Reclaim and OOM counters of /proc/vmstat (the ones a ramp watches)."""
+    values: dict[str, int] = {}
+    try:
+        text = Path(proc, "vmstat").read_text()
+    except OSError:
+        return values
+    for line in text.splitlines():
+        name, _, number = line.partition(" ")
+        if name in VMSTAT_KEYS:
+            values[name] = int(number)
+    return values
+
+
+def knee_index(values: list[float]) -> int | None:
+    """Where a rising curve bends upwards (Kneedle, Satopaa et al., 2011); None if never.
+
+    Kneedle on y against its index, after a running median of 5 smooths single outliers;
+    None under 5 points. Both axes are scaled to [0, 1]; for a convex rising curve the
+    knee is the point farthest below the chord from the first to the last point.
+    """
+    if len(values) < 5:
+        return None
+    smooth = [statistics.median(values[max(0, i - 2) : i + 3]) for i in range(len(values))]
+    low, high = min(smooth), max(smooth)
+    if high == low:
+        return None
+    last = len(smooth) - 1
+    gaps = [i / last - (y - low) / (high - low) for i, y in enumerate(smooth)]
+    best = max(range(len(gaps)), key=lambda i: gaps[i])
+    # a bend smaller than a tenth of the range is noise on a straight line, not a knee
+    return best if gaps[best] > KNEE_MIN_GAP else None
 
 
 @dataclass
@@ -43,6 +100,7 @@ class RampState:
     failed: int = 0
     latencies_s: list[float] = field(default_factory=list)
     mem_available_bytes: int | None = None
+    host_oom_kills: int = 0
 
 
 def p99(values: list[float]) -> float:
@@ -54,6 +112,8 @@ def p99(values: list[float]) -> float:
 
 def stop_reason(state: RampState, options: DensityOptions) -> str | None:
     """The first stop rule that fires for ``state``, or None to keep ramping. Pure."""
+    if state.host_oom_kills > 0:
+        return STOP_HOST_OOM
     if state.started >= options.max_count:
         return STOP_MAX_COUNT
     if (
@@ -70,6 +130,8 @@ def stop_reason(state: RampState, options: DensityOptions) -> str | None:
     return None
 
 
+# The ramp's total PSS is read at most this often (it reads every instance's smaps).
+PSS_INTERVAL_S = 2.0
 # How long teardown waits for an in-flight create/start call before removing anyway.
 START_CALL_GRACE_S = 120.0
 
@@ -124,6 +186,10 @@ def run_density(ctx: RunContext, backend: Backend, step: Step) -> Iterator[Sampl
     harness_rss_max = 0
     origin = time.monotonic()
     cpu_origin_s = harness_cpu_s()
+    vmstat_origin = read_vmstat()
+    psi_origin = psi_memory_total_us()
+    error_classes: dict[str, int] = {}
+    last_pss_s = 0.0
 
     def step_record(view: str, value: float | None, unit: str, labels: dict[str, object]) -> Sample:
         return Sample(
@@ -169,6 +235,16 @@ def run_density(ctx: RunContext, backend: Backend, step: Step) -> Iterator[Sampl
         state.mem_available_bytes = mem_available_bytes()
         rss = rss_bytes_self()
         harness_rss_max = max(harness_rss_max, rss)
+        vmstat = read_vmstat()
+        state.host_oom_kills = vmstat.get("oom_kill", 0) - vmstat_origin.get("oom_kill", 0)
+        pressure: dict[str, float] = {
+            f"{k}_since_start": v - vmstat_origin.get(k, 0)
+            for k, v in vmstat.items()
+            if k != "oom_kill"
+        }
+        psi = psi_memory_total_us()
+        if psi is not None and psi_origin is not None:
+            pressure["psi_memory_some_s_since_start"] = round((psi - psi_origin) / 1e6, 3)
         labels: dict[str, object] = {
             "instance": instance.name,
             "step": state.ready + state.failed,
@@ -178,15 +254,26 @@ def run_density(ctx: RunContext, backend: Backend, step: Step) -> Iterator[Sampl
             "elapsed_s": round(time.monotonic() - origin, 3),
             "harness_cpu_s": round(harness_cpu_s() - cpu_origin_s, 3),
             "accel": instance.labels.get("accel", "n/a"),
+            "host_oom_kills": state.host_oom_kills,
+            **pressure,
         }
         if error:
             labels["error"] = error
-        return [
+            error_class = classify_error(error)
+            labels["error_class"] = error_class
+            error_classes[error_class] = error_classes.get(error_class, 0) + 1
+        records = [
             step_record("startup_s", latency, "s", labels),
             step_record("mem_available", state.mem_available_bytes / MIB, "MiB", labels),
-            step_record("total_pss", total_pss_bytes() / MIB, "MiB", labels),
             step_record("harness_rss", rss / MIB, "MiB", labels),
         ]
+        # total PSS reads every instance's smaps_rollup: at most every PSS_INTERVAL_S, so
+        # a ramp of hundreds does not spend its CPU on watching itself
+        nonlocal last_pss_s
+        if time.monotonic() - last_pss_s >= PSS_INTERVAL_S or not pending:
+            last_pss_s = time.monotonic()
+            records.append(step_record("total_pss", total_pss_bytes() / MIB, "MiB", labels))
+        return records
 
     reason: str | None = None
     executor = ThreadPoolExecutor(max_workers=min(64, options.max_count), thread_name_prefix="ramp")
@@ -245,12 +332,20 @@ def run_density(ctx: RunContext, backend: Backend, step: Step) -> Iterator[Sampl
         teardown_errors = _teardown(ctx, backend, instances)
         executor.shutdown(wait=True, cancel_futures=True)
         teardown_s = time.monotonic() - teardown_started
+    knee = knee_index(state.latencies_s)
+    knee_count = knee + 1 if knee is not None else None
+    knee_startup_s = state.latencies_s[knee] if knee is not None else None
     yield step_record(
         "count_reached",
         float(state.ready),
         "instances",
         {
             "stop_reason": reason or "interrupted",
+            "stop_detail": _stop_detail(reason, state, options, error_classes),
+            "error_classes": error_classes,
+            "knee_count": knee_count,
+            "knee_startup_s": knee_startup_s,
+            "host_oom_kills": state.host_oom_kills,
             "count_started": state.started,
             "failures": state.failed,
             "p99_startup_s": p99(state.latencies_s) if state.latencies_s else None,
@@ -269,6 +364,41 @@ def run_density(ctx: RunContext, backend: Backend, step: Step) -> Iterator[Sampl
             ),
         },
     )
+
+
+def psi_memory_total_us(proc: str = "/proc") -> int | None:
+    """Cumulative microseconds some task stalled on memory (PSI), None without PSI."""
+    try:
+        text = Path(proc, "pressure", "memory").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("some "):
+            for part in line.split():
+                if part.startswith("total="):
+                    return int(part.removeprefix("total="))
+    return None
+
+
+def _stop_detail(
+    reason: str | None, state: RampState, options: DensityOptions, errors: dict[str, int]
+) -> str:
+    """The stop reason in words, with the figures that made the rule fire."""
+    if reason == STOP_MEM_FLOOR and state.mem_available_bytes is not None:
+        return (
+            f"MemAvailable {state.mem_available_bytes / MIB:.0f} MiB fell under the floor "
+            f"of {options.mem_floor_mib} MiB"
+        )
+    if reason == STOP_HOST_OOM:
+        return f"the host's OOM killer fired {state.host_oom_kills} time(s) during the ramp"
+    if reason == STOP_SLO and state.latencies_s:
+        return f"p99 startup {p99(state.latencies_s):.2f} s over the SLO of {options.slo_p99_s} s"
+    if reason == STOP_ERRORS:
+        worst = max(errors, key=lambda k: errors[k]) if errors else "other"
+        return f"{state.failed} failed of {state.ready + state.failed}; mostly {worst}"
+    if reason == STOP_MAX_COUNT:
+        return f"the safety cap of {options.max_count} instances (the host's limit not reached)"
+    return "interrupted before a stop rule fired"
 
 
 def _teardown(ctx: RunContext, backend: Backend, instances: list[Instance]) -> list[str]:
