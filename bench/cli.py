@@ -382,6 +382,9 @@ def show(
                 _format_value(row.maximum, row.unit),
             )
         console.print(table)
+    ledger = _ledger_table(name, frame)
+    if ledger is not None:
+        console.print(ledger)
     if report_dir is not None:
         try:
             from bench.report import write_run_report
@@ -390,6 +393,65 @@ def show(
             console.print(f"report: {written.path}", markup=False)
         except Exception as exc:  # a report must never fail a run that measured
             err_console.print(f"warning: report not written: {exc}", markup=False)
+
+
+def _ledger_table(name: str, frame: Any) -> Table | None:
+    """The memory ledger per backend (MiB per instance), beside the other two views."""
+    from bench.analysis.ledger import PART_GROUPS, ledger_rows
+
+    rows = ledger_rows(frame)
+    if not rows:
+        return None
+    table = _table(
+        f"{name}: memory ledger, MiB per idle instance (median); unexplained = "
+        "MemAvailable drop - total"
+    )
+    columns = [
+        "backend",
+        "ksm",
+        *PART_GROUPS.values(),
+        "total",
+        "guest RAM touched/given",
+        "JIT",
+        "cgroup",
+        "MemAvail drop",
+        "slope [95% CI]",
+        "unexplained",
+    ]
+    for column in columns:
+        table.add_column(column, justify="left" if column in {"backend", "ksm"} else "right")
+
+    def mib(value: float | None) -> str:
+        return "-" if value is None or value != value else f"{value:.1f}"
+
+    for row in rows:
+        low, high = row.slope_ci
+        slope = "-"
+        if row.slope is not None:
+            slope = f"{row.slope:.1f}"
+            if low is not None and high is not None and low == low and high == high:
+                slope += f" [{low:.1f}, {high:.1f}]"
+        guest = (
+            f"{mib(row.guest_ram_touched)}/{mib(row.guest_ram_given)}"
+            if row.guest_ram_given is not None
+            else "-"
+        )
+        table.add_row(
+            Text(row.backend),
+            Text(row.ksm or "-"),
+            *(
+                Text("n/a", style="dim") if row.parts.get(n) is None else mib(row.parts[n])
+                for n in PART_GROUPS.values()
+            ),
+            mib(row.total),
+            guest,
+            mib(row.jit_code),
+            mib(row.cgroup_usage),
+            mib(row.memavailable_drop),
+            slope,
+            mib(row.unexplained),
+        )
+    return table
 
 
 def _limits_table(name: str, frame: Any) -> Table:
