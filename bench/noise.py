@@ -87,6 +87,14 @@ def parse_psi_some_total(text: str) -> int | None:
     return None
 
 
+def psi_some_total_us(resource: str, proc: str = "/proc") -> int | None:
+    """Cumulative microseconds some task stalled on ``resource`` (PSI); None without PSI."""
+    try:
+        return parse_psi_some_total(Path(proc, "pressure", resource).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def parse_pid_stat(text: str) -> ProcessTimes | None:
     """Utime + stime, comm, ppid and whether it is a kernel thread, from /proc/PID/stat."""
     try:
@@ -109,10 +117,9 @@ def take_snapshot(proc: str = "/proc") -> NoiseSnapshot:
     with contextlib.suppress(OSError):
         snapshot.cpu_ticks = parse_proc_stat_cpu(Path(proc, "stat").read_text())
     for resource in PSI_RESOURCES:
-        with contextlib.suppress(OSError, ValueError):
-            total = parse_psi_some_total(Path(proc, "pressure", resource).read_text())
-            if total is not None:
-                snapshot.psi_total_us[resource] = total
+        total = psi_some_total_us(resource, proc)
+        if total is not None:
+            snapshot.psi_total_us[resource] = total
     with contextlib.suppress(OSError, ValueError, IndexError):
         snapshot.loadavg_1m = float(Path(proc, "loadavg").read_text().split()[0])
     for entry in os.scandir(proc):

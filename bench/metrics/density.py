@@ -26,6 +26,7 @@ from bench.errors import BenchError
 from bench.metrics.base import Metric, RunContext
 from bench.metrics.memory import idle_spec
 from bench.metrics.procmem import MIB, mem_available_bytes, pss_bytes, rss_bytes_self
+from bench.noise import psi_some_total_us
 from bench.plan import Step
 from bench.samples import Sample
 from bench.scenario import DensityOptions, Scenario
@@ -187,7 +188,7 @@ def run_density(ctx: RunContext, backend: Backend, step: Step) -> Iterator[Sampl
     origin = time.monotonic()
     cpu_origin_s = harness_cpu_s()
     vmstat_origin = read_vmstat()
-    psi_origin = psi_memory_total_us()
+    psi_origin = psi_some_total_us("memory")
     error_classes: dict[str, int] = {}
     last_pss_s = 0.0
 
@@ -242,7 +243,7 @@ def run_density(ctx: RunContext, backend: Backend, step: Step) -> Iterator[Sampl
             for k, v in vmstat.items()
             if k != "oom_kill"
         }
-        psi = psi_memory_total_us()
+        psi = psi_some_total_us("memory")
         if psi is not None and psi_origin is not None:
             pressure["psi_memory_some_s_since_start"] = round((psi - psi_origin) / 1e6, 3)
         labels: dict[str, object] = {
@@ -364,20 +365,6 @@ def run_density(ctx: RunContext, backend: Backend, step: Step) -> Iterator[Sampl
             ),
         },
     )
-
-
-def psi_memory_total_us(proc: str = "/proc") -> int | None:
-    """Cumulative microseconds some task stalled on memory (PSI), None without PSI."""
-    try:
-        text = Path(proc, "pressure", "memory").read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith("some "):
-            for part in line.split():
-                if part.startswith("total="):
-                    return int(part.removeprefix("total="))
-    return None
 
 
 def _stop_detail(
