@@ -92,6 +92,7 @@ class Tally:
     def __init__(self) -> None:
         self.outcomes: dict[str, Counter[str]] = defaultdict(Counter)
         self.margins: dict[str, list[str]] = defaultdict(list)
+        self.needed: dict[str, list[float]] = defaultdict(list)
 
     def add(self, report: dict[str, Any]) -> None:
         for row in startup_rows(report):
@@ -102,6 +103,10 @@ class Tally:
             self.margins[row["backend"]].append(
                 f"{row['margin'] * 100:.1f}% ({row['margin_source']})"
             )
+            if row["noise"] != "unknown" and row["ratio_ci_low"] and row["ratio_ci_high"]:
+                # the margin at which this comparison would have read "equivalent"
+                low, high = row["ratio_ci_low"], row["ratio_ci_high"]
+                self.needed[row["backend"]].append(max(high, 1 / low) - 1)
 
     def print(self, title: str) -> None:
         print(f"  {title}")
@@ -109,10 +114,16 @@ class Tally:
             directional = sum(n for o, n in counts.items() if o in DIRECTIONAL)
             margins = Counter(self.margins[backend]).most_common(2)
             shown = ", ".join(f"{m} x{n}" for m, n in margins)
+            needed = self.needed.get(backend)
+            equivalent_at = (
+                f"; equivalent at a margin of ±{statistics.median(needed) * 100:.0f}% (median)"
+                if needed
+                else ""
+            )
             print(
                 f"    {backend:<8} slower/faster {directional}, "
                 + ", ".join(f"{o} {n}" for o, n in sorted(counts.items()) if o not in DIRECTIONAL)
-                + f"; margin {shown}"
+                + f"; margin {shown}{equivalent_at}"
             )
 
 
@@ -210,6 +221,8 @@ def stop(loops: list[subprocess.Popen[bytes]]) -> None:
 def describe(row: dict[str, Any]) -> str:
     """``1.31 [1.22, 1.40] +12.4 ms: 1.31x slower (margin 5%, MDE 9%)``."""
     ratio = row["ratio"]
+    if ratio is None:
+        return str(row["verdict"])
     ci = (
         f" [{row['ratio_ci_low']:.3f}, {row['ratio_ci_high']:.3f}]"
         if row["ratio_ci_low"] is not None
