@@ -427,6 +427,7 @@ def _run_steps(
         with closing_samples(metric.measure(ctx, step)) as samples:
             for sample in samples:
                 ctx.record(sample)
+        ctx.previous_backend = step.backend
         store.update(steps_done=step.index + 1)
         ctx.emit(RunEvent("step", step=step, total=len(steps)))
     if block is not None:

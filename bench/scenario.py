@@ -63,6 +63,7 @@ class _ScenarioLoader(yaml.SafeLoader):
             )
         return super().compose_node(parent, index)
 
+
 MetricName = Literal["startup", "memory", "density", "limits"]
 LimitKind = Literal["memory", "cpu", "pids"]
 
@@ -426,9 +427,11 @@ def scenario_sha256(scenario: Scenario) -> str:
     """Hash the canonical JSON of a validated scenario: equal hashes mean comparable runs.
 
     The repetition fields are left out: three runs of one block and one run of three
-    blocks are the same experiment.
+    blocks are the same experiment. So are fields left at their defaults: a field a later
+    bench adds (with a default that keeps the old behaviour) does not change the hash of
+    a scenario that does not set it.
     """
-    data = scenario.model_dump(mode="json", exclude=set(NOT_HASHED_FIELDS))
+    data = scenario.model_dump(mode="json", exclude=set(NOT_HASHED_FIELDS), exclude_defaults=True)
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -33,7 +33,20 @@ def bench(*args: str, cwd: Path = REPO, timeout: float = 300) -> subprocess.Comp
 def test_help_lists_commands() -> None:
     result = bench("--help")
     assert result.returncode == 0
-    for command in ("run", "doctor", "clean", "ls", "schema", "validate"):
+    for command in (
+        "run",
+        "show",
+        "doctor",
+        "clean",
+        "ls",
+        "schema",
+        "validate",
+        "compare",
+        "calibrate",
+        "baseline",
+        "check",
+        "report",
+    ):
         assert command in result.stdout
 
 
@@ -73,7 +86,9 @@ def test_run_records_a_complete_run_and_ls_lists_it(tmp_path: Path) -> None:
         "name: tiny\nbackends: [process, docker]\nsamples: 2\nwarmups: 1\nsettle_s: 0\ntimeout_s: 30\n"
     )
     results = tmp_path / "results"
-    result = bench("run", str(scenario), "--results", str(results), "--reports", str(tmp_path / "reports"))
+    result = bench(
+        "run", str(scenario), "--results", str(results), "--reports", str(tmp_path / "reports")
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "startup to READY" in result.stdout
     run_dirs = list(results.glob("*/*"))

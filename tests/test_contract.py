@@ -40,10 +40,13 @@ from tests.conftest import REPO
 SLEEPERS: dict[str, subprocess.Popen[bytes]] = {}
 
 
-class SleeperBackend(Backend):
-    """A plain ``sleep`` process: ready once it runs; ``ready`` payloads exit at once."""
+class SleeperBase(Backend):
+    """A plain ``sleep`` process: ready once it runs; ``ready`` payloads exit at once.
 
-    name = "sleeper"
+    It has no ``name``, so defining it registers nothing: the fixture registers a named
+    subclass for one test and forgets it afterwards (other tests never see it).
+    """
+
     description = "A plain sleep process (a backend defined by a test)."
     capabilities = Capabilities(
         mechanism=Mechanism.CONTAINER,
@@ -112,10 +115,13 @@ class SleeperBackend(Backend):
 
 @pytest.fixture
 def sleeper() -> Iterator[str]:
+    assert "sleeper" not in backend_names()
+    registered = type("SleeperBackend", (SleeperBase,), {"name": "sleeper"})
     assert "sleeper" in backend_names(), "a subclass with a name registers itself"
     yield "sleeper"
-    SleeperBackend().sweep()
+    registered().sweep()
     unregister_backend("sleeper")
+    assert "sleeper" not in backend_names()
 
 
 @pytest.mark.cgroups

@@ -259,14 +259,16 @@ class Backend(ABC):
         return code
 
     def stop(self, instance: Instance) -> None:
-        """Kill and remove the instance on every path (idempotent); stamps removed."""
+        """Kill and remove the instance (idempotent once it succeeded); stamps removed.
+
+        An instance whose removal did not complete (an engine error, an interrupt in the
+        middle of the call) is not marked stopped: the cleanup registry tries again.
+        """
         if instance.stopped:
             return
-        try:
-            self._remove(instance)
-        finally:
-            instance.stopped = True
-            instance.t_ns["removed"] = now_ns()
+        self._remove(instance)
+        instance.stopped = True
+        instance.t_ns["removed"] = now_ns()
 
     def wait_gone(self, instance: Instance, timeout_s: float = 10.0) -> None:
         """Wait until every host process of the instance has exited; stamps ``gone``.

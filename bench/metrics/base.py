@@ -115,6 +115,8 @@ class RunContext:
     notes: list[str] = field(default_factory=list)
     block: int = 0
     step: int = -1
+    # the backend of the step before this one (the host state it left shows in startup)
+    previous_backend: str | None = None
     _names: Iterator[int] = field(default_factory=itertools.count)
     _seq: Iterator[int] = field(default_factory=itertools.count)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -144,9 +146,13 @@ class RunContext:
         return instance
 
     def finish(self, backend: Backend, instance: Instance, gone_timeout_s: float = 10.0) -> None:
-        """Remove an instance and wait until its host processes are gone, then forget it."""
+        """Remove an instance and wait until its host processes are gone, then forget it.
+
+        It stays in the cleanup registry until its removal succeeded: a removal cut short
+        (an engine error, an interrupt) is retried by the registry on the way out.
+        """
+        backend.stop(instance)
         try:
-            backend.stop(instance)
             backend.wait_gone(instance, gone_timeout_s)
         finally:
             self.registry.release(instance)

@@ -327,8 +327,10 @@ def run_density(ctx: RunContext, backend: Backend, step: Step) -> Iterator[Sampl
                 },
             )
     finally:
-        for future in list(pending):
-            future.cancel()
+        for future, instance in list(pending.items()):
+            if future.cancel():
+                # never started: nothing was created, and teardown need not wait for it
+                instance.extra["start_returned"].set()
         teardown_started = time.monotonic()
         teardown_errors = _teardown(ctx, backend, instances)
         executor.shutdown(wait=True, cancel_futures=True)

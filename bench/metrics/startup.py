@@ -143,6 +143,9 @@ def measure_startup(ctx: RunContext, backend: Backend, step: Step) -> Sample:
     ok = error is None and "ready" in t_ns
     labels: dict[str, Any] = dict(instance.labels)
     labels.setdefault("accel", "n/a")  # only VMs have an accelerator; recorded on every sample
+    # what ran just before: a process after a container starts slower (the engine's own
+    # asynchronous cleanup); recorded so that such a mixture can be told apart
+    labels["after_backend"] = ctx.previous_backend
     if instance.exit_code is not None:
         labels["exit_code"] = instance.exit_code
     return Sample(
