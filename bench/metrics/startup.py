@@ -41,6 +41,7 @@ DERIVED_STAGES = (
     ("start_s", "created", "started"),
     ("to_first_byte_s", "create", "first_console_byte"),
     ("to_userspace_s", "create", "userspace"),
+    ("kernel_boot_s", "first_console_byte", "userspace"),
     ("userspace_to_ready_s", "userspace", "ready"),
     ("to_ready_s", "create", "ready"),
     ("ready_after_start_s", "started", "ready"),
