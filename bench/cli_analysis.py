@@ -1,4 +1,4 @@
-"""The analysis commands: compare, calibrate, check, baseline, report. Thin: parse, call, print.
+"""The analysis commands: compare, calibrate, check, baseline, report, publish. Thin.
 
 ``bench.cli`` calls ``register(app, console, err_console)`` at import. Exit codes follow
 bench's: 0 success, 1 a check failed (a quantity moved away from its baseline), 2 bad
@@ -561,6 +561,41 @@ def register(app: typer.Typer, console: Console, err_console: Console) -> None:
         console.print(
             f"report: {outcome.path}  ({outcome.size_bytes / 1e6:.1f} MB, {outcome.plots} plots, "
             f"{outcome.runs} run(s), {outcome.samples} samples, {outcome.seconds:.1f} s)",
+            highlight=False,
+            markup=False,
+        )
+
+
+    @app.command()
+    def publish(
+        results: Annotated[
+            list[Path],
+            typer.Argument(help="Results directories (or run directories) to publish."),
+        ],
+        site: Annotated[
+            Path, typer.Option("-o", "--output", help="Site directory (created if absent).")
+        ],
+        full: Annotated[
+            bool,
+            typer.Option("--full", help="Render every run again (default: only new or changed)."),
+        ] = False,
+    ) -> None:
+        """Build a static site of every run: index, a page per run, trends, kernel pairs."""
+        from bench.report.site import publish_site
+
+        def progress(text: str) -> None:
+            err_console.print(Text(text, style="dim"), highlight=False)
+
+        try:
+            outcome = publish_site(results, site, full=full, progress=progress)
+        except BenchError as exc:
+            raise fail(exc) from None
+        for warning in outcome.warnings:
+            warn(warning)
+        console.print(
+            f"site: {outcome.site / 'index.html'}  ({outcome.runs} runs: {outcome.rendered} "
+            f"rendered, {outcome.kept} unchanged, {outcome.removed} removed; {outcome.pages} "
+            f"pages, {outcome.size_bytes / 1e6:.1f} MB, {outcome.seconds:.1f} s)",
             highlight=False,
             markup=False,
         )

@@ -1,12 +1,18 @@
-"""The report's content: sections of tables, plots and notes built from a Dataset.
+"""The report's content: a summary first screen, then sections of tables, plots and notes.
 
 Pure data, no HTML: ``build_report`` returns a ``ReportModel`` the jinja2 template
-renders (and tests inspect). Every section renders from the samples it needs when they
-are present (metric ``startup``, ``memory``, ``density``, ``limits``) and says "not
+renders (and tests inspect). The first screen answers "VM vs container vs native on this
+host and kernel": one row per backend (``bench.analysis.headline``) with startup to
+READY (median, p95), memory per idle instance, density reached and why it stopped,
+limits enforced, the accelerator, each figure beside its multiple of the native
+process; and for several runs, the comparison verdicts with absolute differences.
+Details follow, long ones collapsed (host facts, statistics tables, scenario text).
+
+Every section renders from the samples it needs when they are present and says "not
 measured in these runs" when they are absent, so one template serves a quick startup
-run and a full suite alike. Strings from scenarios and hosts are kept as plain text here;
-escaping is the template's job (autoescape), and plot JSON is escaped for <script> by
-``figure_json``.
+run and a full suite alike. Strings from scenarios and hosts are kept as plain text
+here; escaping is the template's job (autoescape), and plot JSON is escaped for
+<script> by ``figure_json``.
 """
 
 from __future__ import annotations
@@ -22,16 +28,22 @@ import pandas as pd
 
 from bench import __version__
 from bench.analysis.compare import (
-    RESULT_COLUMNS,
     CompareError,
     ComparisonReport,
+    ComparisonRow,
     compare_dataset,
     condensed_warnings,
+    format_blocks,
+    format_difference,
+    format_margin,
+    format_mde,
+    format_ratio,
     method_text,
-    result_cells,
     row_title,
 )
 from bench.analysis.dataset import Dataset, RunInfo, fact
+from bench.analysis.headline import BackendHeadline, headline_rows, multiple_text
+from bench.analysis.ledger import PART_GROUPS, ledger_rows
 from bench.analysis.noise import busy_block_warnings, noise_table, without_noise
 from bench.analysis.order import BackendOrder
 from bench.analysis.stats import VALUE_STAGE, StatRow, measured, summarize_stats, view_labels
@@ -43,6 +55,9 @@ NOT_MEASURED = "not measured in these runs"
 # A report names at most this many warnings: each kind once, the most widespread first.
 WARNINGS_MAX = 5
 LIMIT_PLOTS_MAX = 12
+# Verdict rows on the first screen; the rest are in the comparison section.
+FIRST_SCREEN_VERDICTS = 8
+METHOD_POINTER = "README, sections Method and Statistics"
 _JSON_ESCAPES = {
     ord("<"): "\\u003c",
     ord(">"): "\\u003e",
@@ -50,6 +65,20 @@ _JSON_ESCAPES = {
     0x2028: "\\u2028",
     0x2029: "\\u2029",
 }
+
+
+@dataclass
+class Cell:
+    """A table cell: its text, a muted second line, long text folded into a details element."""
+
+    text: str
+    sub: str = ""
+    detail: str = ""
+    href: str = ""
+    css: str = ""
+
+
+CellValue = str | Cell
 
 
 @dataclass
@@ -67,7 +96,7 @@ class Table:
     """A table of plain-text cells; ``numeric`` columns are right-aligned."""
 
     columns: list[str]
-    rows: list[list[str]]
+    rows: list[list[CellValue]]
     caption: str = ""
     numeric: frozenset[int] = frozenset()
     row_classes: list[str] = field(default_factory=list)
@@ -76,10 +105,11 @@ class Table:
 
 @dataclass
 class Note:
-    """A paragraph of text; ``level`` is info, warn or alert."""
+    """A paragraph of text; ``level`` is info, warn or alert; ``detail`` folds long text."""
 
     text: str
     level: str = "info"
+    detail: str = ""
     kind: str = "note"
 
 
@@ -92,17 +122,27 @@ class Preformatted:
     kind: str = "pre"
 
 
-Item = Plot | Table | Note | Preformatted
+@dataclass
+class Details:
+    """Items folded under a one-line summary (statistics tables, long lists)."""
+
+    summary: str
+    items: list[Any] = field(default_factory=list)
+    kind: str = "details"
+
+
+Item = Plot | Table | Note | Preformatted | Details
 
 
 @dataclass
 class Section:
-    """One titled part of the report."""
+    """One titled part of the report; a collapsed one renders closed."""
 
     id: str
     title: str
     items: list[Item] = field(default_factory=list)
     measured: bool = True
+    collapsed: bool = False
 
 
 @dataclass
@@ -115,11 +155,28 @@ class ReportModel:
     banners: list[Note]
     summary: list[tuple[str, str]]
     sections: list[Section]
+    headline: Table | None = None
+    headline_notes: list[Note] = field(default_factory=list)
+    verdicts: Table | None = None
+    links: list[tuple[str, str]] = field(default_factory=list)
+    downloads: list[tuple[str, str]] = field(default_factory=list)
+    method_pointer: str = METHOD_POINTER
 
     @property
     def plots(self) -> list[Plot]:
         """Every plot in the report, in order."""
-        return [i for s in self.sections for i in s.items if isinstance(i, Plot)]
+        found: list[Plot] = []
+
+        def walk(items: Iterable[Any]) -> None:
+            for item in items:
+                if isinstance(item, Plot):
+                    found.append(item)
+                elif isinstance(item, Details):
+                    walk(item.items)
+
+        for section in self.sections:
+            walk(section.items)
+        return found
 
 
 def figure_json(figure: figures.Figure) -> str:
@@ -157,10 +214,20 @@ def build_report(
     title: str | None = None,
     compare_by: str = "run",
     baseline: str | None = None,
+    links: Sequence[tuple[str, str]] = (),
+    downloads: Sequence[tuple[str, str]] = (),
+    status_override: dict[str, str] | None = None,
 ) -> ReportModel:
-    """Build the report model of one or more runs (see the module docstring)."""
+    """Build the report model of one or more runs (see the module docstring).
+
+    ``links`` and ``downloads`` (text, relative href) are shown in the header (a
+    published site's navigation and the run's raw files); ``status_override`` gives a
+    run's effective status (``abandoned`` for a dead ``running`` run).
+    """
     if not dataset.runs:
         raise CompareError("no runs to report on")
+    statuses = {run_id: run.status for run_id, run in dataset.runs.items()}
+    statuses.update(status_override or {})
     all_measured = measured(dataset.samples)
     frame = without_noise(all_measured)
     if not frame.empty:
@@ -169,26 +236,34 @@ def build_report(
     stats = summarize_stats(dataset.samples, stages=True) if not frame.empty else []
     ids = _Ids()
     naming = _Naming(dataset, ok)
+    headline = headline_rows(frame) if not frame.empty else []
+    comparison = _cross_run_comparisons(dataset, compare_by, baseline)
     sections = [
-        _facts_section(dataset),
         _startup_section(ok, stats, naming, ids),
-        _backends_section(dataset),
         _memory_section(ok, stats, naming, ids),
         _density_section(ok, naming, ids),
         _limits_section(frame, naming, ids),
-        _comparison_section(dataset, compare_by, baseline),
+        _backends_section(dataset),
+        _comparison_section(dataset, comparison, compare_by),
         _stability_section(stats, dataset, noise_table(all_measured)),
+        _facts_section(dataset, statuses),
         _scenario_section(dataset),
     ]
     runs = list(dataset.runs.values())
     scenario_names = sorted({r.scenario_name for r in runs})
+    table, notes = _headline_table(headline, len(runs))
     return ReportModel(
         title=title or f"bench report: {', '.join(scenario_names)}",
         generated_at_utc=utc_now_iso(),
         bench_version=__version__,
-        banners=_banners(dataset, frame),
-        summary=_summary(dataset, frame),
+        banners=_banners(dataset, frame, statuses),
+        summary=_summary(dataset, frame, statuses),
         sections=sections,
+        headline=table,
+        headline_notes=notes,
+        verdicts=_verdicts_table(comparison),
+        links=list(links),
+        downloads=list(downloads),
     )
 
 
@@ -226,7 +301,7 @@ def _short_run_ids(run_ids: list[str]) -> dict[str, str]:
     return short
 
 
-# --- banners and summary ---------------------------------------------------------------
+# --- banners and the first screen ------------------------------------------------------
 
 
 def _accel_decisions(run: RunInfo) -> list[str]:
@@ -246,7 +321,7 @@ def _accel_decisions(run: RunInfo) -> list[str]:
     return found
 
 
-def _banners(dataset: Dataset, frame: pd.DataFrame) -> list[Note]:
+def _banners(dataset: Dataset, frame: pd.DataFrame, statuses: dict[str, str]) -> list[Note]:
     banners: list[Note] = []
     tcg_runs = []
     for run_id, run in dataset.runs.items():
@@ -259,59 +334,216 @@ def _banners(dataset: Dataset, frame: pd.DataFrame) -> list[Note]:
             tcg_runs.append(run)
     if tcg_runs:
         reasons = sorted({d for r in tcg_runs for d in _accel_decisions(r) if d.startswith("tcg")})
-        text = (
-            "VMs in this report ran under TCG (QEMU software emulation), NOT KVM. Their "
-            "startup, memory and density figures are not hardware-virtualization figures "
-            "and must not be published as VM-vs-container results. "
-            f"Runs affected: {', '.join(r.run_id for r in tcg_runs)}."
-        )
+        detail = f"Runs affected: {', '.join(r.run_id for r in tcg_runs)}."
         if reasons:
-            text += f" Recorded reason: {reasons[0]}"
-        banners.append(Note(text, "alert"))
-    for run_id, run in dataset.runs.items():
-        if run.status != "complete":
-            banners.append(
-                Note(f"run {run_id} is {run.status}: its samples may be incomplete", "warn")
+            detail += f" Recorded reason: {reasons[0]}"
+        banners.append(
+            Note(
+                "VMs ran under TCG (QEMU software emulation), NOT KVM: their figures are "
+                "not hardware-virtualization figures; do not publish them as VM results.",
+                "alert",
+                detail,
             )
+        )
+    for run_id, status in statuses.items():
+        if status != "complete":
+            banners.append(Note(f"run {run_id} is {status}: its samples may be incomplete", "warn"))
     if not frame.empty:
         failed = int((~frame["ok"].to_numpy(dtype=bool)).sum())
         if failed:
             banners.append(
                 Note(
-                    f"{failed} measured sample(s) failed; they are counted, never averaged in "
-                    "(see the tables' 'failed' columns)",
+                    f"{failed} measured sample(s) failed: counted, never averaged in",
                     "warn",
                 )
             )
-    for warning in dataset.warnings:
-        banners.append(Note(warning, "warn"))
+    if dataset.warnings:
+        banners.append(
+            Note(
+                f"{len(dataset.warnings)} reading warning(s)",
+                "warn",
+                "\n".join(dataset.warnings),
+            )
+        )
     return banners
 
 
-def _summary(dataset: Dataset, frame: pd.DataFrame) -> list[tuple[str, str]]:
+def _summary(
+    dataset: Dataset, frame: pd.DataFrame, statuses: dict[str, str]
+) -> list[tuple[str, str]]:
+    """The one-line context of the first screen: host, kernel, scenario, status, samples."""
     runs = list(dataset.runs.values())
     hosts = sorted({r.hostname for r in runs})
     kernels = sorted({r.kernel_release for r in runs})
-    cgroups = sorted({_cgroup_text(r) for r in runs})
-    accels = sorted({a for r in runs for a in _accel_decisions(r)}) or ["n/a (no VMs)"]
-    metrics = sorted(frame["metric"].astype(str).unique()) if not frame.empty else []
+    scenarios = sorted({r.scenario_name for r in runs})
+    accels = sorted({a.split(":")[0].upper() for r in runs for a in _accel_decisions(r)})
+    states = sorted(set(statuses.values()))
+    started = sorted(str(r.record.get("started_at_utc") or "") for r in runs)
+    when = started[0][:16].replace("T", " ") if started and started[0] else "?"
+    if len(runs) > 1 and started[-1]:
+        when += f" to {started[-1][:16].replace('T', ' ')}"
     return [
-        ("runs", str(len(runs))),
-        ("hosts", ", ".join(hosts)),
+        ("host", ", ".join(hosts)),
         ("kernel", ", ".join(kernels)),
-        ("cgroup", ", ".join(cgroups)),
-        ("VM accelerator", "; ".join(a.split(":")[0].upper() for a in accels)),
-        ("metrics", ", ".join(metrics) or "none"),
-        ("samples (measured)", str(len(frame))),
+        ("scenario", ", ".join(scenarios)),
+        ("runs", f"{len(runs)} ({', '.join(states)})"),
+        ("started (UTC)", when),
+        ("VMs", "/".join(accels) if accels else "n/a"),
+        ("samples", f"{len(frame)} measured"),
     ]
 
 
-def _cgroup_text(run: RunInfo) -> str:
-    version = fact(run, "cgroup.version")
-    mode = fact(run, "cgroup.mode")
-    if version is None:
-        return "?"
-    return f"v{version}" + (f" ({mode})" if mode else "")
+def _startup_cell(row: BackendHeadline) -> Cell:
+    if row.startup is None:
+        return Cell("-")
+    s = row.startup
+    sub = f"p95 {format_quantity(s.p95_s, 's')}"
+    if not row.is_native and "startup" in row.multiples:
+        sub += f" · {multiple_text(row.multiples['startup'])} native"
+    if s.failed:
+        sub += f" · {s.failed} failed"
+    return Cell(format_quantity(s.median_s, "s"), sub, css="fail" if s.failed else "")
+
+
+def _memory_cell(row: BackendHeadline) -> Cell:
+    m = row.memory
+    if m is None:
+        return Cell("-")
+    text = format_quantity(m.pss_mib, "MiB") + " PSS" if m.pss_mib is not None else "-"
+    if row.is_native:
+        sub = "the native floor"
+    elif m.pss_overhead_mib is None:
+        sub = ""
+    elif m.overhead_distinguishable:
+        sub = f"+{format_quantity(m.pss_overhead_mib, 'MiB')} over native"
+    else:
+        sub = "no more than native"
+    if not row.is_native and "memory" in row.multiples:
+        sub += f" · {multiple_text(row.multiples['memory'])}"
+    detail = ""
+    if m.slope_overhead_mib is not None:
+        low, high = m.slope_ci_mib
+        ci = (
+            f" [{low:+.1f}, {high:+.1f}] MiB"
+            if low is not None and high is not None
+            else ""
+        )
+        finding = m.slope_finding or "distinguishable from 0"
+        if "not distinguishable" in finding or "below native" in finding:
+            detail = (
+                f"MemAvailable slope over native: {finding} (estimate "
+                f"{m.slope_overhead_mib:+.1f} MiB{ci}, 95% CI)"
+            )
+        else:
+            detail = f"MemAvailable slope over native: {m.slope_overhead_mib:+.1f} MiB{ci} (95% CI)"
+    return Cell(text, sub.strip(" ·"), detail)
+
+
+def _density_cell(row: BackendHeadline) -> Cell:
+    d = row.density
+    if d is None:
+        return Cell("-")
+    sub = f"stop: {d.stop_reason}"
+    if d.knee_count is not None:
+        sub += f" · knee {d.knee_count}"
+    if not row.is_native and "density" in row.multiples:
+        sub += f" · {multiple_text(row.multiples['density'])}"
+    return Cell(f"{d.count:.0f}", sub, d.stop_detail)
+
+
+def _limits_cell(row: BackendHeadline) -> Cell:
+    lim = row.limits
+    if lim is None:
+        return Cell("-")
+    text = f"{lim.enforced} of {lim.applicable}" if lim.applicable else "n/a"
+    parts = []
+    if lim.not_applicable:
+        parts.append(f"{len(lim.not_applicable)} n/a")
+    if lim.failed:
+        parts.append("NOT: " + ", ".join(f.split(":")[0] for f in lim.failed))
+    detail_lines = [f"{check}: not applicable: {reason}" for check, reason in lim.not_applicable]
+    detail_lines += [f"not enforced: {text}" for text in lim.failed]
+    css = "fail" if lim.failed else ("ok" if lim.applicable else "")
+    return Cell(text, " · ".join(parts), "\n".join(detail_lines), css=css)
+
+
+def _headline_table(rows: list[BackendHeadline], runs: int) -> tuple[Table | None, list[Note]]:
+    """The summary table: one row per backend, only the columns something measured."""
+    if not rows:
+        return None, [Note(f"No measured samples: {NOT_MEASURED}.")]
+    columns: list[tuple[str, Any]] = [
+        ("backend", lambda r: Cell(r.backend, r.mechanism)),
+        (
+            "accel",
+            lambda r: Cell(r.accel, css="alert" if r.accel.startswith("TCG") else ""),
+        ),
+    ]
+    if any(r.startup for r in rows):
+        columns.append(("startup to READY (median)", _startup_cell))
+    if any(r.memory for r in rows):
+        columns.append(("memory per idle instance", _memory_cell))
+    if any(r.density for r in rows):
+        columns.append(("density reached", _density_cell))
+    if any(r.limits for r in rows):
+        columns.append(("limits enforced", _limits_cell))
+    body = [[get(row) for _, get in columns] for row in rows]
+    absent = [
+        name
+        for name, present in (
+            ("startup", any(r.startup for r in rows)),
+            ("memory", any(r.memory for r in rows)),
+            ("density", any(r.density for r in rows)),
+            ("limits", any(r.limits for r in rows)),
+        )
+        if not present
+    ]
+    caption = (
+        "Medians of measured samples (warmups excluded, failures counted apart); "
+        "Nx = N times the native process."
+    )
+    if runs > 1:
+        caption += f" Pooled over {runs} runs; the verdicts compare them."
+    notes = []
+    if absent:
+        notes.append(Note(f"Not measured here: {', '.join(absent)}."))
+    if not any(r.is_native for r in rows):
+        notes.append(Note("No native backend in these runs: no multiples of native.", "warn"))
+    return Table([name for name, _ in columns], body, caption), notes
+
+
+def _verdict_cells(row: ComparisonRow) -> list[CellValue]:
+    return [
+        Cell(row_title(row), detail="; ".join(row.warnings)),
+        format_quantity(row.median_baseline, row.unit),
+        format_quantity(row.median_contender, row.unit),
+        format_difference(row),
+        Cell(row.verdict, css=f"outcome-{row.outcome.split(' ')[0]}"),
+    ]
+
+
+def _verdicts_table(comparisons: list[tuple[str, ComparisonReport]]) -> Table | None:
+    """The first screen's verdicts: judged rows first, at most ``FIRST_SCREEN_VERDICTS``."""
+    rows = [
+        row
+        for _, report in comparisons
+        for row in report.rows
+        if row.stage == VALUE_STAGE and row.outcome not in {"missing"}
+    ]
+    if not rows:
+        return None
+    rank = {"slower": 0, "faster": 0, "larger": 0, "smaller": 0, "higher": 0, "lower": 0}
+    rows.sort(key=lambda r: (rank.get(r.outcome.split(" ")[0], 1), row_title(r)))
+    shown = rows[:FIRST_SCREEN_VERDICTS]
+    caption = (
+        f"Each run against the first of its scenario (block-level 95% t interval; "
+        f"{len(rows)} quantities, all in the comparison section below)."
+    )
+    return Table(
+        ["what", "baseline", "contender", "difference", "verdict"],
+        [_verdict_cells(r) for r in shown],
+        caption,
+        frozenset({1, 2, 3}),
+    )
 
 
 # --- host and run facts ----------------------------------------------------------------
@@ -351,16 +583,26 @@ def _fact_text(value: Any) -> str:
     return str(value)
 
 
-def _facts_section(dataset: Dataset) -> Section:
+def _long(text: str, limit: int = 60) -> CellValue:
+    """A cell for text that may be long: folded into a details element past ``limit``."""
+    if len(text) <= limit:
+        return text
+    return Cell(text[: limit - 1].rstrip() + "…", detail=text)
+
+
+def _facts_section(dataset: Dataset, statuses: dict[str, str]) -> Section:
     runs = list(dataset.runs.values())
-    rows = []
+    rows: list[list[CellValue]] = []
     for label, path in _FACT_ROWS:
+        if path == "status":
+            rows.append([label, *(statuses.get(run.run_id, run.status) for run in runs)])
+            continue
         values = [fact(run, path) for run in runs]
         if path == "memory.total_bytes":
             texts = [format_quantity(v, "bytes") if isinstance(v, int) else "-" for v in values]
         else:
             texts = [_fact_text(v) for v in values]
-        rows.append([label, *texts])
+        rows.append([label, *(_long(t) for t in texts)])
     counts = [(run.record.get("counts") or {}) for run in runs]
     rows.append(
         ["samples / failed", *(f"{c.get('samples', '-')} / {c.get('failed', '-')}" for c in counts)]
@@ -373,9 +615,11 @@ def _facts_section(dataset: Dataset) -> Section:
                     if not isinstance(value, dict):
                         software_keys[f"{backend}.{key}"] = None
     for key in software_keys:
-        rows.append([key, *(_fact_text(fact(run, f"software.{key}")) for run in runs)])
+        rows.append([key, *(_long(_fact_text(fact(run, f"software.{key}"))) for run in runs)])
     if any(_accel_decisions(run) for run in runs):
-        rows.append(["VM accelerator", *("; ".join(_accel_decisions(run)) or "-" for run in runs)])
+        rows.append(
+            ["VM accelerator", *(_long("; ".join(_accel_decisions(run)) or "-") for run in runs)]
+        )
     items: list[Item] = [
         Table(["fact", *(run.run_id for run in runs)], rows, "Host facts recorded at run start.")
     ]
@@ -383,59 +627,13 @@ def _facts_section(dataset: Dataset) -> Section:
         cmdline = fact(run, "kernel.cmdline")
         if cmdline:
             items.append(Preformatted(f"kernel command line ({run.run_id})", str(cmdline)))
-    return Section("facts", "Host and run facts", items)
-
-
-# --- startup ---------------------------------------------------------------------------
-
-
-def _stat_cells(row: StatRow) -> list[str]:
-    s, unit = row.stats, row.unit
-    return [
-        str(s.n),
-        str(row.failed),
-        format_quantity(s.median, unit),
-        f"{format_quantity(s.ci_low, unit)} - {format_quantity(s.ci_high, unit)}",
-        format_quantity(s.iqr, unit),
-        format_quantity(s.p95, unit),
-        format_quantity(s.p99, unit),
-        format_quantity(s.minimum, unit),
-        format_quantity(s.maximum, unit),
-        f"{s.cv:.1%}" if math.isfinite(s.cv) else "-",
-        "; ".join(s.warnings),
-    ]
-
-
-_STAT_COLUMNS = [
-    "n",
-    "failed",
-    "median",
-    "95% CI of median",
-    "IQR",
-    "p95",
-    "p99",
-    "min",
-    "max",
-    "CV",
-    "warnings",
-]
-
-
-def _stats_table(rows: Iterable[StatRow], lead: Sequence[str], lead_of: Any, caption: str) -> Table:
-    body = []
-    classes = []
-    for row in rows:
-        body.append([*lead_of(row), *_stat_cells(row)])
-        classes.append("unstable" if row.stats.unstable or row.stats.warnings else "")
-    first = len(lead)
-    numeric = frozenset(range(first, first + len(_STAT_COLUMNS) - 1))
-    return Table([*lead, *_STAT_COLUMNS], body, caption, numeric, classes)
+    return Section("facts", "Host and run facts", items, collapsed=True)
 
 
 def _startup_section(
     frame: pd.DataFrame, stats: list[StatRow], naming: _Naming, ids: _Ids
 ) -> Section:
-    section = Section("startup", "Startup per backend")
+    section = Section("startup", "Startup to READY")
     data = _of_metric(frame, "startup")
     if data.empty:
         return _unmeasured(section, f"Startup: {NOT_MEASURED}.")
@@ -458,6 +656,15 @@ def _startup_section(
         unit = str(part["unit"].iloc[0])
         section.items.append(
             ids.plot(
+                figures.startup_split_figure(frames, f"Where startup goes{suffix}"),
+                "Each bar is the median to READY; its parts are the stages in their mean "
+                "share of it (the means of the stages add up to the mean total). A guest's "
+                "boot is split at the kernel's first console line and the init's userspace "
+                "marker, both stamped by the host as it reads them.",
+            )
+        )
+        section.items.append(
+            ids.plot(
                 figures.distribution_figure(
                     groups, unit, f"Startup to READY{suffix}", naming.colours
                 ),
@@ -474,13 +681,18 @@ def _startup_section(
         )
         section.items.append(
             ids.plot(
-                figures.stage_breakdown_figure(frames, f"Where the time goes{suffix}"),
-                "Median of each segment between consecutive recorded stamps; the medians of "
-                "segments need not add up to the median total.",
+                figures.after_ready_figure(frames, f"After READY (not part of startup){suffix}"),
+                "Exit, removal and teardown, each its own median: what an instance costs "
+                "after it answered.",
             )
         )
+        boot = _boot_table(frames)
+        if boot is not None:
+            section.items.append(boot)
     value_rows = [r for r in stats if r.metric == "startup" and r.stage == VALUE_STAGE]
-    section.items.append(
+    stage_rows = [r for r in stats if r.metric == "startup" and r.stage != VALUE_STAGE]
+    details = Details("Statistics per backend and stage (n, CI of the median, IQR, p95, p99, CV)")
+    details.items.append(
         _stats_table(
             value_rows,
             ["run", "backend", "case", "accel"],
@@ -493,9 +705,8 @@ def _startup_section(
             "Startup to READY (measured samples; warmups excluded, failures counted apart).",
         )
     )
-    stage_rows = [r for r in stats if r.metric == "startup" and r.stage != VALUE_STAGE]
     if stage_rows:
-        section.items.append(
+        details.items.append(
             _stats_table(
                 stage_rows,
                 ["run", "backend", "case", "stage"],
@@ -504,26 +715,85 @@ def _startup_section(
                 "the duration of that step).",
             )
         )
+    section.items.append(details)
     return section
+
+
+def _boot_table(frames: list[tuple[str, pd.DataFrame]]) -> Table | None:
+    """A guest's boot in its three stages, medians, for the groups that have them."""
+    rows: list[list[CellValue]] = []
+    for label, part in frames:
+        if "stage.to_userspace_s" not in part.columns:
+            continue
+        userspace = pd.to_numeric(part["stage.to_userspace_s"], errors="coerce")
+        if not userspace.notna().any():
+            continue
+        rows.append(
+            [
+                label,
+                *(
+                    format_quantity(_median(part.get(f"stage.{stage}")), "s")
+                    for stage in ("to_first_byte_s", "kernel_boot_s", "userspace_to_ready_s")
+                ),
+                format_quantity(_median(part["value"]), "s"),
+            ]
+        )
+    if not rows:
+        return None
+    return Table(
+        ["guest", "VMM + firmware", "kernel", "userspace", "to READY"],
+        rows,
+        "Medians of each stage: create call to the kernel's first console line (the VMM's "
+        "start and the firmware), from it to the init's userspace marker (the kernel), "
+        "and on to READY (userspace).",
+        frozenset({1, 2, 3, 4}),
+    )
+
+
+def _median(values: Any) -> float | None:
+    if values is None:
+        return None
+    clean = pd.to_numeric(pd.Series(values), errors="coerce").dropna()
+    return float(clean.median()) if len(clean) else None
 
 
 # --- backends compared within each run -------------------------------------------------
 
 
 def _comparison_table(report: ComparisonReport, caption: str, with_run: bool) -> Table:
-    columns = ["what", "baseline", "contender", *RESULT_COLUMNS]
+    columns = [
+        "what",
+        "baseline",
+        "contender",
+        "ratio [95% CI]",
+        "difference",
+        "margin",
+        "MDE",
+        "blocks",
+        "verdict",
+    ]
     if with_run:
         columns.insert(1, "run")
-    rows = []
+    rows: list[list[CellValue]] = []
     classes = []
     for row in report.rows:
-        cells = [row_title(row), row.baseline, row.contender, *result_cells(row)]
+        cells: list[CellValue] = [
+            Cell(row_title(row), detail="; ".join(row.warnings)),
+            format_quantity(row.median_baseline, row.unit),
+            format_quantity(row.median_contender, row.unit),
+            format_ratio(row),
+            format_difference(row),
+            format_margin(row),
+            format_mde(row),
+            format_blocks(row),
+            row.verdict,
+        ]
         if with_run:
-            cells.insert(1, row.run_id)
+            cells.insert(1, row.run_id[-6:])
         rows.append(cells)
         classes.append(f"outcome-{row.outcome.split(' ')[0]}")
-    numeric_from = 4 if with_run else 3
-    return Table(columns, rows, caption, frozenset(range(numeric_from, numeric_from + 6)), classes)
+    numeric_from = 2 if with_run else 1
+    return Table(columns, rows, caption, frozenset(range(numeric_from, numeric_from + 7)), classes)
 
 
 def _comparison_notes(report: ComparisonReport) -> list[Item]:
@@ -540,7 +810,7 @@ def _comparison_notes(report: ComparisonReport) -> list[Item]:
             )
     warnings = condensed_warnings(report, limit=WARNINGS_MAX)
     if warnings:
-        items.append(Note("Warnings: " + " · ".join(warnings), "warn"))
+        items.append(Note(f"{len(warnings)} kind(s) of warning", "warn", "\n".join(warnings)))
     return items
 
 
@@ -570,41 +840,35 @@ def _backends_section(dataset: Dataset) -> Section:
 def _memory_section(
     frame: pd.DataFrame, stats: list[StatRow], naming: _Naming, ids: _Ids
 ) -> Section:
-    section = Section("memory", "Memory overhead per instance")
+    section = Section("memory", "Memory per idle instance")
     data = _of_metric(frame, "memory")
     if data.empty:
         return _unmeasured(section, f"Memory overhead: {NOT_MEASURED}.")
     rows = [r for r in stats if r.metric == "memory" and r.stage == VALUE_STAGE]
-    for title, wanted in (
-        ("Overhead per instance (view minus the process baseline)", True),
-        ("Memory per instance, each view", False),
-    ):
-        chosen = [r for r in rows if r.view.endswith("_overhead") == wanted and ":" not in r.view]
-        if not chosen:
-            continue
-        views = list(dict.fromkeys(r.view for r in chosen))
-        series_names: dict[str, dict[str, StatRow]] = {}
-        for r in chosen:
-            series_names.setdefault(
-                naming.label(r.run_id, r.backend, r.case, _multi_case(chosen)), {}
-            )[r.view] = r
-        series = []
-        ranked = sorted(series_names.items(), key=lambda kv: naming.order.label_rank(kv[0]))
-        for name, by_view in ranked:
-            picked = [by_view.get(v) for v in views]
-            series.append(
-                (
-                    name,
-                    [p.stats.median if p else math.nan for p in picked],
-                    [p.stats.ci_low if p else math.nan for p in picked],
-                    [p.stats.ci_high if p else math.nan for p in picked],
-                )
-            )
-        unit = chosen[0].unit
+    absolute_views = ("pss", "cgroup_usage", "memavailable_drop")
+    per_backend: dict[str, dict[str, float]] = {}
+    for r in rows:
+        if r.view in absolute_views and r.unit == "MiB":
+            label = naming.label(r.run_id, r.backend, r.case, _multi_case(rows))
+            per_backend.setdefault(label, {})[r.view] = r.stats.median
+    if per_backend:
+        ranked = sorted(per_backend.items(), key=lambda kv: naming.order.label_rank(kv[0]))
         section.items.append(
-            ids.plot(figures.bar_figure(views, series, unit, title, naming.colours))
+            ids.plot(
+                figures.memory_log_figure(
+                    ranked, "Memory per idle instance, three views", naming.colours
+                ),
+                "Log axis: a 0.1 MiB process and a 150 MiB guest on one scale. pss = PSS of "
+                "the instance's host processes; cgroup_usage = its own cgroup; "
+                "memavailable_drop = the host's MemAvailable drop / N. A value <= 0 cannot "
+                "be drawn on a log axis (the table has it).",
+            )
         )
-    section.items.append(
+    ledger = _ledger_items(data)
+    section.items.extend(ledger)
+    section.items.append(_overhead_table(rows, data, naming))
+    details = Details("Statistics of every memory view and role")
+    details.items.append(
         _stats_table(
             rows,
             ["run", "backend", "case", "view", "accel"],
@@ -614,7 +878,80 @@ def _memory_section(
             "the instance's cgroup; *_overhead = that view minus the process baseline.",
         )
     )
+    section.items.append(details)
     return section
+
+
+def _mib(value: float | None) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.1f}"
+
+
+def _ledger_items(frame: pd.DataFrame) -> list[Item]:
+    rows = ledger_rows(frame)
+    if not rows:
+        return []
+    body: list[list[CellValue]] = []
+    for row in rows:
+        notes = "; ".join(f"{k}: {v}" for k, v in row.notes.items())
+        body.append(
+            [
+                Cell(row.backend, row.ksm and f"KSM {row.ksm}", notes),
+                *(_mib(row.parts.get(name)) for name in PART_GROUPS.values()),
+                _mib(row.total),
+                _mib(row.memavailable_drop),
+                _mib(row.unexplained),
+            ]
+        )
+    return [
+        Table(
+            ["backend", *PART_GROUPS.values(), "total", "MemAvail drop", "unexplained"],
+            body,
+            "The ledger: MiB per idle instance (median over instances), part by part, and "
+            "what MemAvailable lost beyond it (kernel memory, the engines' own state, noise).",
+            frozenset(range(1, len(PART_GROUPS) + 4)),
+        )
+    ]
+
+
+def _overhead_table(rows: list[StatRow], data: pd.DataFrame, naming: _Naming) -> Table:
+    """Per backend: each view's overhead over native, and the MemAvailable slope's with CI."""
+    overheads: dict[str, dict[str, float]] = {}
+    for r in rows:
+        if r.view.endswith("_overhead") and ":" not in r.view:
+            label = naming.label(r.run_id, r.backend, r.case, _multi_case(rows))
+            overheads.setdefault(label, {})[r.view.removesuffix("_overhead")] = r.stats.median
+    slopes: dict[str, str] = {}
+    slope = data[data["_view"] == "memavailable_slope_overhead"]
+    for _, record in slope.iterrows():
+        label = naming.label(str(record["run_id"]), str(record["backend"]))
+        low, high = _float(record.get("label.ci_low_mib")), _float(record.get("label.ci_high_mib"))
+        value = _float(record["value"])
+        text = f"{_mib(value)} [{_mib(low)}, {_mib(high)}]"
+        finding = str(record.get("label.finding") or "")
+        if low is not None and high is not None and low <= 0 <= high:
+            finding = finding or "not distinguishable from 0"
+        slopes[label] = f"{text} {finding}".strip()
+    views = ["pss", "cgroup_usage", "memavailable_drop"]
+    body: list[list[CellValue]] = []
+    for label in sorted(set(overheads) | set(slopes), key=naming.order.label_rank):
+        cells: list[CellValue] = [label]
+        for view in views:
+            value = overheads.get(label, {}).get(view)
+            if value is None:
+                cells.append("-")
+            elif value <= 0:
+                cells.append(Cell("≈ native", f"{value:+.2f} MiB: not an overhead"))
+            else:
+                cells.append(f"+{value:.2f} MiB")
+        cells.append(_long(slopes.get(label, "-"), 40))
+        body.append(cells)
+    return Table(
+        ["backend", "PSS", "cgroup usage", "MemAvailable drop / N", "MemAvailable slope [95% CI]"],
+        body,
+        "Overhead per instance over the native process (view minus the native median). A "
+        "negative difference or a CI holding 0 is not a finding.",
+        frozenset({1, 2, 3}),
+    )
 
 
 def _multi_case(rows: Sequence[StatRow]) -> bool:
@@ -624,13 +961,13 @@ def _multi_case(rows: Sequence[StatRow]) -> bool:
 # --- density ---------------------------------------------------------------------------
 
 
-def _x_of(part: pd.DataFrame) -> tuple[np.ndarray[Any, Any], str]:
-    for column, title in (("label.count_ready", "instances READY (N)"), ("label.step", "step (N)")):
+def _x_of(part: pd.DataFrame) -> np.ndarray[Any, Any]:
+    for column in ("label.count_started", "label.step", "label.count_ready"):
         if column in part.columns:
             x = pd.to_numeric(part[column], errors="coerce").to_numpy(dtype=np.float64)
             if np.isfinite(x).any():
-                return x, title
-    return np.arange(1, len(part) + 1, dtype=np.float64), "sample order"
+                return x
+    return np.arange(1, len(part) + 1, dtype=np.float64)
 
 
 def _density_section(frame: pd.DataFrame, naming: _Naming, ids: _Ids) -> Section:
@@ -639,68 +976,99 @@ def _density_section(frame: pd.DataFrame, naming: _Naming, ids: _Ids) -> Section
     if data.empty:
         return _unmeasured(section, f"Density: {NOT_MEASURED}.")
     multi_case = data["case"].astype(str).nunique() > 1
+    stops = data[data["_view"] == "count_reached"]
+    stop_of: dict[tuple[str, str, str], Any] = {}
+    for _, record in stops.iterrows():
+        stop_of[(str(record["run_id"]), str(record["backend"]), str(record["case"]))] = record
+    rules = {
+        "startup_s": ("label.slo_p99_s", "SLO p99 {:.3g} s", 1.0),
+        "mem_available": ("label.mem_floor_mib", "floor {:.0f} MiB", 1.0),
+    }
     plots = (
-        ("startup_s", "Startup latency of the newest instance vs N", False),
-        ("total_pss", "PSS per instance vs N (total PSS / instances READY)", True),
-        ("mem_available", "Host MemAvailable vs N", False),
-        ("harness_rss", "bench's own RSS vs N", False),
+        ("startup_s", "Startup vs N: running p50 and p99 of the instances so far", "startup", True),
+        ("mem_available", "Host MemAvailable vs N", "MemAvailable", False),
+        ("total_pss", "PSS per instance vs N (total PSS / instances READY)", "PSS/instance", False),
     )
-    for view, title, per_instance in plots:
+    for view, title, y_title, running in plots:
         part = data[data["_view"] == view]
         if part.empty:
             continue
-        curves = []
-        x_title = "N"
+        ramps = []
+        rule_value: float | None = None
+        rule_text = ""
         unit = str(part["unit"].iloc[0])
         for (run_id, backend, case), group in part.groupby(
             ["run_id", "backend", "case"], observed=True, sort=False
         ):
-            x, x_title = _x_of(group)
+            x = _x_of(group)
             y = group["value"].to_numpy(dtype=np.float64)
-            if per_instance:
+            if view == "total_pss":
+                n = x
+                if "label.count_ready" in group.columns:
+                    ready = pd.to_numeric(group["label.count_ready"], errors="coerce")
+                    n = ready.to_numpy(dtype=np.float64)
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    y = np.where(x > 0, y / x, np.nan)
-            curves.append((naming.label(str(run_id), str(backend), str(case), multi_case), x, y))
-        curves.sort(key=lambda c: naming.order.label_rank(c[0]))
+                    y = np.where(n > 0, y / n, np.nan)
+            stopped = stop_of.get((str(run_id), str(backend), str(case)))
+            stop = ""
+            if stopped is not None:
+                stop = f"{stopped.get('label.stop_reason')} at {float(stopped['value']):.0f}"
+                if view in rules:
+                    value = _float(stopped.get(rules[view][0]))
+                    if value is not None:
+                        rule_value, rule_text = value, rules[view][1].format(value)
+            label = naming.label(str(run_id), str(backend), str(case), multi_case)
+            ramps.append((label, x, y, stop))
+        ramps.sort(key=lambda c: naming.order.label_rank(c[0]))
+        rule = None
+        if rule_value is not None:
+            rule = (rule_value / (1024.0 if unit == "GiB" else 1.0), rule_text)
         section.items.append(
-            ids.plot(figures.curve_figure(curves, x_title, unit, title, naming.colours))
+            ids.plot(
+                figures.ramp_figure(
+                    ramps,
+                    title=title,
+                    unit=unit,
+                    y_title=y_title,
+                    rule=rule,
+                    colours=naming.colours,
+                    running_percentiles=running,
+                )
+            )
         )
-    stops = data[data["_view"] == "count_reached"]
     if not stops.empty:
-        rows = []
+        rows: list[list[CellValue]] = []
         for _, record in stops.iterrows():
+            knee = _float(record.get("label.knee_count"))
             rows.append(
                 [
-                    naming.short.get(str(record["run_id"]), str(record["run_id"])),
-                    str(record["backend"]),
-                    str(record["case"]),
-                    format_quantity(float(record["value"]), str(record["unit"])),
-                    _fact_text(record.get("label.stop_reason")),
-                    _fact_text(record.get("label.count_started")),
+                    naming.label(str(record["run_id"]), str(record["backend"]), "", False),
+                    f"{float(record['value']):.0f}",
+                    Cell(
+                        _fact_text(record.get("label.stop_reason")),
+                        detail=str(record.get("label.stop_detail") or ""),
+                    ),
+                    "-" if knee is None else f"{knee:.0f}",
                     _fact_text(record.get("label.failures")),
                     format_quantity(_float(record.get("label.p99_startup_s")), "s"),
                     format_quantity(_float(record.get("label.harness_rss_max_mib")), "MiB"),
-                    format_quantity(_float(record.get("label.teardown_s")), "s"),
                 ]
             )
         section.items.append(
             Table(
                 [
-                    "run",
                     "backend",
-                    "case",
                     "count reached",
                     "stop reason",
-                    "started",
+                    "knee (N)",
                     "failures",
                     "p99 startup",
                     "harness RSS max",
-                    "teardown",
                 ],
                 rows,
-                "Why each ramp stopped: max_count, mem_floor (host MemAvailable under the "
-                "floor), slo_p99 (startup p99 over the SLO) or error_rate.",
-                frozenset({3, 5, 6, 7, 8, 9}),
+                "Why each ramp stopped (host_oom, max_count, mem_floor, slo_p99, error_rate; "
+                "the detail gives the figures), and the knee of its startup curve.",
+                frozenset({1, 3, 4, 5, 6}),
             )
         )
     return section
@@ -717,18 +1085,36 @@ def _float(value: Any) -> float | None:
 # --- limits ----------------------------------------------------------------------------
 
 
+def _set_cell(set_value: float | None, set_unit: str, evidence: Any) -> CellValue:
+    """The value a limit was set to, and how it was derived from the scenario's value."""
+    if set_value is None:
+        return "-"
+    text = f"{set_value:g} {set_unit}"
+    if not isinstance(evidence, dict) or "derivation" not in evidence:
+        return text
+    footprint = _float(evidence.get("calibration_anon_peak_mib"))
+    headroom = _float(evidence.get("headroom_mib"))
+    sub = ""
+    if footprint is not None and headroom is not None:
+        sub = f"= {footprint:.0f} MiB runtime + {headroom:g} MiB"
+    return Cell(text, sub, str(evidence.get("derivation")))
+
+
 def _limits_section(frame: pd.DataFrame, naming: _Naming, ids: _Ids) -> Section:
     section = Section("limits", "Limit enforcement (does the limit hold, measured)")
     data = _of_metric(frame, "limits")
     if data.empty:
         return _unmeasured(section, f"Limit enforcement: {NOT_MEASURED}.")
-    rows = []
+    rows: list[list[CellValue]] = []
     classes = []
-    plotted = 0
+    plots: list[Item] = []
     for _, record in data.iterrows():
         enforced = record.get("label.enforced")
         applicable = record.get("label.applicable")
-        if (
+        evidence = record.get("label.evidence")
+        if not bool(record["ok"]):
+            verdict, css = "NO (check failed)", "outcome-fail"
+        elif (
             applicable is False
             or enforced is None
             or (isinstance(enforced, float) and math.isnan(enforced))
@@ -741,39 +1127,40 @@ def _limits_section(frame: pd.DataFrame, naming: _Naming, ids: _Ids) -> Section:
         set_value = _float(record.get("label.set_value"))
         set_unit = _fact_text(record.get("label.set_unit"))
         value = _float(record.get("value"))
+        reason = evidence.get("reason") if isinstance(evidence, dict) else None
+        verdict_cell = Cell(verdict, detail=str(reason)) if verdict == "n/a" and reason else verdict
+        error = _fact_text(record.get("error")) if not bool(record["ok"]) else ""
         rows.append(
             [
-                naming.short.get(str(record["run_id"]), str(record["run_id"])),
-                str(record["backend"]),
-                str(record["case"]),
+                naming.label(str(record["run_id"]), str(record["backend"])),
                 str(record["_view"]),
-                "-" if set_value is None else f"{set_value:g} {set_unit}",
+                _set_cell(set_value, set_unit, evidence),
                 "-" if value is None else f"{value:.4g} {record['unit']}",
-                verdict,
-                _evidence_text(record.get("label.evidence")),
-                _fact_text(record.get("error")) if not bool(record["ok"]) else "",
+                verdict_cell,
+                _long(_evidence_text(evidence) + (f" error: {error}" if error else ""), 32),
             ]
         )
         classes.append(css)
         series = record.get("label.series")
-        if isinstance(series, dict) and series and plotted < LIMIT_PLOTS_MAX:
-            plotted += 1
+        if isinstance(series, dict) and series and len(plots) < LIMIT_PLOTS_MAX:
             name = naming.label(str(record["run_id"]), str(record["backend"]))
             title = f"{record['_view']} limit, {name}: usage vs limit ({verdict})"
             items = [(str(k), v) for k, v in series.items() if isinstance(v, list)]
-            section.items.append(ids.plot(figures.series_figure(items, set_value, set_unit, title)))
-    section.items.insert(
-        0,
+            plots.append(ids.plot(figures.series_figure(items, set_value, set_unit, title)))
+    section.items.append(
         Table(
-            ["run", "backend", "case", "check", "set", "measured", "enforced", "evidence", "error"],
+            ["backend", "check", "set", "measured", "enforced", "evidence"],
             rows,
             "memory: peak usage vs the limit and an OOM kill by the cgroup; memory_control: "
             "an allocation under the limit must survive; cpu: cores used vs the quota and "
-            "throttling; pids: forks refused at the limit.",
-            frozenset({4, 5}),
+            "throttling; pids: forks refused at the limit. Where the limited cgroup also "
+            "holds the runtime (a VMM, gVisor's Sentry), the set value is its calibrated "
+            "footprint plus the scenario's limit. n/a = the limit does not apply, with why.",
+            frozenset({2, 3}),
             classes,
-        ),
+        )
     )
+    section.items.extend(plots)
     return section
 
 
@@ -782,16 +1169,53 @@ def _evidence_text(evidence: Any) -> str:
         return ""
     parts = []
     for key, value in evidence.items():
-        if isinstance(value, dict | list) or key in {"cgroup", "output"}:
+        if isinstance(value, dict | list) or key in {"cgroup", "output", "derivation", "reason"}:
             continue
         parts.append(f"{key}={value}")
-    return ", ".join(parts[:8])
+    return ", ".join(parts[:10])
 
 
 # --- cross-run comparison --------------------------------------------------------------
 
 
-def _comparison_section(dataset: Dataset, compare_by: str, baseline: str | None) -> Section:
+def _cross_run_comparisons(
+    dataset: Dataset, compare_by: str, baseline: str | None
+) -> list[tuple[str, ComparisonReport]]:
+    """Comparisons across runs: by a fact, one over all runs; by run, one per scenario.
+
+    Runs of different scenarios are never each other's "missing" rows.
+    """
+    if len(dataset.runs) < 2:
+        return []
+    if compare_by != "run":
+        try:
+            return [(compare_by, compare_dataset(dataset, compare_by, baseline=baseline))]
+        except CompareError:
+            return []
+    by_scenario: dict[str, list[str]] = {}
+    for run_id, run in dataset.runs.items():
+        by_scenario.setdefault(run.scenario_sha256, []).append(run_id)
+    reports = []
+    for run_ids in by_scenario.values():
+        if len(run_ids) < 2:
+            continue
+        subset = Dataset(
+            dataset.samples[dataset.samples["run_id"].astype(str).isin(run_ids)],
+            {r: dataset.runs[r] for r in run_ids},
+            dataset.warnings,
+        )
+        wanted = baseline if baseline in run_ids else None
+        try:
+            report = compare_dataset(subset, "run", baseline=wanted)
+        except CompareError:
+            continue
+        reports.append((dataset.runs[run_ids[0]].scenario_name, report))
+    return reports
+
+
+def _comparison_section(
+    dataset: Dataset, comparisons: list[tuple[str, ComparisonReport]], compare_by: str
+) -> Section:
     what = "runs" if compare_by == "run" else compare_by
     section = Section("comparison", f"Comparison across {what}")
     if len(dataset.runs) < 2:
@@ -800,27 +1224,87 @@ def _comparison_section(dataset: Dataset, compare_by: str, baseline: str | None)
             "One run: nothing to compare across runs. Give several runs "
             "(or --compare-by kernel) to compare.",
         )
-    try:
-        report = compare_dataset(dataset, compare_by, baseline=baseline)
-    except CompareError as exc:
-        return _unmeasured(section, f"No comparison: {exc}.")
-    for label, reasons in report.incomparable.items():
-        section.items.append(
-            Note(f"{label}: incomparable with {report.baseline}: {'; '.join(reasons)}", "warn")
+    if not comparisons:
+        return _unmeasured(
+            section, "No two runs of one scenario: runs of different scenarios are not compared."
         )
-    section.items.append(
-        _comparison_table(report, f"Baseline: {report.baseline}. {method_text(report)}", False)
-    )
-    section.items.extend(_comparison_notes(report))
+    for name, report in comparisons:
+        for label, reasons in report.incomparable.items():
+            section.items.append(
+                Note(f"{label}: incomparable with {report.baseline}", "warn", "; ".join(reasons))
+            )
+        missing = [r for r in report.rows if r.outcome == "missing"]
+        shown = ComparisonReport(
+            report.group_by,
+            report.baseline,
+            report.groups,
+            [r for r in report.rows if r.outcome != "missing"],
+            report.incomparable,
+            report.settings,
+            report.load,
+            report.notes,
+        )
+        section.items.append(
+            _comparison_table(
+                shown,
+                f"{name}: baseline {report.baseline}. {method_text(report)}",
+                False,
+            )
+        )
+        if missing:
+            section.items.append(
+                Note(f"{len(missing)} quantities measured on one side only (not compared).")
+            )
+        section.items.extend(_comparison_notes(report))
     return section
 
 
-# --- stability and scenarios -----------------------------------------------------------
+# --- statistics tables, warnings and scenarios -----------------------------------------
+
+def _stat_cells(row: StatRow) -> list[str]:
+    s, unit = row.stats, row.unit
+    return [
+        str(s.n),
+        str(row.failed),
+        format_quantity(s.median, unit),
+        f"{format_quantity(s.ci_low, unit)} - {format_quantity(s.ci_high, unit)}",
+        format_quantity(s.iqr, unit),
+        format_quantity(s.p95, unit),
+        format_quantity(s.p99, unit),
+        format_quantity(s.minimum, unit),
+        format_quantity(s.maximum, unit),
+        (f"{s.cv:.1%}" if math.isfinite(s.cv) else "-") + (" unstable" if s.unstable else ""),
+    ]
+
+
+_STAT_COLUMNS = [
+    "n",
+    "failed",
+    "median",
+    "95% CI of median",
+    "IQR",
+    "p95",
+    "p99",
+    "min",
+    "max",
+    "CV",
+]
+
+
+def _stats_table(rows: Iterable[StatRow], lead: Sequence[str], lead_of: Any, caption: str) -> Table:
+    body: list[list[CellValue]] = []
+    classes = []
+    for row in rows:
+        body.append([*lead_of(row), *_stat_cells(row)])
+        classes.append("unstable" if row.stats.unstable or row.stats.warnings else "")
+    first = len(lead)
+    numeric = frozenset(range(first, first + len(_STAT_COLUMNS)))
+    return Table([*lead, *_STAT_COLUMNS], body, caption, numeric, classes)
 
 
 def _stability_section(stats: list[StatRow], dataset: Dataset, noise: pd.DataFrame) -> Section:
     """At most ``WARNINGS_MAX`` warnings a user can act on, each kind said once."""
-    section = Section("stability", "Warnings")
+    section = Section("stability", "Warnings", collapsed=True)
     if not stats:
         return _unmeasured(section, f"No statistics: {NOT_MEASURED}.")
     messages = busy_block_warnings(noise, limit=2) + stability_messages(stats)
@@ -833,6 +1317,7 @@ def _stability_section(stats: list[StatRow], dataset: Dataset, noise: pd.DataFra
         )
         return section
     shown = messages[:WARNINGS_MAX]
+    section.title = f"Warnings ({len(messages)})"
     for text in shown:
         section.items.append(Note(text, "warn"))
     if len(messages) > len(shown):
@@ -878,7 +1363,7 @@ def stability_messages(stats: Sequence[StatRow]) -> list[str]:
 
 
 def _scenario_section(dataset: Dataset) -> Section:
-    section = Section("scenario", "Scenario text")
+    section = Section("scenario", "Scenario text", collapsed=True)
     seen: dict[str, list[str]] = {}
     texts: dict[str, RunInfo] = {}
     for run_id, run in dataset.runs.items():

@@ -31,18 +31,25 @@ SIGNIFICANT_DIGITS = 5
 Figure = dict[str, Any]
 Colours = Mapping[str, str]
 
-# Cumulative milestones of one instance's life, in order, from its stage columns. A
-# segment is the time from the previous available milestone to this one.
-MILESTONES: tuple[tuple[str, str], ...] = (
+# Startup is split where the host stamps a stage; the segments run from one available
+# stamp to the next and end at READY, so they add up to to_ready_s. VMs have the guest's
+# boot split (the VMM and firmware up to the kernel's first console line, the kernel up
+# to the init's userspace marker, userspace up to READY); other backends go from the
+# start call's return straight to READY.
+STARTUP_SEGMENTS: tuple[tuple[str, str], ...] = (
     ("create", "create call"),
     ("start", "start call (incl. attach)"),
-    ("first_byte", "boot to first console byte"),
-    ("userspace", "kernel to userspace"),
-    ("ready", "to READY"),
+    ("first_byte", "VMM + firmware (to the kernel's first line)"),
+    ("userspace", "guest kernel (to userspace)"),
+    ("ready", "to READY (userspace / after start)"),
+)
+# After READY: not part of startup, drawn apart.
+AFTER_READY_SEGMENTS: tuple[tuple[str, str], ...] = (
     ("exit", "READY to exit"),
     ("removed", "remove"),
     ("gone", "teardown (host processes gone)"),
 )
+MILESTONES = STARTUP_SEGMENTS + AFTER_READY_SEGMENTS
 
 
 SEGMENT_COLOURS = (
@@ -136,6 +143,8 @@ def _value_x_layout(
     log = bool(lows) and _log_axis_wanted(min(lows), max(highs))
     layout = base_layout(title, f"{shown}{' (log scale)' if log else ''}", y_title, **extra)
     layout["xaxis"]["type"] = "log" if log else "linear"
+    if log:
+        layout["xaxis"].update(log_ticks(min(lows) / 1.5, max(highs) * 1.5))
     return layout
 
 
@@ -179,7 +188,7 @@ def distribution_figure(
                 "hoverinfo": "x+name",
             }
         )
-    layout = _value_x_layout(title, shown, lows, highs, "", showlegend=False)
+    layout = _value_x_layout(title, shown, lows, highs, "backend", showlegend=False)
     layout["height"] = max(220, 70 + 45 * len(traces))
     layout["yaxis"]["autorange"] = "reversed"  # first group (the native floor) on top
     return {"data": traces, "layout": layout}
@@ -253,30 +262,109 @@ def milestone_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def stage_segments(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per sample, the duration of each life segment between consecutive available milestones."""
+    """Per sample, the duration of each segment between consecutive available stamps.
+
+    A stamp earlier than the one before it (a start call that returns after the guest
+    printed its first line) gives a segment of 0 and the later stamp carries on, so the
+    startup segments of a sample always add up to its to_ready_s.
+    """
     marks = milestone_frame(frame)
     last = np.zeros(len(marks))
     segments: dict[str, FloatArray] = {}
     for name, _label in MILESTONES:
         mark = marks[name].to_numpy(dtype=np.float64)
         present = np.isfinite(mark)
-        segments[name] = np.where(present, mark - last, np.nan)
-        last = np.where(present, mark, last)
+        segments[name] = np.where(present, np.maximum(mark - last, 0.0), np.nan)
+        last = np.where(present, np.maximum(mark, last), last)
     return pd.DataFrame(segments, index=frame.index)
 
 
-def stage_breakdown_figure(groups: Sequence[tuple[str, pd.DataFrame]], title: str) -> Figure:
-    """Stacked horizontal bars: the median of each life segment, per labelled group."""
+def startup_split(part: pd.DataFrame) -> tuple[float, dict[str, float]]:
+    """(median to READY in s, its split into segments) of one group of samples.
+
+    The median is split by each segment's share of the mean total (the means of the
+    segments add up to the mean total exactly), so the bar's length is the headline
+    median and each part keeps its average share.
+    """
+    column = part["stage.to_ready_s"] if "stage.to_ready_s" in part.columns else part["value"]
+    total = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+    finite = total[np.isfinite(total)]
+    if finite.size == 0:
+        return math.nan, {}
+    median = float(np.median(finite))
+    segments = stage_segments(part)
+    means = {
+        name: float(np.nanmean(segments[name])) if segments[name].notna().any() else math.nan
+        for name, _ in STARTUP_SEGMENTS
+    }
+    known = {k: v for k, v in means.items() if math.isfinite(v) and v >= 0}
+    mean_total = sum(known.values())
+    if mean_total <= 0:
+        return median, {"ready": median}
+    return median, {k: median * v / mean_total for k, v in known.items()}
+
+
+def startup_split_figure(groups: Sequence[tuple[str, pd.DataFrame]], title: str) -> Figure:
+    """Stacked bars per group whose length is the median to READY, split into its stages."""
     labels = [label for label, _ in groups]
-    medians: dict[str, list[float]] = {name: [] for name, _ in MILESTONES}
-    for _label, part in groups:
-        segments = stage_segments(part)
-        for name, _ in MILESTONES:
-            column = segments[name].dropna()
-            medians[name].append(float(column.median() * 1e3) if column.size else math.nan)
+    splits = [startup_split(part) for _, part in groups]
+    traces: list[dict[str, Any]] = []
+    for (name, text), colour in zip(STARTUP_SEGMENTS, SEGMENT_COLOURS, strict=False):
+        values = [split.get(name, math.nan) * 1e3 for _, split in splits]
+        if all(not math.isfinite(v) or v == 0 for v in values):
+            continue
+        traces.append(
+            {
+                "type": "bar",
+                "orientation": "h",
+                "name": text,
+                "y": labels,
+                "x": rounded(values),
+                "marker": {"color": colour},
+                "hovertemplate": f"{text}: %{{x}} ms<extra>%{{y}}</extra>",
+            }
+        )
+    totals = [median * 1e3 for median, _ in splits]
+    traces.append(
+        {
+            "type": "scatter",
+            "mode": "text",
+            "x": rounded(totals),
+            "y": labels,
+            "text": [f" {v:.4g} ms" if math.isfinite(v) else "" for v in totals],
+            "textposition": "middle right",
+            "showlegend": False,
+            "hoverinfo": "skip",
+        }
+    )
+    log = bool(totals) and _log_axis_wanted(
+        min((t for t in totals if t > 0), default=1), max(totals, default=1)
+    )
+    layout = base_layout(
+        title,
+        "ms to READY (median; parts by mean share)" + (" - log scale" if log else ""),
+        "backend",
+        barmode="stack",
+    )
+    if log:
+        layout["xaxis"]["type"] = "log"
+        layout["xaxis"].update(log_ticks(min(t for t in totals if t > 0) / 50, max(totals) * 3))
+    layout["height"] = max(260, 130 + 42 * len(labels))
+    layout["yaxis"]["autorange"] = "reversed"
+    layout["legend"] = {"orientation": "h", "y": -0.25}
+    return {"data": traces, "layout": layout}
+
+
+def after_ready_figure(groups: Sequence[tuple[str, pd.DataFrame]], title: str) -> Figure:
+    """Median of each step after READY (exit, removal, teardown): not part of startup."""
+    labels = [label for label, _ in groups]
     traces = []
-    for (name, text), colour in zip(MILESTONES, SEGMENT_COLOURS, strict=True):
-        values = medians[name]
+    segmented = [stage_segments(part) for _, part in groups]
+    for (name, text), colour in zip(AFTER_READY_SEGMENTS, SEGMENT_COLOURS[5:], strict=False):
+        values = [
+            float(seg[name].median() * 1e3) if seg[name].notna().any() else math.nan
+            for seg in segmented
+        ]
         if all(not math.isfinite(v) for v in values):
             continue
         traces.append(
@@ -290,9 +378,166 @@ def stage_breakdown_figure(groups: Sequence[tuple[str, pd.DataFrame]], title: st
                 "hovertemplate": f"{text}: %{{x}} ms<extra>%{{y}}</extra>",
             }
         )
-    layout = base_layout(title, "ms (median of each segment, stacked)", "", barmode="stack")
-    layout["height"] = max(240, 110 + 45 * len(labels))
+    layout = base_layout(title, "ms (median of each step, after READY)", "backend", barmode="group")
+    layout["height"] = max(240, 110 + 50 * len(labels))
     layout["yaxis"]["autorange"] = "reversed"
+    return {"data": traces, "layout": layout}
+
+
+def log_ticks(low: float, high: float) -> dict[str, Any]:
+    """Readable ticks for a log axis: 1-2-5 steps between ``low`` and ``high``, plain numbers."""
+    low = max(low, 1e-6)
+    values: list[float] = []
+    decade = math.floor(math.log10(low))
+    while 10.0**decade <= high * 10 and len(values) < 40:
+        for step in (1, 2, 5):
+            value = step * 10.0**decade
+            if low / 2 <= value <= high * 2:
+                values.append(value)
+        decade += 1
+    if len(values) > 12:
+        values = [v for v in values if f"{v:.0e}".startswith("1")]
+    return {
+        "tickvals": rounded(values),
+        "ticktext": [f"{v:g}" for v in values],
+        "range": [math.log10(low), math.log10(high)],
+    }
+
+
+def memory_log_figure(
+    rows: Sequence[tuple[str, dict[str, float]]],
+    title: str,
+    colours: Colours | None = None,
+) -> Figure:
+    """Per backend, the absolute MiB of each memory view, on a log axis with 1-2-5 ticks.
+
+    ``rows``: (backend label, {view: MiB}). Values <= 0 cannot sit on a log axis and are
+    left out (the tables give them).
+    """
+    views: list[str] = list(dict.fromkeys(v for _, values in rows for v in values))
+    traces = []
+    positives = [v for _, values in rows for v in values.values() if v > 0]
+    for index, view in enumerate(views):
+        xs = [values.get(view, math.nan) for _, values in rows]
+        shown = [x if math.isfinite(x) and x > 0 else math.nan for x in xs]
+        traces.append(
+            {
+                "type": "bar",
+                "orientation": "h",
+                "name": view,
+                "y": [label for label, _ in rows],
+                "x": rounded(shown),
+                "text": [f"{x:.3g} MiB" if math.isfinite(x) else "" for x in shown],
+                "textposition": "outside",
+                "cliponaxis": False,
+                "marker": {"color": SEGMENT_COLOURS[index % len(SEGMENT_COLOURS)]},
+                "hovertemplate": f"{view}: %{{x}} MiB<extra>%{{y}}</extra>",
+            }
+        )
+    layout = base_layout(title, "MiB per idle instance (log scale)", "backend", barmode="group")
+    layout["xaxis"]["type"] = "log"
+    if positives:
+        layout["xaxis"].update(log_ticks(min(positives) / 2, max(positives) * 4))
+    layout["height"] = max(260, 120 + 30 * len(rows) * max(1, len(views)))
+    layout["yaxis"]["autorange"] = "reversed"
+    return {"data": traces, "layout": layout}
+
+
+def ramp_figure(
+    ramps: Sequence[tuple[str, FloatArray, FloatArray, str]],
+    *,
+    title: str,
+    unit: str,
+    y_title: str,
+    rule: tuple[float, str] | None = None,
+    colours: Colours | None = None,
+    running_percentiles: bool = False,
+) -> Figure:
+    """Curves of a density ramp against N, each ending at its stop, with the stop rule drawn.
+
+    ``ramps``: (label, N, values, stop text). With ``running_percentiles`` each ramp is
+    drawn as the running p50 (dashed) and p99 (solid) of the values so far, which is
+    what the SLO stop rule judges. ``rule``: a horizontal line (value in ``unit``, text).
+    """
+    scale, shown = display_scale(unit)
+    traces: list[dict[str, Any]] = []
+    annotations = []
+    for index, (label, x, y, stop) in enumerate(ramps):
+        order = np.argsort(x, kind="stable")
+        xs, ys = np.asarray(x)[order], np.asarray(y, dtype=np.float64)[order] * scale
+        colour = colour_for(label, index, colours)
+        if running_percentiles and ys.size:
+            p50 = [float(np.median(ys[: i + 1])) for i in range(ys.size)]
+            p99 = [float(np.percentile(ys[: i + 1], 99)) for i in range(ys.size)]
+            bx, by50 = binned_curve(xs.astype(np.float64), np.asarray(p50))
+            _, by99 = binned_curve(xs.astype(np.float64), np.asarray(p99))
+            lines = ((f"{label} p99 so far", by99, "solid"), (f"{label} p50 so far", by50, "dash"))
+            for name, values, dash in lines:
+                traces.append(
+                    {
+                        "type": "scatter",
+                        "mode": "lines",
+                        "name": name,
+                        "x": rounded(bx),
+                        "y": rounded(values),
+                        "line": {"color": colour, "dash": dash},
+                    }
+                )
+            last_y = by99[-1] if len(by99) else None
+        else:
+            bx, by = binned_curve(xs.astype(np.float64), ys)
+            traces.append(
+                {
+                    "type": "scatter",
+                    "mode": "lines+markers" if len(bx) <= 60 else "lines",
+                    "name": label,
+                    "x": rounded(bx),
+                    "y": rounded(by),
+                    "line": {"color": colour},
+                    "marker": {"size": 4},
+                }
+            )
+            last_y = by[-1] if len(by) else None
+        if stop and len(bx) and last_y is not None and math.isfinite(float(last_y)):
+            annotations.append(
+                {
+                    "x": float(bx[-1]),
+                    "y": float(last_y),
+                    "text": f"stop: {stop}",
+                    "showarrow": True,
+                    "arrowhead": 2,
+                    "ax": -30,
+                    "ay": -25,
+                    "font": {"size": 11, "color": colour},
+                }
+            )
+    layout = base_layout(title, "instances started (N)", f"{y_title} ({shown})")
+    if rule is not None and math.isfinite(rule[0]):
+        value = rule[0] * scale
+        layout["shapes"] = [
+            {
+                "type": "line",
+                "xref": "paper",
+                "x0": 0,
+                "x1": 1,
+                "y0": value,
+                "y1": value,
+                "line": {"color": "#b00020", "dash": "dot", "width": 1.5},
+            }
+        ]
+        annotations.append(
+            {
+                "xref": "paper",
+                "x": 1,
+                "xanchor": "right",
+                "y": value,
+                "yanchor": "bottom",
+                "text": rule[1],
+                "showarrow": False,
+                "font": {"size": 11, "color": "#b00020"},
+            }
+        )
+    layout["annotations"] = annotations
     return {"data": traces, "layout": layout}
 
 
@@ -330,7 +575,7 @@ def bar_figure(
                 },
             }
         )
-    layout = base_layout(title, "", f"{shown} (median, 95% CI)", barmode="group")
+    layout = base_layout(title, "memory view", f"{shown} (median, 95% CI)", barmode="group")
     return {"data": traces, "layout": layout}
 
 

@@ -1,4 +1,4 @@
-"""Render a ReportModel to one self-contained HTML file: jinja2 (autoescape), plotly.js once.
+"""Render a ReportModel to HTML: jinja2 (autoescape), plotly.js inlined once or shared.
 
 plotly.js comes from the installed plotly package (``plotly.offline.get_plotlyjs()``), so
 the page needs no network: no CDN, no fonts, no MathJax. The file is written atomically.
@@ -38,10 +38,16 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def render_html(model: ReportModel) -> str:
-    """The report as one HTML document."""
+def render_html(model: ReportModel, *, plotly_src: str | None = None) -> str:
+    """The report as one HTML document.
+
+    plotly.js is inlined unless ``plotly_src`` names a relative path to a shared copy
+    (a published site ships it once).
+    """
     template = _environment().get_template(TEMPLATE)
-    return template.render(model=model, plotly_js=plotly_js())
+    return template.render(
+        model=model, plotly_src=plotly_src, plotly_js="" if plotly_src else plotly_js()
+    )
 
 
 def write_html(path: Path, html: str) -> int:

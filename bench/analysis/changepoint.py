@@ -1,0 +1,130 @@
+"""Change points in a series of run figures: E-Divisive with a permutation test.
+
+The method is E-Divisive (D. S. Matteson and N. A. James, *A Nonparametric Approach
+for Multiple Change Point Analysis of Multivariate Data*, JASA 109(505), 2014), the
+one MongoDB runs over its performance-test history (D. Daly et al., *The Use of Change
+Point Detection to Identify Software Performance Regressions in a Continuous
+Integration System*, ICPE 2020) and that Hunter / Apache Otava build on. It suits a
+benchmark history: it assumes no distribution (startup times are skewed, memory
+figures are not normal), finds several changes by bisection, and judges each candidate
+with a permutation test instead of a threshold tuned by hand.
+
+For a series x_1..x_n and a split at t (left L = x_1..x_t, right R = the rest), the
+divergence is the energy statistic with alpha = 1::
+
+    Q(t) = t(n-t)/n * (2 mean|L-R| - mean|L-L'| - mean|R-R'|)
+
+The best split of a segment maximises Q. It is accepted when Q exceeds what the same
+points in ``permutations`` random orders reach, at significance ``alpha`` (the p value
+is (1 + #permuted >= observed) / (1 + permutations)), and the search repeats on every
+segment, always taking the strongest remaining candidate, until none is significant.
+Each segment keeps at least ``min_size`` points. The random orders come from a fixed
+seed, so the same history always gives the same change points.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+
+MIN_SIZE = 3
+PERMUTATIONS = 199
+ALPHA = 0.05
+SEED = 20261201
+
+
+@dataclass(frozen=True)
+class ChangePoint:
+    """A change between ``index - 1`` and ``index`` of the series, with its evidence."""
+
+    index: int
+    statistic: float
+    p_value: float
+    median_before: float
+    median_after: float
+
+
+def _best_split(values: FloatArray, min_size: int) -> tuple[int, float]:
+    """(split index t, Q(t)) maximising the energy divergence over one segment."""
+    n = values.size
+    distances = np.abs(values[:, None] - values[None, :])
+    # prefix[a, b] = sum of distances[:a, :b]
+    prefix = np.zeros((n + 1, n + 1))
+    prefix[1:, 1:] = distances.cumsum(0).cumsum(1)
+    best_t, best_q = -1, -np.inf
+    total = prefix[n, n]
+    for t in range(min_size, n - min_size + 1):
+        left = prefix[t, t]  # ordered pairs within the left part
+        cross = prefix[t, n] - left
+        right = total - left - 2 * cross
+        m = n - t
+        between = 2 * cross / (t * m)
+        within_left = left / (t * (t - 1)) if t > 1 else 0.0
+        within_right = right / (m * (m - 1)) if m > 1 else 0.0
+        q = t * m / n * (between - within_left - within_right)
+        if q > best_q:
+            best_t, best_q = t, float(q)
+    return best_t, best_q
+
+
+def _significance(values: FloatArray, observed: float, min_size: int, rng: np.random.Generator,
+                  permutations: int) -> float:
+    """The permutation p value of a segment's best split."""
+    exceed = 0
+    for _ in range(permutations):
+        _, q = _best_split(rng.permutation(values), min_size)
+        exceed += q >= observed
+    return (1 + exceed) / (1 + permutations)
+
+
+def change_points(
+    values: FloatArray | list[float],
+    *,
+    min_size: int = MIN_SIZE,
+    permutations: int = PERMUTATIONS,
+    alpha: float = ALPHA,
+    seed: int = SEED,
+) -> list[ChangePoint]:
+    """The significant change points of a series, in order (see the module docstring).
+
+    Non-finite values must be removed by the caller (positions refer to the array given).
+    A series shorter than ``2 * min_size`` has none.
+    """
+    series = np.asarray(values, dtype=np.float64)
+    if series.size < 2 * min_size or not np.isfinite(series).all():
+        return []
+    rng = np.random.default_rng(seed)
+    found: list[tuple[int, float, float]] = []
+    segments = [(0, series.size)]
+    while True:
+        candidates = []
+        for start, stop in segments:
+            part = series[start:stop]
+            if part.size < 2 * min_size or np.ptp(part) == 0:
+                continue
+            t, q = _best_split(part, min_size)
+            if t > 0:
+                candidates.append((q, start, stop, start + t))
+        if not candidates:
+            break
+        q, start, stop, split = max(candidates)
+        p_value = _significance(series[start:stop], q, min_size, rng, permutations)
+        if p_value > alpha:
+            break
+        found.append((split, q, p_value))
+        segments.remove((start, stop))
+        segments += [(start, split), (split, stop)]
+    points = []
+    bounds = sorted([0, series.size, *(s for s, _, _ in found)])
+    for split, q, p_value in sorted(found):
+        i = bounds.index(split)
+        before = series[bounds[i - 1] : split]
+        after = series[split : bounds[i + 1]]
+        points.append(
+            ChangePoint(split, q, p_value, float(np.median(before)), float(np.median(after)))
+        )
+    return points
