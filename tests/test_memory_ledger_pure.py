@@ -124,3 +124,32 @@ def test_settings_of_a_killed_run_are_restored_by_clean(tmp_path: Path) -> None:
     (saved / "dead.json").write_text(f'{{"pid": 999999999, "restore": {{"{knob}": "0"}}}}')
     assert restore_abandoned(saved) == [f"{knob}=0"]
     assert knob.read_text() == "0" and not list(saved.iterdir())
+
+
+def test_an_up_and_down_ramp_separates_the_cost_from_the_hosts_drift() -> None:
+    from bench.metrics.slope import fit_slope_with_drift
+
+    # 8 instances up then down, one step every 2 s; each costs 140 MiB; meanwhile the host
+    # frees 6 MiB/s (page cache refilling elsewhere): an up-only slope would say -128
+    ns = list(range(9)) + list(range(7, -1, -1))
+    wiggle = [1, -2, 0, 2, -1, 1, 0, -2, 1, 2, -1, 0, 1, -2, 0, 1, -1]
+    points = [(n, 2.0 * i, 20000 - 140 * n + 6 * 2.0 * i + w) for i, (n, w) in enumerate(zip(ns, wiggle, strict=True))]
+    fit = fit_slope_with_drift([points])
+    assert fit is not None and fit.ci_low is not None and fit.ci_high is not None
+    assert fit.slope == pytest.approx(-140, abs=1.5)
+    assert fit.ci_low < -140 < fit.ci_high
+    up_only = fit_slope([[(n, y) for n, _t, y in points[:9]]])
+    assert up_only is not None and abs(up_only.slope + 140) > 10, "drift biases an up-only fit"
+    # up only, time and N move together: the drift cannot be told apart, no answer
+    assert fit_slope_with_drift([[(n, float(n), 1.0 * n) for n in range(9)]]) is None
+
+
+def test_groups_that_disagree_give_no_finding() -> None:
+    from bench.metrics.slope import SlopeFit, across_groups
+
+    agree = across_groups([SlopeFit(-140, 2, None, None, 17, 14), SlopeFit(-142, 2, None, None, 17, 14), SlopeFit(-139, 2, None, None, 17, 14)])
+    assert agree is not None and agree.excludes_zero()
+    disagree = across_groups([SlopeFit(-120, 2, None, None, 17, 14), SlopeFit(36, 2, None, None, 17, 14)])
+    assert disagree is not None and not disagree.excludes_zero(), "tight groups that disagree"
+    one = across_groups([SlopeFit(-140, 2, -144, -136, 17, 14)])
+    assert one is not None and one.ci_low is None, "one group: no interval"

@@ -28,7 +28,13 @@ from bench.host_settings import KSM_DIR, THP_ENABLED, changed_settings, ksm_coun
 from bench.metrics.base import Metric, RunContext
 from bench.metrics.ledger import instance_ledger
 from bench.metrics.procmem import MIB, mem_available_bytes, pss_bytes
-from bench.metrics.slope import difference, fit_slope
+from bench.metrics.slope import (
+    SlopeFit,
+    across_groups,
+    difference,
+    fit_slope,
+    fit_slope_with_drift,
+)
 from bench.plan import Step
 from bench.samples import Sample
 from bench.scenario import InstanceSpec, MemoryOptions, Scenario
@@ -216,7 +222,12 @@ def measure_memory(ctx: RunContext, backend: Backend, step: Step) -> list[Sample
                 ctx.drop_page_cache() if options.drop_caches else "not dropped (scenario)"
             ) or ""
             before_bytes = mem_available_bytes()
-            points: list[tuple[float, float]] = [(0.0, before_bytes / MIB)]
+            origin = time.monotonic()
+
+            def point(n: int) -> tuple[float, float, float]:
+                return (float(n), time.monotonic() - origin, mem_available_bytes() / MIB)
+
+            points = [point(0)]
             for number in range(1, count + 1):
                 instance = ctx.new_instance(backend, spec)
                 instances.append(instance)
@@ -224,12 +235,12 @@ def measure_memory(ctx: RunContext, backend: Backend, step: Step) -> list[Sample
                 backend.wait_ready(instance, ctx.scenario.timeout_s)
                 if options.step_settle_s:
                     time.sleep(options.step_settle_s)
-                points.append((float(number), mem_available_bytes() / MIB))
+                points.append(point(number))
             time.sleep(options.settle_s)
             if options.ksm == "on":
                 settled = settle_ksm(options)
                 record(None, "ksm_settle", "host", None, seconds=settled.pop("settle_s"), **settled)
-            _read_group(ctx, backend, instances, record, before_bytes, points)
+            _read_group(ctx, backend, instances, record, before_bytes)
             if options.ksm == "both":
                 with changed_settings(ksm_on_knobs(), f"{ctx.run_id}-ksm"):
                     state["ksm"] = "on"
@@ -237,7 +248,17 @@ def measure_memory(ctx: RunContext, backend: Backend, step: Step) -> list[Sample
                     record(
                         None, "ksm_settle", "host", None, seconds=settled.pop("settle_s"), **settled
                     )
-                    _read_group(ctx, backend, instances, record, before_bytes, None)
+                    _read_group(ctx, backend, instances, record, before_bytes)
+                state["ksm"] = "off"
+            else:
+                # ramp down, one instance at a time: N falls while time goes on, so the
+                # host's drift and the instances' cost can be told apart
+                while instances:
+                    ctx.finish(backend, instances.pop())
+                    if options.step_settle_s:
+                        time.sleep(options.step_settle_s)
+                    points.append(point(len(instances)))
+            _record_slope(record, points, drift_removed=options.ksm != "both")
             for sample in samples:
                 sample.labels.setdefault("host_settings_before", previous)
     except BenchError as exc:
@@ -259,7 +280,6 @@ def _read_group(
     instances: list[Instance],
     record: Callable[..., None],
     before_bytes: int,
-    points: list[tuple[float, float]] | None,
 ) -> None:
     """Every view and the ledger of each live instance, then the host-wide records."""
     after_bytes = mem_available_bytes()
@@ -332,9 +352,17 @@ def _read_group(
         accel=accel,
         **extra,
     )
-    if points is None:
-        return
-    fit = fit_slope([points])
+
+
+def _record_slope(
+    record: Callable[..., None], points: list[tuple[float, float, float]], drift_removed: bool
+) -> None:
+    """The group's MemAvailable-against-N slope, as the cost of one more instance."""
+    if drift_removed:
+        fit = fit_slope_with_drift([points])
+    else:
+        # (ksm: both) the instances were read twice, then removed together: no ramp down
+        fit = fit_slope([[(n, y) for n, _t, y in points]])
     if fit is None:
         return
     # MemAvailable falls as N grows: the cost of one more instance is minus the slope
@@ -343,10 +371,10 @@ def _read_group(
         "memavailable_slope",
         "host",
         -fit.slope * MIB,
-        accel=accel,
         ci_low_mib=-fit.ci_high if fit.ci_high is not None else None,
         ci_high_mib=-fit.ci_low if fit.ci_low is not None else None,
-        points=[[x, round(y, 2)] for x, y in points],
+        points=[[n, round(t, 2), round(y, 2)] for n, t, y in points],
+        drift_removed=drift_removed,
         df=fit.df,
     )
 
@@ -419,17 +447,41 @@ def overhead_samples(
 def slope_samples(samples: list[Sample], mechanisms: Mapping[str, Mechanism | str]) -> list[Sample]:
     """Per backend and case: the MemAvailable slope over every group, and its overhead.
 
-    Each group's points (MemAvailable after each instance) are fitted together, one
-    intercept per group; the overhead is the cost per instance minus the native
-    backend's, with a 95% CI. An interval that contains 0 is said to be "not
-    distinguishable from 0": a negative figure is never a finding.
+    Each group's points (MemAvailable after each instance started, then after each one
+    removed) are fitted together, one intercept per group and the host's drift over time
+    taken out; the groups are the independent repeats, so the interval is Student's t
+    over the groups' slopes (none from one group). The overhead is the cost per instance
+    minus the native backend's, with a 95% CI (Welch over the groups). An interval that
+    contains 0 is said to be "not distinguishable from 0": a negative figure is never a
+    finding.
     """
-    groups: dict[tuple[str, str, str], list[list[tuple[float, float]]]] = defaultdict(list)
+    groups: dict[tuple[str, str, str], list[list[tuple[float, float, float]]]] = defaultdict(list)
+    drift_removed: dict[tuple[str, str, str], bool] = {}
     for sample in samples:
         if sample.labels.get("view") == "memavailable_slope" and sample.ok:
-            points = [(float(x), float(y)) for x, y in sample.labels.get("points", [])]
-            groups[(sample.backend, sample.case, str(sample.labels.get("ksm", "")))].append(points)
-    fits = {k: fit for k, v in groups.items() if (fit := fit_slope(v)) is not None}
+            points = [
+                (float(p[0]), float(p[1]), float(p[2])) for p in sample.labels.get("points", [])
+            ]
+            key = (sample.backend, sample.case, str(sample.labels.get("ksm", "")))
+            groups[key].append(points)
+            drift_removed[key] = drift_removed.get(key, True) and bool(
+                sample.labels.get("drift_removed")
+            )
+
+    def group_fit(points: list[tuple[float, float, float]], drift: bool) -> SlopeFit | None:
+        if drift:
+            return fit_slope_with_drift([points])
+        return fit_slope([[(n, y) for n, _t, y in points]])
+
+    # each group is one independent repeat: its slope is one observation, and the
+    # interval comes from how the groups' slopes differ (points within a group share the
+    # host's momentary state, so a within-group interval would be too narrow)
+    fits: dict[tuple[str, str, str], SlopeFit] = {}
+    for key, point_groups in groups.items():
+        per_group = [f for g in point_groups if (f := group_fit(g, drift_removed.get(key, False)))]
+        pooled = across_groups(per_group)
+        if pooled is not None:
+            fits[key] = pooled
     natives = {
         (case, ksm): fit
         for (backend, case, ksm), fit in fits.items()
@@ -450,6 +502,7 @@ def slope_samples(samples: list[Sample], mechanisms: Mapping[str, Mechanism | st
             "groups": len(groups[(backend, case, ksm)]),
             "df": fit.df,
             "distinguishable_from_zero": fit.excludes_zero(),
+            "interval": "t over groups" if fit.df >= 1 else "none: one group",
         }
         results.append(
             Sample(
@@ -486,6 +539,7 @@ def slope_samples(samples: list[Sample], mechanisms: Mapping[str, Mechanism | st
                         f"{delta:+.1f} MiB per instance [{d_low:+.1f}, {d_high:+.1f}]"
                         if distinguishable and d_low is not None and d_high is not None
                         else "not distinguishable from 0"
+                        + ("" if d_low is not None else " (one group: run more rounds)")
                     ),
                 },
             )

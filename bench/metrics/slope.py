@@ -74,6 +74,47 @@ def fit_slope(groups: Sequence[Sequence[tuple[float, float]]]) -> SlopeFit | Non
     return SlopeFit(slope, stderr, slope - half, slope + half, len(centred), df)
 
 
+def fit_slope_with_drift(
+    groups: Sequence[Sequence[tuple[float, float, float]]],
+) -> SlopeFit | None:
+    """Slope of y on x with the host's drift over time t taken out: y = a_g + b*x + c*t.
+
+    Points are (x, t, y). One intercept per group; one drift rate c shared by the groups.
+    When x goes up and then down again while t only goes up (instances started, then
+    removed one by one), x and t are no longer confounded and b is the cost of one
+    instance, whatever the host's memory did meanwhile. None below 5 points or when x
+    and t are collinear.
+    """
+    rows: list[tuple[float, float, float]] = []
+    for points in groups:
+        if not points:
+            continue
+        mx = sum(p[0] for p in points) / len(points)
+        mt = sum(p[1] for p in points) / len(points)
+        my = sum(p[2] for p in points) / len(points)
+        rows.extend((x - mx, t - mt, y - my) for x, t, y in points)
+    used_groups = sum(1 for g in groups if g)
+    if len(rows) < 5:
+        return None
+    sxx = sum(x * x for x, _, _ in rows)
+    stt = sum(t * t for _, t, _ in rows)
+    sxt = sum(x * t for x, t, _ in rows)
+    sxy = sum(x * y for x, _, y in rows)
+    sty = sum(t * y for _, t, y in rows)
+    det = sxx * stt - sxt * sxt
+    if det <= 1e-12 * max(1.0, sxx * stt):
+        return None
+    slope = (stt * sxy - sxt * sty) / det
+    drift = (sxx * sty - sxt * sxy) / det
+    df = len(rows) - used_groups - 2
+    if df < 1:
+        return SlopeFit(slope, None, None, None, len(rows), df)
+    residual = sum((y - slope * x - drift * t) ** 2 for x, t, y in rows)
+    stderr = math.sqrt(residual / df * stt / det)
+    half = t975(df) * stderr
+    return SlopeFit(slope, stderr, slope - half, slope + half, len(rows), df)
+
+
 def difference(a: SlopeFit, b: SlopeFit) -> tuple[float, float | None, float | None]:
     """A - b with a 95% CI (Welch-style: the two fits' standard errors combined)."""
     delta = a.slope - b.slope
@@ -83,3 +124,24 @@ def difference(a: SlopeFit, b: SlopeFit) -> tuple[float, float | None, float | N
     df = min(a.df, b.df)
     half = t975(df) * stderr
     return delta, delta - half, delta + half
+
+
+def across_groups(fits: Sequence[SlopeFit]) -> SlopeFit | None:
+    """The mean of per-group slopes, with a t interval over the groups.
+
+    The groups are the independent repeats: MemAvailable's noise within one group is not
+    independent from point to point, so a within-group interval is too narrow. None
+    without a fit; no interval from a single group.
+    """
+    slopes = [fit.slope for fit in fits]
+    if not slopes:
+        return None
+    mean = sum(slopes) / len(slopes)
+    points = sum(fit.points for fit in fits)
+    if len(slopes) < 2:
+        return SlopeFit(mean, None, None, None, points, 0)
+    variance = sum((x - mean) ** 2 for x in slopes) / (len(slopes) - 1)
+    stderr = math.sqrt(variance / len(slopes))
+    df = len(slopes) - 1
+    half = t975(df) * stderr
+    return SlopeFit(mean, stderr, mean - half, mean + half, points, df)
