@@ -642,6 +642,7 @@ def clean(
             failed = True
             line += f"; NOT removed: {', '.join(sorted(set(chosen) - set(done)))}"
         console.print(line, markup=False)
+    failed |= __import__("bench.cli_fleet").cli_fleet.clean_labhosts(console, dry_run, everything)
     if not dry_run:
         from bench.host_settings import restore_abandoned
 
@@ -703,6 +704,7 @@ def _register_extra_commands() -> None:
     except ImportError:
         return
     register(app, console, err_console)
+    __import__("bench.cli_fleet", fromlist=["register"]).register(app, console, err_console)
 
 
 _register_extra_commands()

@@ -11,13 +11,14 @@ import os
 import shutil
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from bench import host as host_facts
 from bench.backends.base import HostCheck
 from bench.cgroups import layout as cgroup_layout
 
 GIB = 1024**3
+# The cgroup check makes (and removes) this one, tagged with owner "doctor".
+DOCTOR_PROBE_CGROUP = "bench-doctor-probe"
 
 
 Check = HostCheck
@@ -38,19 +39,28 @@ def check_root() -> Check:
 
 
 def check_cgroups() -> Check:
-    """Detect the cgroup layout and prove bench can create a cgroup in it."""
+    """Detect the cgroup layout and prove bench can create a cgroup where it makes them.
+
+    The probe cgroup is made exactly as an instance's is: under bench's parent in every
+    hierarchy, which on a systemd v2 host is bench's delegated subtree (never the root).
+    """
+    from bench.cgroups.delegation import CgroupDelegationError, cached_subtree
+    from bench.cgroups.instance import InstanceCgroup
+
     try:
         layout = cgroup_layout.detect()
     except (OSError, cgroup_layout.CgroupLayoutError) as exc:
         return Check("cgroups", "fail", str(exc), "mount cgroup v1 controllers or cgroup2")
-    probe_dir = (
-        Path(layout.v1_mounts["memory"])
-        if layout.version == 1 and "memory" in layout.v1_mounts
-        else Path(layout.v2_mount or "/sys/fs/cgroup")
-    ) / "bench-doctor-probe"
     try:
-        probe_dir.mkdir()
-        probe_dir.rmdir()
+        probe = InstanceCgroup.create(layout, DOCTOR_PROBE_CGROUP, owner="doctor")
+        probe.remove()
+    except CgroupDelegationError as exc:
+        return Check(
+            "cgroups",
+            "fail",
+            f"{layout.mode}: no delegated cgroup subtree ({exc})",
+            "run bench as root on a systemd host, or under `systemd-run --scope -p Delegate=yes`",
+        )
     except OSError as exc:
         return Check(
             "cgroups",
@@ -63,6 +73,9 @@ def check_cgroups() -> Check:
         detail += f"; controllers: {', '.join(sorted(layout.v1_mounts))}"
     else:
         detail += f"; controllers: {', '.join(layout.v2_controllers)}"
+        subtree = cached_subtree()
+        if subtree is not None:
+            detail += f"; instances under {subtree.describe()}"
     return Check("cgroups", "ok", detail)
 
 

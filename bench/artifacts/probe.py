@@ -1,23 +1,27 @@
-"""Build the static probe binary once per content hash, outside any timed interval."""
+"""The static probe binary: found by its source in the cache, built only when missing.
+
+The lookup needs no compiler (``bench.artifacts.static_build``): a lab host uses the
+probe the controller built and shipped; gcc is needed only where no build of this
+source exists yet. ``ProbeBinary.sha256`` is the binary's own content hash.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
-import subprocess
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from bench.errors import ArtifactError
+from bench.artifacts import static_build
 
 PROBE_CFLAGS = ("-static", "-O2", "-Wall", "-Wextra", "-pthread")
+PROBE_NAME = "probe"
+PROBE_FIX = "run ansible/up.sh (installs gcc), or ship the controller's build (ansible/fleet.yml)"
 
 
 @dataclass(frozen=True)
 class ProbeBinary:
-    """A built probe: where it is and the hash of what it was built from."""
+    """A built probe: where it is and the sha256 of its bytes."""
 
     path: Path
     sha256: str
@@ -37,40 +41,14 @@ def probe_source() -> bytes:
     return resources.files("bench.artifacts").joinpath("probe.c").read_bytes()
 
 
-def _compiler_identity(gcc: str) -> bytes:
-    result = subprocess.run([gcc, "--version"], capture_output=True, check=False)
-    return result.stdout
+def build_probe_static(cache: Path | None = None) -> static_build.StaticBinary:
+    """The probe as a static-build record (with its source key, for shipping)."""
+    return static_build.build(
+        PROBE_NAME, probe_source(), PROBE_CFLAGS, cache or cache_dir(), PROBE_FIX
+    )
 
 
 def build_probe(cache: Path | None = None) -> ProbeBinary:
-    """Compile probe.c with ``gcc -static`` into the cache, or return the cached build."""
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        raise ArtifactError("gcc not found: cannot build the static probe; run ansible/up.sh")
-    source = probe_source()
-    digest = hashlib.sha256()
-    digest.update(source)
-    digest.update(" ".join(PROBE_CFLAGS).encode())
-    digest.update(_compiler_identity(gcc))
-    key = digest.hexdigest()
-    target_dir = cache or cache_dir()
-    target_dir.mkdir(parents=True, exist_ok=True)
-    target = target_dir / f"probe-{key[:16]}"
-    if target.exists():
-        return ProbeBinary(target, key)
-    source_path = target_dir / f"probe-{key[:16]}.c"
-    source_path.write_bytes(source)
-    partial = target.with_suffix(".partial")
-    result = subprocess.run(
-        [gcc, *PROBE_CFLAGS, str(source_path), "-o", str(partial)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise ArtifactError(
-            f"gcc -static failed building the probe (is libc6-dev installed?): "
-            f"{result.stderr.strip()[-500:]}"
-        )
-    partial.replace(target)
-    return ProbeBinary(target, key)
+    """Return the cached probe built from this source, or compile it with ``gcc -static``."""
+    built = build_probe_static(cache)
+    return ProbeBinary(built.path, built.sha256)

@@ -11,7 +11,7 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psutil
@@ -31,6 +31,8 @@ from bench.backends.base import (
 )
 from bench.backends.host_procs import processes_mentioning
 from bench.backends.stream import READY_MARKER, DockerStreamDemuxer, wait_for_marker
+from bench.cgroups.events_watch import MemoryEventsWatch
+from bench.cgroups.layout import CgroupLayout
 from bench.cgroups.layout import detect as detect_layout
 from bench.cgroups.readers import cgroup_dir_for_pid
 from bench.errors import BackendUnavailable, InstanceError, InstanceTimeout
@@ -225,6 +227,7 @@ class DockerBackend(Backend):
 
     def _remove(self, instance: Instance) -> None:
         handle = instance.handle or {}
+        self._stop_events_watch(instance)
         sock = handle.get("sock")
         if sock is not None:
             # SocketIO.close() leaves the real socket open (and forgets it): close it first
@@ -275,13 +278,52 @@ class DockerBackend(Backend):
                 shims.append(parent.pid)
         return {"container": container, "containerd-shim": shims}
 
+    def limit_readings(
+        self, instance: Instance, layout: CgroupLayout
+    ) -> Callable[[], dict[str, Any]]:
+        """The container's cgroups, sampled; on v2 also its memory.events, on every change.
+
+        The container's cgroup vanishes moments after an OOM kill, usually before the
+        next sample: an inotify watch (``MemoryEventsWatch``) reads ``memory.events``
+        the moment the kernel changes it, so the kill count is read from the cgroup's own
+        counter while it still exists. v1 has no such event: there, the engine's
+        OOMKilled flag is the evidence.
+        """
+        reader = super().limit_readings(instance, layout)
+        pid = self.main_pid(instance)
+        if layout.version == 2 and pid is not None:
+            directory = cgroup_dir_for_pid(pid, "memory", layout)
+            if directory is not None:
+                with contextlib.suppress(OSError):
+                    instance.handle["events_watch"] = MemoryEventsWatch(directory).start()
+        return reader
+
+    def _stop_events_watch(self, instance: Instance) -> dict[str, Any]:
+        watch: MemoryEventsWatch | None = (instance.handle or {}).pop("events_watch", None)
+        if watch is None:
+            return {}
+        last = watch.stop()
+        if not last:
+            return {}
+        return {
+            "oom_kill_final": last.get("oom_kill"),
+            "memory_events_final": last,
+            "oom_kill_source": "memory.events of the container's cgroup, read on each "
+            f"change until the cgroup was removed ({watch.reads} reads; {watch.ended})",
+        }
+
     def exit_details(self, instance: Instance) -> dict[str, Any]:
-        """The engine's verdict on the exit: OOMKilled and the exit code (before removal)."""
+        """The engine's verdict on the exit (OOMKilled, exit code), read before removal.
+
+        On cgroup v2, also ``oom_kill_final``: the container cgroup's own ``oom_kill``
+        counter, its last value before the cgroup vanished (see ``limit_readings``).
+        """
         state = self.client.api.inspect_container(instance.handle["id"]).get("State", {})
         return {
             "oom_killed": bool(state.get("OOMKilled")),
             "killed_by_host": state.get("ExitCode") == 128 + 9,
             "engine_exit_code": state.get("ExitCode"),
+            **self._stop_events_watch(instance),
         }
 
     def _wait_gone(self, instance: Instance, deadline: float) -> None:

@@ -1,7 +1,10 @@
 """Per-instance cgroups that bench itself creates (the process backend's own cgroup).
 
 Every cgroup bench makes lives under a ``bench`` parent so ``bench clean`` can find it:
-``/sys/fs/cgroup/<controller>/bench/<name>`` on v1, ``/sys/fs/cgroup/bench/<name>`` on v2.
+``/sys/fs/cgroup/<controller>/bench/<name>`` on v1, ``/sys/fs/cgroup/bench/<name>`` on a
+v2 host nobody else manages, and ``<delegated scope>/bench/<name>`` on a v2 host run by
+systemd, which owns the root (``bench.cgroups.delegation``: bench never creates cgroups
+at that root nor writes its ``cgroup.subtree_control`` there).
 A backend other than the process baseline tags its cgroups with an owner suffix
 (``<name>.<owner>``, e.g. ``bench-a1b2c3-4.qemu-microvm``), so each backend finds, lists
 and sweeps only its own; instance names never contain a dot.
@@ -16,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.cgroups import delegation
 from bench.cgroups.layout import CgroupLayout
 
 BENCH_PARENT = "bench"
@@ -51,11 +55,8 @@ class InstanceCgroup:
                     _mkdir_child(directory)
                     group.dirs[controller] = directory
             else:
-                assert layout.v2_mount is not None
-                parent = Path(layout.v2_mount) / BENCH_PARENT
-                _enable_v2_controllers(Path(layout.v2_mount), parent)
-                directory = parent / name
-                directory.mkdir(exist_ok=False)
+                directory = v2_instance_parent(layout) / name
+                _mkdir_child_v2(layout, directory)
                 group.dirs["unified"] = directory
         except BaseException:
             group.remove()
@@ -134,12 +135,36 @@ def remove_empty_parents(parents: set[Path]) -> None:
             parent.rmdir()
 
 
-def _enable_v2_controllers(root: Path, parent: Path) -> None:
+def v2_instance_parent(layout: CgroupLayout) -> Path:
+    """Where instance cgroups go on a v2 host (a delegated subtree under systemd)."""
+    if delegation.needs_delegation(layout):
+        return delegation.delegated_subtree(layout).instances_parent
+    assert layout.v2_mount is not None
+    return Path(layout.v2_mount) / BENCH_PARENT
+
+
+def _mkdir_child_v2(layout: CgroupLayout, directory: Path) -> None:
+    """Create a v2 instance cgroup, and bench's parent with the controllers enabled.
+
+    As on v1, another instance's removal may rmdir the parent in between: then again.
+    """
     wanted = " ".join(f"+{c}" for c in V2_CONTROLLERS)
-    with contextlib.suppress(OSError):
-        (root / "cgroup.subtree_control").write_text(wanted)
-    parent.mkdir(exist_ok=True)
-    (parent / "cgroup.subtree_control").write_text(wanted)
+    parent = directory.parent
+    for attempt in range(5):
+        if not parent.is_dir():
+            if not delegation.needs_delegation(layout):
+                # bench's own hierarchy (no systemd): the root hands the controllers down
+                assert layout.v2_mount is not None
+                with contextlib.suppress(OSError):
+                    (Path(layout.v2_mount) / "cgroup.subtree_control").write_text(wanted)
+            parent.mkdir(exist_ok=True)
+        try:
+            (parent / "cgroup.subtree_control").write_text(wanted)
+            directory.mkdir(exist_ok=False)
+            return
+        except FileNotFoundError:
+            if attempt == 4:
+                raise
 
 
 def remove_cgroup_dirs(directories: list[Path], timeout_s: float = 5.0) -> None:
@@ -177,6 +202,7 @@ def _bench_parents(layout: CgroupLayout) -> list[Path]:
                 parents.append(Path(mount) / BENCH_PARENT)
     elif layout.v2_mount:
         parents.append(Path(layout.v2_mount) / BENCH_PARENT)
+        parents.extend(delegation.registered_parents(layout))
     return list(dict.fromkeys(parents))
 
 
@@ -191,9 +217,7 @@ def bench_cgroup_dirs(layout: CgroupLayout, owner: str | None = None) -> list[Pa
     for parent in _bench_parents(layout):
         if parent.is_dir():
             found.extend(
-                sorted(
-                    p for p in parent.iterdir() if p.is_dir() and cgroup_owner(p.name) == owner
-                )
+                sorted(p for p in parent.iterdir() if p.is_dir() and cgroup_owner(p.name) == owner)
             )
     return found
 
