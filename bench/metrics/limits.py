@@ -53,6 +53,9 @@ MEMORY_SAMPLE_INTERVAL_S = 0.002
 # instance's cgroup found) before the allocation can reach the limit and kill it: a
 # sandbox starts its payload before its start call returns, and dies within ms.
 MEMORY_ATTACH_MS = 300.0
+# How much of an instance's output the checks read (a guest's console also carries the
+# kernel's lines, before and after the payload's)
+OUTPUT_TAIL_CHARS = 20000
 # a guest holds the payload's allocation in its own RAM: this much more than it allocates
 GUEST_RAM_HEADROOM_MIB = 128
 
@@ -116,7 +119,7 @@ class LimitRunner:
             series = sampler.stop() if sampler is not None else Series()
             ctx.finish(self.backend, instance)
         details["exit_code"] = code
-        details["output"] = instance.output_text(400)
+        details["output"] = instance.output_text(OUTPUT_TAIL_CHARS)
         details["series_end"] = series.ended_reason
         return SampledRun(instance, series, code, details)
 
