@@ -565,7 +565,6 @@ def register(app: typer.Typer, console: Console, err_console: Console) -> None:
             markup=False,
         )
 
-
     @app.command()
     def publish(
         results: Annotated[
@@ -598,6 +597,7 @@ def register(app: typer.Typer, console: Console, err_console: Console) -> None:
             f"pages, {outcome.size_bytes / 1e6:.1f} MB, {outcome.seconds:.1f} s)",
             highlight=False,
             markup=False,
+            soft_wrap=True,
         )
 
 

@@ -206,32 +206,75 @@ def iter_sample_lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
             pending = following
 
 
-def read_samples(directory: Path) -> SamplesRead:
-    """Read samples.jsonl; a torn last line (a run killed mid-write) is skipped with a warning."""
-    path = Path(directory) / SAMPLES_FILE
-    records: list[dict[str, Any]] = []
-    warnings: list[str] = []
-    if not path.exists():
-        return SamplesRead(records, [f"{path}: missing; no samples"])
+class SampleLineError(ValueError):
+    """A line of samples.jsonl that is valid JSON but not a sample record."""
+
+
+def decode_json_record(line: bytes) -> dict[str, Any]:
+    """Decode one sample line with the standard library (``ValueError`` on garbage)."""
+    record = json.loads(line)
+    if not isinstance(record, dict):
+        raise SampleLineError("not an object")
+    return record
+
+
+def _dict_version(record: Any) -> Any:
+    return record.get("schema_version", 0)
+
+
+def iter_sample_records(
+    path: Path,
+    decode: Callable[[bytes], Any] = decode_json_record,
+    *,
+    warnings: list[str],
+    version_of: Callable[[Any], Any] = _dict_version,
+) -> Iterator[Any]:
+    """Yield the decoded records of samples.jsonl under the one set of journal rules.
+
+    - a line longer than ``MAX_SAMPLE_LINE_BYTES`` is refused with its number, unread;
+    - blank lines are skipped;
+    - a last line that does not decode is a torn write (a run killed mid-append): it is
+      skipped, and a warning appended to ``warnings``;
+    - any other line that does not decode is refused ("not valid JSON"), and one that
+      decodes to something other than a sample (``decode`` raises ``SampleLineError``)
+      too;
+    - a record of a newer ``schema_version`` than this bench reads is refused.
+
+    ``decode`` turns a line into a record (``decode_json_record``: a dict; the analysis
+    reader passes a faster typed decoder) and raises ``ValueError`` for a line that is
+    not JSON; ``version_of`` reads a record's schema version. Records are yielded as
+    decoded: migrating older ones is the caller's step (``upgrade_sample_record``).
+    """
     for number, line, last in iter_sample_lines(path):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            record = decode(line)
+        except SampleLineError as exc:
+            raise ResultsError(f"{path}:{number}: not a sample record ({exc})") from None
+        except ValueError:  # JSONDecodeError, UnicodeDecodeError, msgspec.DecodeError
             if last:
                 warnings.append(f"{path}:{number}: torn last line skipped (run killed mid-write?)")
                 continue
             raise ResultsError(f"{path}:{number}: not valid JSON") from None
-        if not isinstance(record, dict):
-            raise ResultsError(f"{path}:{number}: not a sample record")
-        version = record.get("schema_version", 0)
+        version = version_of(record)
         if not isinstance(version, int) or version > SAMPLE_SCHEMA_VERSION:
             raise ResultsError(
                 f"{path}:{number}: sample schema_version {version} is newer than this bench "
                 f"reads ({SAMPLE_SCHEMA_VERSION}); upgrade bench"
             )
-        records.append(upgrade_sample_record(record))
+        yield record
+
+
+def read_samples(directory: Path) -> SamplesRead:
+    """Read samples.jsonl as dicts, migrated (the rules are ``iter_sample_records``')."""
+    path = Path(directory) / SAMPLES_FILE
+    warnings: list[str] = []
+    if not path.exists():
+        return SamplesRead([], [f"{path}: missing; no samples"])
+    records = [
+        upgrade_sample_record(record) for record in iter_sample_records(path, warnings=warnings)
+    ]
     return SamplesRead(records, warnings)
 
 

@@ -1,4 +1,6 @@
-"""Open a report in real headless Chromium and say what happened, over the DevTools protocol.
+"""Open pages in real headless Chromium and say what happened, over the DevTools protocol.
+
+Test-only code (the package never drives a browser).
 
 Chromium is driven through ``--remote-debugging-pipe`` (DevTools messages as
 NUL-terminated JSON on file descriptors 3 and 4), so no websocket library and no TCP
@@ -41,9 +43,26 @@ CHROMIUM_FLAGS = (
     "--remote-debugging-pipe",
     "--enable-logging=stderr",
 )
-VIEWPORT = (1280, 900)
+VIEWPORT = (1400, 900)
 
 _PLOTS_READY = "window.benchPlotsReady || Promise.resolve({plots: 0, errors: []})"
+# Evaluated once the plots settled: the page's width against the viewport, and where the
+# summary ends (its bottom edge in CSS pixels from the top of the page).
+_LAYOUT_PROBE = """
+(function () {
+  var summary = document.querySelector("#summary");
+  var headline = document.querySelector("#summary table.headline");
+  var tall = Array.from(document.querySelectorAll("td")).filter(function (td) {
+    var lines = td.getBoundingClientRect().height / parseFloat(getComputedStyle(td).lineHeight || 18);
+    return td.offsetParent !== null && !td.closest("details:not([open])") && lines > 4.5;
+  }).map(function (td) { return td.textContent.slice(0, 60); });
+  return {scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth,
+          bodyScrollWidth: document.body.scrollWidth,
+          summaryBottom: summary ? summary.getBoundingClientRect().bottom + window.scrollY : null,
+          headlineBottom: headline ? headline.getBoundingClientRect().bottom + window.scrollY : null,
+          tallCells: tall};
+})()
+"""
 # Evaluated in the page once the plots settled: each plot div and what it contains.
 _PLOT_PROBE = """
 Array.from(document.querySelectorAll("div.plot")).map(function (div) {
@@ -72,8 +91,12 @@ class PageCheck:
     requests: list[str] = field(default_factory=list)
     dialogs: list[str] = field(default_factory=list)
     body_text: str = ""
+    text_content: str = ""  # all text, also inside closed details elements
     screenshot: Path | None = None
     load_seconds: float = 0.0
+    viewport: tuple[int, int] = VIEWPORT
+    layout: dict[str, Any] = field(default_factory=dict)
+    allowed_root: str = ""
 
     @property
     def console_errors(self) -> list[str]:
@@ -90,8 +113,14 @@ class PageCheck:
 
     @property
     def foreign_requests(self) -> list[str]:
-        """Requests for anything but the report file itself."""
-        return [url for url in self.requests if url != self.url]
+        """Requests for anything but local files under ``allowed_root`` (the page itself)."""
+        root = self.allowed_root or self.url
+        return [u for u in self.requests if not (u == self.url or u.startswith(root))]
+
+    @property
+    def overflows(self) -> bool:
+        """True when the page is wider than the viewport (horizontal scrolling)."""
+        return int(self.layout.get("scrollWidth", 0)) > int(self.layout.get("innerWidth", 0))
 
     @property
     def plots_without_svg(self) -> list[str]:
@@ -235,74 +264,137 @@ def check_report(
     timeout_s: float = 60.0,
     log_path: Path | None = None,
     screenshot_height_max: int = 16000,
+    viewport: tuple[int, int] = VIEWPORT,
+    full_page: bool = True,
+    allowed_root: Path | None = None,
 ) -> PageCheck:
-    """Load ``report`` in headless Chromium and return what happened (see the module doc)."""
+    """Load one page in headless Chromium and return what happened (see the module doc)."""
+    return check_pages(
+        [(report, viewport, screenshot)],
+        binary=binary,
+        timeout_s=timeout_s,
+        log_path=log_path,
+        screenshot_height_max=screenshot_height_max,
+        full_page=full_page,
+        allowed_root=allowed_root,
+    )[0]
+
+
+def check_pages(
+    pages: list[tuple[Path, tuple[int, int], Path | None]],
+    *,
+    binary: str | None = None,
+    timeout_s: float = 60.0,
+    log_path: Path | None = None,
+    screenshot_height_max: int = 16000,
+    full_page: bool = True,
+    allowed_root: Path | None = None,
+) -> list[PageCheck]:
+    """Load each (page, viewport, screenshot) in one Chromium, each in a fresh tab."""
     chromium = binary or find_chromium()
     if chromium is None:
         raise BrowserError("no Chromium found on PATH (Debian: apt-get install chromium)")
-    url = Path(report).resolve().as_uri()
-    check = PageCheck(url)
+    checks = []
     with tempfile.TemporaryDirectory(prefix="bench-chromium-") as profile:
         log = log_path or Path(profile) / "chromium.log"
         pipe = _DevToolsPipe(chromium, Path(profile) / "profile", log)
         try:
-            target = pipe.call("Target.createTarget", {"url": "about:blank"}, timeout_s=timeout_s)
-            attached = pipe.call(
-                "Target.attachToTarget", {"targetId": target["targetId"], "flatten": True}
-            )
-            session = str(attached["sessionId"])
-            for domain in ("Runtime", "Log", "Network", "Page"):
-                pipe.call(f"{domain}.enable", session=session)
-            width, height = VIEWPORT
-            pipe.call(
-                "Emulation.setDeviceMetricsOverride",
-                {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
-                session,
-            )
-            started = time.monotonic()
-            pipe.call("Page.navigate", {"url": url}, session)
-            pipe.wait_event("Page.loadEventFired", session, timeout_s)
-            settled = pipe.call(
-                "Runtime.evaluate",
-                {
-                    "expression": _PLOTS_READY,
-                    "awaitPromise": True,
-                    "returnByValue": True,
-                },
-                session,
-                timeout_s,
-            )
-            check.load_seconds = time.monotonic() - started
-            outcome = settled.get("result", {}).get("value") or {}
-            check.plot_errors = [str(e) for e in outcome.get("errors", [])]
-            probe = pipe.call(
-                "Runtime.evaluate", {"expression": _PLOT_PROBE, "returnByValue": True}, session
-            )
-            check.plots = list(probe.get("result", {}).get("value") or [])
-            text = pipe.call(
-                "Runtime.evaluate",
-                {"expression": "document.body.innerText", "returnByValue": True},
-                session,
-            )
-            check.body_text = str(text.get("result", {}).get("value") or "")
-            if screenshot is not None:
-                check.screenshot = _screenshot(pipe, session, screenshot, screenshot_height_max)
+            for page, viewport, screenshot in pages:
+                check = PageCheck(Path(page).resolve().as_uri(), viewport=viewport)
+                if allowed_root is not None:
+                    check.allowed_root = Path(allowed_root).resolve().as_uri() + "/"
+                session = _load(
+                    pipe, check, timeout_s, screenshot, screenshot_height_max, full_page
+                )
+                _collect_events(check, [e for e in pipe.events if e.get("sessionId") == session])
+                checks.append(check)
         finally:
             pipe.close()
-    _collect_events(check, pipe.events)
-    return check
+    return checks
 
 
-def _screenshot(pipe: _DevToolsPipe, session: str, path: Path, max_height: int) -> Path:
+def _load(
+    pipe: _DevToolsPipe,
+    check: PageCheck,
+    timeout_s: float,
+    screenshot: Path | None,
+    screenshot_height_max: int,
+    full_page: bool,
+) -> str:
+    """Open ``check.url`` in a new tab, wait for its plots, fill ``check``; the session id."""
+    url = check.url
+    target = pipe.call("Target.createTarget", {"url": "about:blank"}, timeout_s=timeout_s)
+    attached = pipe.call("Target.attachToTarget", {"targetId": target["targetId"], "flatten": True})
+    session = str(attached["sessionId"])
+    for domain in ("Runtime", "Log", "Network", "Page"):
+        pipe.call(f"{domain}.enable", session=session)
+    width, height = check.viewport
+    pipe.call(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+        session,
+    )
+    started = time.monotonic()
+    pipe.call("Page.navigate", {"url": url}, session)
+    pipe.wait_event("Page.loadEventFired", session, timeout_s)
+    settled = pipe.call(
+        "Runtime.evaluate",
+        {
+            "expression": _PLOTS_READY,
+            "awaitPromise": True,
+            "returnByValue": True,
+        },
+        session,
+        timeout_s,
+    )
+    check.load_seconds = time.monotonic() - started
+    outcome = settled.get("result", {}).get("value") or {}
+    check.plot_errors = [str(e) for e in outcome.get("errors", [])]
+    probe = pipe.call(
+        "Runtime.evaluate", {"expression": _PLOT_PROBE, "returnByValue": True}, session
+    )
+    check.plots = list(probe.get("result", {}).get("value") or [])
+    text = pipe.call(
+        "Runtime.evaluate",
+        {"expression": "document.body.innerText", "returnByValue": True},
+        session,
+    )
+    check.body_text = str(text.get("result", {}).get("value") or "")
+    content = pipe.call(
+        "Runtime.evaluate",
+        {"expression": "document.body.textContent", "returnByValue": True},
+        session,
+    )
+    check.text_content = str(content.get("result", {}).get("value") or "")
+    layout = pipe.call(
+        "Runtime.evaluate", {"expression": _LAYOUT_PROBE, "returnByValue": True}, session
+    )
+    check.layout = dict(layout.get("result", {}).get("value") or {})
+    if screenshot is not None:
+        check.screenshot = _screenshot(
+            pipe, session, screenshot, screenshot_height_max, check.viewport, full_page
+        )
+    pipe.call("Target.closeTarget", {"targetId": target["targetId"]})
+    return session
+
+
+def _screenshot(
+    pipe: _DevToolsPipe,
+    session: str,
+    path: Path,
+    max_height: int,
+    viewport: tuple[int, int],
+    full_page: bool,
+) -> Path:
     metrics = pipe.call("Page.getLayoutMetrics", session=session)
     size = metrics.get("cssContentSize") or metrics.get("contentSize") or {}
-    height = min(int(size.get("height", VIEWPORT[1])), max_height)
+    height = min(int(size.get("height", viewport[1])), max_height) if full_page else viewport[1]
     shot = pipe.call(
         "Page.captureScreenshot",
         {
             "format": "png",
-            "captureBeyondViewport": True,
-            "clip": {"x": 0, "y": 0, "width": VIEWPORT[0], "height": height, "scale": 1},
+            "captureBeyondViewport": full_page,
+            "clip": {"x": 0, "y": 0, "width": viewport[0], "height": height, "scale": 1},
         },
         session,
         timeout_s=60,

@@ -206,12 +206,27 @@ def test_summarize_stats_blocks_ramps_single_values_and_noise() -> None:
     for block in range(3):
         for i in range(2):
             rows.append(
-                {**rows[0], "metric": "startup", "label.view": None, "label.step": None,
-                 "value": 0.1 + 0.001 * i, "block": block}
+                {
+                    **rows[0],
+                    "metric": "startup",
+                    "label.view": None,
+                    "label.step": None,
+                    "value": 0.1 + 0.001 * i,
+                    "block": block,
+                }
             )
         rows.append(
-            {**rows[0], "metric": "noise", "backend": "host", "case": "*", "block": block,
-             "label.view": "foreign_cpu_cores", "label.step": None, "value": 0.01, "unit": "cores"}
+            {
+                **rows[0],
+                "metric": "noise",
+                "backend": "host",
+                "case": "*",
+                "block": block,
+                "label.view": "foreign_cpu_cores",
+                "label.step": None,
+                "value": 0.01,
+                "unit": "cores",
+            }
         )
     result = {(r.metric, r.view): r for r in summarize_stats(_frame(rows), stages=False)}
     assert ("noise", "foreign_cpu_cores") not in result, "host noise is not a backend's figure"
@@ -233,7 +248,10 @@ def test_fixture_runs_exist() -> None:
 def test_fast_reader_matches_the_standard_library_reader() -> None:
     dataset = load_dataset(FIXTURE_RUNS)
     lines = sum(
-        1 for run in FIXTURE_RUNS for line in (run / "samples.jsonl").read_text().splitlines() if line
+        1
+        for run in FIXTURE_RUNS
+        for line in (run / "samples.jsonl").read_text().splitlines()
+        if line
     )
     assert len(dataset.samples) == lines
     slow = load_dataset(FIXTURE_RUNS, fast=False)
@@ -289,24 +307,50 @@ def test_analysis_labels_load_matches_the_full_load() -> None:
             pd.testing.assert_series_equal(slim[column], full[column])
 
 
-def test_parallel_load_equals_serial_load(monkeypatch) -> None:
-    """The multi-core reader (used for big files) gives the same frame as the serial one."""
-    import bench.analysis.dataset as dataset
-    from tests.conftest import DATA
+def test_columnar_cache_is_built_once_and_rebuilt_when_the_journal_changes(tmp_path: Path) -> None:
+    """A finished run is compacted to samples.parquet; a warm read equals the journal's."""
+    from bench.analysis.dataset import CACHE_FILE, read_cache
 
-    runs = DATA / "runs" / "fixture"
-    monkeypatch.setattr(dataset, "PARALLEL_MIN_BYTES", 1 << 60)
-    serial = dataset.load_dataset(runs, labels=dataset.ANALYSIS_LABELS).samples
-    monkeypatch.setattr(dataset, "PARALLEL_MIN_BYTES", 0)
-    parallel = dataset.load_dataset(runs, labels=dataset.ANALYSIS_LABELS).samples
-    assert len(serial) == len(parallel) > 0
-    assert list(serial.columns) == list(parallel.columns)
-    # and the multi-core path really ran (it returns None when it falls back)
-    run_dir = next(runs.iterdir())
-    info = dataset.RunInfo("x", run_dir, dataset.read_run(run_dir))
-    direct = dataset._parallel_run_frame(info, run_dir / "samples.jsonl", dataset.ANALYSIS_LABELS)
-    assert direct is not None and len(direct) > 0
-    for column in serial.columns:
-        left = serial[column].astype(object).where(serial[column].notna(), None).tolist()
-        right = parallel[column].astype(object).where(parallel[column].notna(), None).tolist()
-        assert left == right, column
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURE_RUNS[0], run)
+    (run / CACHE_FILE).unlink(missing_ok=True)
+    journal = load_dataset(run, fast=False).samples
+    cold = load_dataset(run).samples
+    assert (run / CACHE_FILE).is_file(), "a complete run is compacted on its first read"
+    assert read_cache(run) is not None
+    warm = load_dataset(run).samples
+    pd.testing.assert_frame_equal(journal, cold)
+    pd.testing.assert_frame_equal(journal, warm)
+    slim = load_dataset(run, labels=ANALYSIS_LABELS).samples
+    assert not [c for c in slim.columns if c.startswith("label.") and c[6:] not in ANALYSIS_LABELS]
+    # the journal changes (a torn line appended): the cache no longer describes it
+    with open(run / "samples.jsonl", "a") as handle:
+        handle.write('{"run_id": "x", "se')
+    assert read_cache(run) is None
+    torn = load_dataset(run)
+    assert len(torn.samples) == len(journal)
+    assert any("torn last line" in w for w in torn.warnings)
+    again = load_dataset(run)  # from the rebuilt cache: the warning is kept with it
+    assert read_cache(run) is not None
+    assert any("torn last line" in w for w in again.warnings)
+
+
+def test_a_running_run_is_not_cached(tmp_path: Path) -> None:
+    from bench.analysis.dataset import CACHE_FILE
+    from bench.ownership import effective_status, this_process
+
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURE_RUNS[0], run)
+    (run / CACHE_FILE).unlink(missing_ok=True)
+    record = json.loads((run / "run.json").read_text())
+    record["status"] = "running"
+    identity = this_process()
+    record["process"] = {
+        "pid": identity.pid,
+        "start_ticks": identity.start_ticks,
+        "boot_id": identity.boot_id,
+    }
+    (run / "run.json").write_text(json.dumps(record))
+    assert effective_status(record) == "running"
+    load_dataset(run)
+    assert not (run / CACHE_FILE).exists(), "a journal still being written is not compacted"

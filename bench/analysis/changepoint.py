@@ -71,8 +71,9 @@ def _best_split(values: FloatArray, min_size: int) -> tuple[int, float]:
     return best_t, best_q
 
 
-def _significance(values: FloatArray, observed: float, min_size: int, rng: np.random.Generator,
-                  permutations: int) -> float:
+def _significance(
+    values: FloatArray, observed: float, min_size: int, rng: np.random.Generator, permutations: int
+) -> float:
     """The permutation p value of a segment's best split."""
     exceed = 0
     for _ in range(permutations):

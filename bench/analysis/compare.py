@@ -45,6 +45,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from bench.analysis.columns import equals, isin, unique_text
+from bench.analysis.columns import text as column_text
 from bench.analysis.dataset import Dataset, fact, resolve_fact_path
 from bench.analysis.noise import LoadComparison, compare_load, noise_table, without_noise
 from bench.analysis.order import BackendOrder
@@ -246,11 +248,18 @@ def compare_dataset(
     frame = without_noise(all_measured)
     if frame.empty:
         raise CompareError("nothing to compare: no measured samples in these runs")
+    # only the columns a comparison reads: every selection below copies what it carries
+    read = ["run_id", "metric", "backend", "case", "unit", "value", "ok", "block"]
+    read += [c for c in frame.columns if c.startswith("stage.")] if stages else []
+    read += [c for c in ("label.view", "label.role", "label.accel", "label.mechanism")]
+    frame = frame[[c for c in dict.fromkeys(read) if c in frame.columns]]
     if metrics:
-        frame = frame[frame["metric"].astype(str).isin(list(metrics))]
+        frame = frame[isin(frame["metric"], metrics)]
         if frame.empty:
             raise CompareError(f"no samples of metric(s) {', '.join(metrics)} in these runs")
-    frame = frame[frame["ok"].to_numpy(dtype=bool)]
+    succeeded = frame["ok"].to_numpy(dtype=bool)
+    if not succeeded.all():
+        frame = frame[succeeded]
     if "block" not in frame.columns:
         frame = frame.assign(block=0)
     frame = frame.assign(_view=view_labels(frame))
@@ -275,7 +284,7 @@ def compare_dataset(
             (backend, key): side
             for backend in (g.label for g in groups)
             for key, side in _collect(
-                frame[frame["backend"].astype(str) == backend],
+                frame[equals(frame["backend"], backend)],
                 ["run_id", "metric", "case", "_view"],
                 stage_names,
             ).items()
@@ -408,7 +417,7 @@ def _checked_sides(dataset: Dataset, sides: Sequence[Group]) -> list[Group]:
 
 
 def _member_mask(frame: pd.DataFrame, group: Group) -> Any:
-    run_ids = frame["run_id"].astype(str).to_numpy()
+    run_ids = column_text(frame["run_id"])
     blocks = frame["block"].to_numpy()
     mask = np.zeros(len(frame), dtype=bool)
     for member in group.all_members():
@@ -423,7 +432,7 @@ def _block_ids(frame: pd.DataFrame) -> set[tuple[str, int]]:
     if frame.empty:
         return set()
     blocks = frame["block"] if "block" in frame.columns else pd.Series(0, index=frame.index)
-    pairs = pd.DataFrame({"r": frame["run_id"].astype(str), "b": blocks.astype(int)})
+    pairs = pd.DataFrame({"r": column_text(frame["run_id"]), "b": blocks.astype(int).to_numpy()})
     return {(str(r), int(b)) for r, b in pairs.drop_duplicates().itertuples(index=False)}
 
 
@@ -468,6 +477,10 @@ def _collect(
     if frame.empty:
         return sides
     columns = [*key_columns, *(c for c in ("run_id", "block") if c not in key_columns)]
+    # grouping reorders every column it carries: carry only those read below
+    carried = [*columns, "unit", "value", *stage_names]
+    carried += [c for c in ("label.accel", "label.mechanism") if c in frame.columns]
+    frame = frame[list(dict.fromkeys(carried))]
     for group_key, part in frame.groupby(columns, sort=False, observed=True):
         named = {c: str(v) for c, v in zip(columns, group_key, strict=True)}
         key = tuple(named[c] for c in key_columns)
@@ -491,7 +504,7 @@ def _groups(
 ) -> list[Group]:
     """The groups in order."""
     if group_by == "backend":
-        names = order.sorted(str(b) for b in pd.unique(frame["backend"].astype(str)))
+        names = order.sorted(unique_text(frame["backend"]))
         run_ids = tuple(dataset.run_order())
         return [Group(b, run_ids) for b in names]
     label_of_run: dict[str, str] = {}
@@ -501,7 +514,7 @@ def _groups(
         else:
             value = fact(run, group_by)
             label_of_run[run_id] = "(absent)" if value is None else str(value)
-    present = set(frame["run_id"].astype(str).unique())
+    present = set(unique_text(frame["run_id"]))
     members: dict[str, list[str]] = {}
     for run_id in dataset.run_order():
         if run_id in present:

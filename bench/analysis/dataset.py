@@ -25,9 +25,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
-import itertools
 import json
 import math
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +36,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.errors import ResultsError
-from bench.results import SAMPLES_FILE, find_run_dirs, read_run
+from bench.analysis.columns import isin
+from bench.results import (
+    SAMPLES_FILE,
+    SampleLineError,
+    find_run_dirs,
+    iter_sample_records,
+    read_run,
+)
 from bench.samples import SAMPLE_SCHEMA_VERSION, upgrade_sample_record
 
 try:  # msgspec decodes samples.jsonl ~4x faster than json on the project's hosts
@@ -62,6 +68,9 @@ SAMPLE_FIELDS = (
     "instance",
     "schema_version",
 )
+# Text labels with at most this many distinct values (or a twentieth of the rows) are
+# categorical too.
+CATEGORY_MAX_VALUES = 64
 # String columns with few distinct values: categorical, so grouping a million rows is cheap.
 CATEGORY_COLUMNS = ("run_id", "metric", "backend", "case", "unit", "host", "kernel", "scenario")
 
@@ -246,13 +255,15 @@ def load_dataset(
     facts: Sequence[str] = (),
     fast: bool = True,
     labels: Sequence[str] | None = None,
+    cache: bool = True,
 ) -> Dataset:
     """Load run directories (or trees containing them) into a Dataset.
 
     ``facts`` adds one ``fact.<name>`` column per requested fact path (see ``fact``), e.g.
     ``facts=["kernel", "cpu.model"]``. ``labels`` limits the ``label.*`` columns to those
     names (``ANALYSIS_LABELS`` is what analysis reads); None keeps every label.
-    ``fast=False`` forces the standard-library decoder.
+    ``fast=False`` forces the standard-library decoder and bypasses the cache;
+    ``cache=False`` neither reads nor writes ``samples.parquet``.
     """
     wanted = tuple(labels) if labels is not None else None
     if isinstance(paths, str | Path):
@@ -262,7 +273,7 @@ def load_dataset(
     warnings: list[str] = []
     with _no_cyclic_gc():
         for directory in find_run_dirs(paths):
-            _load_run(directory, facts, fast, wanted, frames, runs, warnings)
+            _load_run(directory, facts, fast, wanted, cache and fast, frames, runs, warnings)
     nonempty = [f for f in frames if not f.empty]
     if not nonempty:
         samples = pd.DataFrame(columns=[*SAMPLE_FIELDS, "host", "kernel", "scenario"])
@@ -280,10 +291,13 @@ def _load_run(
     facts: Sequence[str],
     fast: bool,
     labels: tuple[str, ...] | None,
+    use_cache: bool,
     frames: list[pd.DataFrame],
     runs: dict[str, RunInfo],
     warnings: list[str],
 ) -> None:
+    from bench.ownership import effective_status
+
     record = read_run(directory)
     run_id = str(record.get("run_id") or directory.name)
     if run_id in runs:
@@ -291,90 +305,26 @@ def _load_run(
         return
     run = RunInfo(run_id, directory, record)
     runs[run_id] = run
-    frame = _parallel_run_frame(run, directory / SAMPLES_FILE, labels) if fast else None
-    if frame is None:
-        columns, file_warnings = _read_sample_columns(directory / SAMPLES_FILE, fast, labels)
-        warnings.extend(file_warnings)
-        frame = _run_frame(run, columns)
+    path = directory / SAMPLES_FILE
+    cached = read_cache(directory, labels) if use_cache else None
+    if cached is not None:
+        frame, file_warnings = cached
+    else:
+        # a finished run's journal no longer changes: decode every label once and keep
+        # the columns beside it; a running one is read as asked, and not cached
+        finished = use_cache and path.exists() and effective_status(record) != "running"
+        columns, file_warnings = _read_sample_columns(path, fast, None if finished else labels)
+        frame = _sample_frame(columns)
+        if finished:
+            frame = _categorize(frame)
+            write_cache(directory, frame, file_warnings)
+            frame = _project_labels(frame, labels)
+    warnings.extend(file_warnings)
+    frame = _join_run(frame, run)
     for name in facts:
         value = fact(run, name)
         frame[f"fact.{name}"] = None if isinstance(value, dict | list) else value
     frames.append(frame)
-
-
-PARALLEL_MIN_BYTES = 64 * 1024 * 1024
-
-
-def _chunk_bounds(path: Path, parts: int) -> list[tuple[int, int]]:
-    """Split a file into ``parts`` byte ranges that start and end at line boundaries."""
-    size = path.stat().st_size
-    cuts = [0]
-    with open(path, "rb") as handle:
-        for index in range(1, parts):
-            handle.seek(size * index // parts)
-            handle.readline()  # move to the start of the next line
-            cuts.append(max(handle.tell(), cuts[-1]))
-    cuts.append(size)
-    return [(a, b) for a, b in itertools.pairwise(cuts) if b > a]
-
-
-def _chunk_frame(task: tuple[RunInfo, Path, int, int, tuple[str, ...] | None]) -> pd.DataFrame:
-    """Decode one byte range of samples.jsonl into a frame (in a worker process).
-
-    Any bad line raises: the caller then reads the file serially, which names the line
-    and tolerates a torn last one.
-    """
-    run, path, start, end, labels = task
-    with open(path, "rb") as handle:
-        handle.seek(start)
-        data = handle.read(end - start)
-    line_decoder = _LINE_DECODER if labels is None else _restricted_decoder(labels)
-    decode = line_decoder.decode
-    plain: dict[str, list[Any]] = {name: [] for name in SAMPLE_FIELDS}
-    columns = _Columns(plain, [], [], [], None if labels is None else {k: [] for k in labels})
-    with _no_cyclic_gc():
-        records = [decode(line) for line in data.splitlines() if line and not line.isspace()]
-        if records:
-            if max(r.schema_version for r in records) > SAMPLE_SCHEMA_VERSION:
-                raise ResultsError("newer sample schema")
-            _extend_columns(columns, records, labels)
-        del records
-        return _categorize(_run_frame(run, columns))
-
-
-def _parallel_run_frame(
-    run: RunInfo, path: Path, labels: tuple[str, ...] | None
-) -> pd.DataFrame | None:
-    """Decode a large samples.jsonl on every core; None when that is not worth it or failed.
-
-    Each worker returns a frame whose text columns are categorical (codes pickle fast);
-    the parts are joined with their categories unioned. Any failure (a torn or bad line,
-    no fork) falls back to the serial reader, which reports it precisely.
-    """
-    import multiprocessing
-    import os
-
-    workers = min(os.cpu_count() or 1, 8)
-    try:
-        big = path.stat().st_size >= PARALLEL_MIN_BYTES
-    except OSError:
-        return None
-    if msgspec is None or workers < 2 or not big:
-        return None
-    if "fork" not in multiprocessing.get_all_start_methods():
-        return None
-    tasks = [(run, path, a, b, labels) for a, b in _chunk_bounds(path, workers)]
-    try:
-        with multiprocessing.get_context("fork").Pool(len(tasks)) as pool:
-            parts = pool.map(_chunk_frame, tasks)
-    except Exception:
-        return None
-    for name in CATEGORY_COLUMNS:
-        if all(name in part.columns for part in parts):
-            union = pd.api.types.union_categoricals([part[name] for part in parts])
-            for part in parts:
-                part[name] = pd.Categorical(part[name], categories=union.categories)
-    return pd.concat(parts, ignore_index=True, sort=False)
 
 
 @contextlib.contextmanager
@@ -390,10 +340,185 @@ def _no_cyclic_gc() -> Iterator[None]:
 
 
 def _categorize(frame: pd.DataFrame) -> pd.DataFrame:
-    for name in CATEGORY_COLUMNS:
-        if name in frame.columns and not isinstance(frame[name].dtype, pd.CategoricalDtype):
-            frame[name] = frame[name].astype("category")
+    """Repeated text as categoricals: the key columns, and text labels with few values.
+
+    A label that is text on every row and takes few distinct values (mechanism, view,
+    accelerator, the accelerator's reason) is compared and grouped by its codes, and
+    costs one string per value instead of one per row.
+    """
+    for name in frame.columns:
+        column = frame[name]
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            continue
+        if name in CATEGORY_COLUMNS or (
+            name.startswith("label.")
+            and pd.api.types.is_string_dtype(column.dtype)
+            and column.dtype != object
+            and column.nunique() <= max(CATEGORY_MAX_VALUES, len(column) // 20)
+        ):
+            frame[name] = column.astype("category")
     return frame
+
+
+# --- the columnar cache ----------------------------------------------------------------------
+
+CACHE_FILE = "samples.parquet"
+# Bumped whenever the cached layout changes: an older cache is rebuilt, never misread.
+CACHE_FORMAT = 1
+_META_KEY = b"bench.samples_cache"
+
+
+def _journal_key(path: Path) -> dict[str, Any]:
+    """What the cache was built from: the journal's size and mtime, and the reader's version."""
+    stat = path.stat()
+    return {
+        "format": CACHE_FORMAT,
+        "sample_schema": SAMPLE_SCHEMA_VERSION,
+        "journal_bytes": stat.st_size,
+        "journal_mtime_ns": stat.st_mtime_ns,
+    }
+
+
+def read_cache(
+    directory: Path, labels: tuple[str, ...] | None = None
+) -> tuple[pd.DataFrame, list[str]] | None:
+    """The cached sample columns of a run (only ``labels``' label columns), or None.
+
+    None when there is no cache, or it was built from another journal (size or mtime
+    differ), by another cache format, or cannot be read: the caller decodes the journal.
+    """
+    cache = Path(directory) / CACHE_FILE
+    journal = Path(directory) / SAMPLES_FILE
+    if not cache.is_file() or not journal.is_file():
+        return None
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(cache)
+        meta = json.loads((schema.metadata or {}).get(_META_KEY, b"{}"))
+        if meta.get("key") != _journal_key(journal):
+            return None
+        names = [
+            n
+            for n in schema.names
+            if not n.startswith("label.") or labels is None or n[6:] in labels
+        ]
+        table = pq.read_table(cache, columns=names)
+    except (OSError, ValueError, json.JSONDecodeError):
+        return None
+    frame = table.to_pandas(self_destruct=True)
+    nullable = set(meta.get("nullable", []))
+    for name in meta.get("json_columns", []):
+        if name in frame.columns:
+            frame[name] = _decoded_json(frame[name])
+    for name in nullable & set(frame.columns):
+        frame[name] = _label_column(frame[name])
+    for name in meta.get("object_columns", []):
+        if name in frame.columns and frame[name].dtype != object:
+            frame[name] = frame[name].to_numpy(dtype=object)
+    return _project_labels(frame, labels), list(meta.get("warnings", []))
+
+
+def write_cache(directory: Path, frame: pd.DataFrame, warnings: list[str]) -> bool:
+    """Write a run's sample columns to ``samples.parquet`` beside its journal.
+
+    Label and parameter columns hold whatever the samples carried: a column of only
+    text, only booleans or only numbers is stored as such; anything else (dicts, lists,
+    mixed types) as JSON text, decoded again on reading. Written to a temporary file and
+    renamed; a directory that cannot be written to leaves the run uncached (False).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    journal = Path(directory) / SAMPLES_FILE
+    json_columns: list[str] = []
+    nullable: list[str] = []
+    object_columns: list[str] = []
+    arrays: dict[str, Any] = {}
+    for name in frame.columns:
+        column = frame[name]
+        if column.dtype == object and name.startswith(("label.", "param.")):
+            kind = _value_kind(column)
+            if column.isna().any():
+                nullable.append(name)
+            if kind == "json":
+                json_columns.append(name)
+                arrays[name] = pa.array(
+                    [None if _missing(v) else json.dumps(v) for v in column], pa.string()
+                )
+                continue
+            if kind == "int" and not column.isna().any():
+                object_columns.append(name)
+            arrays[name] = pa.array(
+                [None if _missing(v) else v for v in column],
+                {"str": pa.string(), "bool": pa.bool_(), "int": pa.int64()}.get(kind, pa.float64()),
+            )
+        elif column.dtype == object:
+            arrays[name] = pa.array([None if _missing(v) else v for v in column], from_pandas=True)
+        else:
+            arrays[name] = pa.array(column, from_pandas=True)
+    table = pa.table(arrays)
+    meta = {
+        "key": _journal_key(journal),
+        "json_columns": json_columns,
+        "nullable": nullable,
+        "object_columns": object_columns,
+        "warnings": warnings,
+    }
+    table = table.replace_schema_metadata({_META_KEY: json.dumps(meta).encode()})
+    target = Path(directory) / CACHE_FILE
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    try:
+        pq.write_table(table, partial, compression="zstd")
+        os.replace(partial, target)
+    except OSError:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        return False
+    return True
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _value_kind(column: pd.Series) -> str:
+    """``str``, ``bool``, ``int``, ``float`` or ``json``: how a label column can be stored."""
+    kinds = set()
+    for value in column:
+        if _missing(value):
+            continue
+        if isinstance(value, bool):
+            kinds.add("bool")
+        elif isinstance(value, int):
+            kinds.add("int")
+        elif isinstance(value, float):
+            kinds.add("float")
+        elif isinstance(value, str):
+            kinds.add("str")
+        else:
+            return "json"
+        if len(kinds) > 1 and not kinds <= {"int", "float"}:
+            return "json"
+    if kinds <= {"int", "float"} and len(kinds) == 2:
+        return "json"  # ints beside floats keep their type only as JSON
+    return next(iter(kinds), "str")
+
+
+def _decoded_json(column: pd.Series) -> Any:
+    values = column.to_numpy(dtype=object)
+    return np.array([None if _missing(v) else json.loads(v) for v in values], dtype=object)
+
+
+def _project_labels(frame: pd.DataFrame, labels: tuple[str, ...] | None) -> pd.DataFrame:
+    """Only the requested label columns (all when ``labels`` is None)."""
+    if labels is None:
+        return frame
+    present = set(frame.columns)
+    chosen = [f"label.{k}" for k in labels if f"label.{k}" in present]
+    columns = [c for c in frame.columns if not c.startswith(("label.", "param."))]
+    columns += chosen + [c for c in frame.columns if c.startswith("param.")]
+    return frame[columns]
 
 
 # --- samples.jsonl -> columns ---------------------------------------------------------------
@@ -414,65 +539,44 @@ class _Columns:
         return len(self.stages)
 
 
+_BATCH_RECORDS = 65536
+
+
 def _read_sample_columns(
     path: Path, fast: bool, labels: tuple[str, ...] | None
 ) -> tuple[_Columns, list[str]]:
+    """Decode samples.jsonl into columns under ``bench.results.iter_sample_records``' rules."""
     if not path.exists():
         return _Columns({name: [] for name in SAMPLE_FIELDS}, [], [], []), [
             f"{path}: missing; no samples"
         ]
-    if fast and msgspec is not None:
-        return _decode_msgspec(path, labels)
-    columns, warnings = _decode_json(path, path.read_bytes())
-    if labels is not None:
-        columns.label_columns = {k: [d.get(k) for d in columns.labels] for k in labels}
-    return columns, warnings
+    warnings: list[str] = []
+    if not (fast and msgspec is not None):
+        records = list(iter_sample_records(path, warnings=warnings))
+        columns = _json_columns(records)
+        if labels is not None:
+            columns.label_columns = {k: [d.get(k) for d in columns.labels] for k in labels}
+        return columns, warnings
+    decoder = _LINE_DECODER if labels is None else _restricted_decoder(labels)
 
+    def decode(line: bytes) -> Any:
+        try:
+            return decoder.decode(line)
+        except msgspec.ValidationError as exc:
+            raise SampleLineError(str(exc)) from None
 
-_BATCH_LINES = 65536
-
-
-def _decode_msgspec(path: Path, labels: tuple[str, ...] | None) -> tuple[_Columns, list[str]]:
-    """Decode samples.jsonl in batches of lines, turning each batch into columns at once.
-
-    Batches keep only one batch of decoded records alive, so a million-sample file is
-    never held as a million records plus a million line copies at the same time.
-    """
-    decode = (_LINE_DECODER if labels is None else _restricted_decoder(labels)).decode
     plain: dict[str, list[Any]] = {name: [] for name in SAMPLE_FIELDS}
     columns = _Columns(plain, [], [], [], None if labels is None else {k: [] for k in labels})
-    warnings: list[str] = []
-    bad_line: int | None = None  # a line that failed to decode; fatal unless it is the last
-    newest = 0
-    with open(path, "rb") as handle:
-        number = 0
-        while True:
-            batch = handle.readlines(_BATCH_LINES * 1024)
-            if not batch:
-                break
-            records: list[Any] = []
-            for line in batch:
-                number += 1
-                if line.isspace():
-                    continue
-                if bad_line is not None:
-                    raise ResultsError(f"{path}:{bad_line}: not valid JSON") from None
-                try:
-                    records.append(decode(line))
-                except msgspec.ValidationError as exc:
-                    raise ResultsError(f"{path}:{number}: not a valid sample ({exc})") from None
-                except msgspec.DecodeError:
-                    bad_line = number
-            if records:
-                newest = max(newest, max(r.schema_version for r in records))
-                _extend_columns(columns, records, labels)
-    if bad_line is not None:
-        warnings.append(f"{path}:{bad_line}: torn last line skipped (run killed mid-write?)")
-    if newest > SAMPLE_SCHEMA_VERSION:
-        raise ResultsError(
-            f"{path}: sample schema_version {newest} is newer than this bench reads "
-            f"({SAMPLE_SCHEMA_VERSION}); upgrade bench"
-        )
+    batch: list[Any] = []
+    for record in iter_sample_records(
+        path, decode, warnings=warnings, version_of=lambda r: r.schema_version
+    ):
+        batch.append(record)
+        if len(batch) >= _BATCH_RECORDS:
+            _extend_columns(columns, batch, labels)
+            batch = []
+    if batch:
+        _extend_columns(columns, batch, labels)
     return columns, warnings
 
 
@@ -496,35 +600,8 @@ def _extend_columns(columns: _Columns, records: list[Any], labels: tuple[str, ..
         columns.label_columns[key].extend(column)
 
 
-def _numbered_lines(data: bytes) -> list[tuple[int, bytes]]:
-    """Non-blank lines with their 1-based numbers (blank lines are skipped, like read_samples)."""
-    raw = data.split(b"\n")
-    return [
-        (number, line) for number, line in enumerate(raw, start=1) if line and not line.isspace()
-    ]
-
-
-def _decode_json(path: Path, data: bytes) -> tuple[_Columns, list[str]]:
-    warnings: list[str] = []
-    records: list[dict[str, Any]] = []
-    numbered = _numbered_lines(data)
-    for index, (number, line) in enumerate(numbered):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            if index == len(numbered) - 1:
-                warnings.append(f"{path}:{number}: torn last line skipped (run killed mid-write?)")
-                continue
-            raise ResultsError(f"{path}:{number}: not valid JSON") from None
-        if not isinstance(record, dict):
-            raise ResultsError(f"{path}:{number}: not a valid sample (not an object)")
-        version = record.get("schema_version", 0)
-        if isinstance(version, int) and version > SAMPLE_SCHEMA_VERSION:
-            raise ResultsError(
-                f"{path}:{number}: sample schema_version {version} is newer than this bench "
-                f"reads ({SAMPLE_SCHEMA_VERSION}); upgrade bench"
-            )
-        records.append(record)
+def _json_columns(records: list[dict[str, Any]]) -> _Columns:
+    """Columns of records decoded by the standard library (absent fields get defaults)."""
     defaults: dict[str, Any] = {
         "ok": True,
         "warmup": False,
@@ -541,11 +618,11 @@ def _decode_json(path: Path, data: bytes) -> tuple[_Columns, list[str]]:
         [r.get("stages") or {} for r in records],
         [r.get("labels") or {} for r in records],
         [r.get("params") or {} for r in records],
-    ), warnings
+    )
 
 
-def _run_frame(run: RunInfo, columns: _Columns) -> pd.DataFrame:
-    """Columns of one run, with the run's facts joined, in results.load's layout."""
+def _sample_frame(columns: _Columns) -> pd.DataFrame:
+    """The sample columns of one run (no run facts yet), old schemas migrated."""
     size = columns.size
     data: dict[str, Any] = {}
     for name in SAMPLE_FIELDS:
@@ -556,16 +633,8 @@ def _run_frame(run: RunInfo, columns: _Columns) -> pd.DataFrame:
             data[name] = np.array(values, dtype=bool)
         elif name in {"seq", "round", "block", "schema_version"}:
             data[name] = np.array(values, dtype=np.int64)
-        elif name == "run_id":
-            data[name] = [v or run.run_id for v in values]
         else:
             data[name] = values
-    host = run.host
-    data["host"] = [host.get("hostname")] * size
-    data["kernel"] = [(host.get("kernel") or {}).get("release")] * size
-    data["scenario"] = [run.scenario_name] * size
-    data["scenario_sha256"] = [run.record.get("scenario_sha256")] * size
-    data["run_status"] = [run.record.get("status")] * size
     data.update(_expand("stage.", columns.stages, numeric=True))
     if columns.label_columns is None:
         data.update(_expand("label.", columns.labels, numeric=False))
@@ -577,6 +646,35 @@ def _run_frame(run: RunInfo, columns: _Columns) -> pd.DataFrame:
     frame = pd.DataFrame(data, index=pd.RangeIndex(size))
     wants_mechanism = columns.label_columns is None or "mechanism" in columns.label_columns
     return _upgrade_old_rows(frame, mechanism=wants_mechanism)
+
+
+def _constant(value: Any, size: int, categorical: bool) -> Any:
+    """A column holding one value: a one-category Categorical costs no per-row objects."""
+    if categorical and value is not None:
+        return pd.Categorical.from_codes(np.zeros(size, dtype=np.int8), pd.Index([value]))
+    return [value] * size
+
+
+def _join_run(frame: pd.DataFrame, run: RunInfo) -> pd.DataFrame:
+    """The run's facts joined to its sample columns, after the plain fields."""
+    size = len(frame)
+    host = run.host
+    joined = {
+        "host": host.get("hostname"),
+        "kernel": (host.get("kernel") or {}).get("release"),
+        "scenario": run.scenario_name,
+        "scenario_sha256": run.record.get("scenario_sha256"),
+        "run_status": run.record.get("status"),
+    }
+    if "run_id" in frame.columns:
+        ids = frame["run_id"]
+        blank = isin(ids, [""]) | ids.isna().to_numpy()
+        if blank.any():
+            frame["run_id"] = np.where(blank, run.run_id, ids.to_numpy(dtype=object))
+    position = len([c for c in SAMPLE_FIELDS if c in frame.columns])
+    for offset, (name, value) in enumerate(joined.items()):
+        frame.insert(position + offset, name, _constant(value, size, name in CATEGORY_COLUMNS))
+    return frame
 
 
 def _upgrade_old_rows(frame: pd.DataFrame, *, mechanism: bool) -> pd.DataFrame:

@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.analysis.columns import equals, text
 from bench.analysis.noise import without_noise
 from bench.analysis.order import BackendOrder
-from bench.analysis.stats import accel_of, measured
+from bench.analysis.stats import measured
 
 NATIVE = "native"
 
@@ -145,33 +146,52 @@ def headline_rows(frame: pd.DataFrame) -> list[BackendHeadline]:
         return []
     order = BackendOrder.from_frame(data)
     ok = data["ok"].to_numpy(dtype=bool)
-    metric = data["metric"].astype(str)
-    view = _column(data, "label.view").astype(object).where(_column(data, "label.view").notna(), "")
-    role = _column(data, "label.role").astype(object).where(_column(data, "label.role").notna(), "")
+    values = data["value"].to_numpy(np.float64)
+    startup = equals(data["metric"], "startup")
+    memory = equals(data["metric"], "memory")
+    limits = equals(data["metric"], "limits")
+    stops = equals(data["metric"], "density")
+    if "label.view" in data.columns:
+        stops = stops & equals(data["label.view"], "count_reached")
+    else:
+        stops = np.zeros(len(data), dtype=bool)
+    accel = text(data["label.accel"]) if "label.accel" in data.columns else None
     rows: list[BackendHeadline] = []
     for backend in order.backends:
-        mine = (data["backend"].astype(str) == backend).to_numpy()
-        part = data[mine]
-        row = BackendHeadline(backend, order.mechanism(backend), _accel_text(accel_of(part)))
-        startup = part[(metric[mine] == "startup").to_numpy()]
-        if not startup.empty:
-            good = startup[startup["ok"].to_numpy(dtype=bool)]["value"].to_numpy(np.float64)
-            good = good[np.isfinite(good)]
-            if good.size:
-                row.startup = StartupFigure(
-                    float(np.median(good)),
-                    float(np.percentile(good, 95)),
-                    int(good.size),
-                    int((~startup["ok"].to_numpy(dtype=bool)).sum()),
-                )
-        sel = mine & ok & (metric == "memory").to_numpy()
-        row.memory = _memory(data[sel], view[sel], role[sel])
-        sel = mine & ok & (metric == "density").to_numpy() & (view == "count_reached").to_numpy()
-        row.density = _density(data[sel])
-        row.limits = _limits(data[mine & (metric == "limits").to_numpy()])
+        mine = equals(data["backend"], backend)
+        accels = sorted({a for a in accel[mine] if a and a != "n/a"}) if accel is not None else []
+        row = BackendHeadline(
+            backend, order.mechanism(backend), _accel_text(",".join(accels) or "n/a")
+        )
+        tried = mine & startup
+        good = values[tried & ok]
+        good = good[np.isfinite(good)]
+        if good.size:
+            row.startup = StartupFigure(
+                float(np.median(good)),
+                float(np.percentile(good, 95)),
+                int(good.size),
+                int((tried & ~ok).sum()),
+            )
+        sel = mine & ok & memory
+        if sel.any():
+            part = data[sel]
+            row.memory = _memory(part, _labels(part, "label.view"), _labels(part, "label.role"))
+        sel = mine & ok & stops
+        row.density = _density(data[sel]) if sel.any() else None
+        sel = mine & limits
+        row.limits = _limits(data[sel]) if sel.any() else None
         rows.append(row)
     _multiples(rows)
     return rows
+
+
+def _labels(frame: pd.DataFrame, name: str) -> pd.Series:
+    """A label column as text with missing values as "" (a column of "" when absent)."""
+    if name not in frame.columns:
+        return pd.Series([""] * len(frame), index=frame.index, dtype=object)
+    values = text(frame[name])
+    return pd.Series(np.where(values == None, "", values), index=frame.index, dtype=object)  # noqa: E711
 
 
 def _accel_text(accel: str) -> str:

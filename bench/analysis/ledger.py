@@ -56,7 +56,7 @@ def ledger_rows(frame: pd.DataFrame) -> list[LedgerRow]:
     memory = frame[(frame["metric"] == "memory") & ~frame["warmup"].astype(bool)]
     if memory.empty:
         return []
-    ksm = memory["label.ksm"].fillna("").astype(str) if "label.ksm" in memory else ""
+    ksm = memory["label.ksm"].astype(object).fillna("").astype(str) if "label.ksm" in memory else ""
     memory = memory.assign(_ksm=ksm)
     rows: list[LedgerRow] = []
     for (backend, ksm_state), group in memory.groupby(["backend", "_ksm"], sort=False):

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from bench.analysis.columns import equals
+
 NOISE_METRIC = "noise"
 NOISE_VIEWS = (
     "foreign_cpu_cores",
@@ -59,7 +61,7 @@ def is_noise(frame: pd.DataFrame) -> pd.Series:
     """Mask of host noise records in a samples frame."""
     if frame.empty or "metric" not in frame.columns:
         return pd.Series(False, index=frame.index, dtype=bool)
-    return frame["metric"].astype(str) == NOISE_METRIC
+    return pd.Series(equals(frame["metric"], NOISE_METRIC), index=frame.index)
 
 
 def without_noise(frame: pd.DataFrame) -> pd.DataFrame:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from bench.analysis.columns import equals, text, unique_text
+
 # Isolation classes from the least to the most: the order readers expect.
 MECHANISM_ORDER = ("native", "container", "sandbox", "vm")
 MECHANISM_COLUMN = "label.mechanism"
@@ -44,14 +46,14 @@ def backend_mechanisms(frame: pd.DataFrame) -> dict[str, str]:
     """Backend name -> mechanism class, as the samples record it ("" when none does)."""
     if frame.empty or "backend" not in frame.columns:
         return {}
-    backends = frame["backend"].astype(str)
-    found: dict[str, str] = {str(b): "" for b in pd.unique(backends)}
+    found: dict[str, str] = {b: "" for b in unique_text(frame["backend"])}
     if MECHANISM_COLUMN in frame.columns:
-        mechanisms = frame[MECHANISM_COLUMN]
-        known = mechanisms.notna()
-        pairs = pd.DataFrame({"b": backends[known], "m": mechanisms[known].astype(str)})
-        for backend, mechanism in pairs.drop_duplicates("b").itertuples(index=False):
-            found[str(backend)] = str(mechanism)
+        mechanisms = text(frame[MECHANISM_COLUMN])
+        for backend in found:
+            named = mechanisms[equals(frame["backend"], backend)]
+            named = named[named != None]  # noqa: E711 - elementwise on an object array
+            if named.size:
+                found[backend] = str(named[0])
     return found
 
 

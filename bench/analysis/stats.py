@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from bench.analysis.columns import text
 from bench.analysis.noise import without_noise
 
 CONFIDENCE = 0.95
@@ -371,19 +372,26 @@ def view_labels(frame: pd.DataFrame) -> pd.Series:
     """
     if "label.view" not in frame.columns:
         return pd.Series("", index=frame.index, dtype=object)
-    view = frame["label.view"].astype(object).where(frame["label.view"].notna(), "").astype(str)
+    view = text(frame["label.view"])
+    view = np.where(view == None, "", view)  # noqa: E711 - elementwise on an object array
     if "label.role" not in frame.columns:
-        return view
-    role = frame["label.role"].astype(object).where(frame["label.role"].notna(), "").astype(str)
-    plain = role.isin(["", "total", "cgroup", "host"]) | (view == "")
-    return view.where(plain, view + ":" + role)
+        return pd.Series(view, index=frame.index, dtype=object)
+    role = text(frame["label.role"])
+    role = np.where(role == None, "", role)  # noqa: E711
+    plain = np.isin(role, ["", "total", "cgroup", "host"]) | (view == "")
+    combined = view.astype(object)
+    joined = ~plain
+    if joined.any():
+        combined[joined] = [f"{v}:{r}" for v, r in zip(view[joined], role[joined], strict=True)]
+    return pd.Series(combined, index=frame.index, dtype=object)
 
 
 def measured(frame: pd.DataFrame) -> pd.DataFrame:
     """Measured samples only: warmups dropped (failed ones kept, to be counted)."""
     if frame.empty or "warmup" not in frame:
         return frame
-    return frame[~frame["warmup"].astype(bool)]
+    warmup = frame["warmup"].to_numpy(dtype=bool)
+    return frame[~warmup] if warmup.any() else frame
 
 
 def accel_of(frame: pd.DataFrame) -> str:
@@ -411,6 +419,10 @@ def summarize_stats(
         data = data.assign(block=0)
     keys = ["run_id", "metric", "backend", "case", "_view"]
     stage_names = stage_columns(data) if stages else []
+    # grouping reorders every column it carries: carry only those read below
+    wanted = [*keys, "ok", "unit", "block", "value", *stage_names]
+    wanted += [c for c in ("label.accel", "label.step") if c in data.columns]
+    data = data[wanted]
     groups = data.groupby(keys, sort=True, observed=True)
     for (run_id, metric, backend, case, view), group in groups:
         ok = group["ok"].to_numpy(dtype=bool)

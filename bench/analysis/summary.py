@@ -36,8 +36,16 @@ def summarize(frame: pd.DataFrame) -> list[SummaryRow]:
     if frame.empty:
         return []
     measured = frame[~frame["warmup"].astype(bool)].copy()
-    view = measured["label.view"].fillna("").astype(str) if "label.view" in measured else None
-    role = measured["label.role"].fillna("").astype(str) if "label.role" in measured else None
+    view = (
+        measured["label.view"].astype(object).fillna("").astype(str)
+        if "label.view" in measured
+        else None
+    )
+    role = (
+        measured["label.role"].astype(object).fillna("").astype(str)
+        if "label.role" in measured
+        else None
+    )
     measured["_view"] = view if view is not None else ""
     if view is not None and role is not None:
         plain = role.isin(["", "total", "cgroup", "host"])

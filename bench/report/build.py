@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from bench import __version__
+from bench.analysis.columns import equals, isin, unique_text
 from bench.analysis.compare import (
     CompareError,
     ComparisonReport,
@@ -100,6 +101,7 @@ class Table:
     caption: str = ""
     numeric: frozenset[int] = frozenset()
     row_classes: list[str] = field(default_factory=list)
+    css: str = ""  # "wide": cells never wrap; the table scrolls inside its frame instead
     kind: str = "table"
 
 
@@ -198,7 +200,10 @@ class _Ids:
 
 def _of_metric(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     """The samples of one metric (an empty frame stays as it is)."""
-    return frame[frame["metric"].astype(str) == metric] if not frame.empty else frame
+    if frame.empty:
+        return frame
+    mask = equals(frame["metric"], metric)
+    return frame if mask.all() else frame[mask]
 
 
 def _unmeasured(section: Section, text: str) -> Section:
@@ -232,7 +237,8 @@ def build_report(
     frame = without_noise(all_measured)
     if not frame.empty:
         frame = frame.assign(_view=view_labels(frame))
-    ok = frame[frame["ok"].to_numpy(dtype=bool)] if not frame.empty else frame
+    succeeded = frame["ok"].to_numpy(dtype=bool) if not frame.empty else None
+    ok = frame if succeeded is None or succeeded.all() else frame[succeeded]
     stats = summarize_stats(dataset.samples, stages=True) if not frame.empty else []
     ids = _Ids()
     naming = _Naming(dataset, ok)
@@ -327,8 +333,8 @@ def _banners(dataset: Dataset, frame: pd.DataFrame, statuses: dict[str, str]) ->
     for run_id, run in dataset.runs.items():
         in_samples = False
         if not frame.empty and "label.accel" in frame.columns:
-            part = frame[frame["run_id"].astype(str) == run_id]
-            in_samples = bool((part["label.accel"].astype(str) == "tcg").any())
+            mine = equals(frame["run_id"], run_id)
+            in_samples = bool((mine & equals(frame["label.accel"], "tcg")).any())
         decided = any(d.startswith("tcg") for d in _accel_decisions(run))
         if in_samples or decided:
             tcg_runs.append(run)
@@ -399,7 +405,7 @@ def _startup_cell(row: BackendHeadline) -> Cell:
     s = row.startup
     sub = f"p95 {format_quantity(s.p95_s, 's')}"
     if not row.is_native and "startup" in row.multiples:
-        sub += f" · {multiple_text(row.multiples['startup'])} native"
+        sub += f" · {multiple_text(row.multiples['startup'])}"
     if s.failed:
         sub += f" · {s.failed} failed"
     return Cell(format_quantity(s.median_s, "s"), sub, css="fail" if s.failed else "")
@@ -409,25 +415,21 @@ def _memory_cell(row: BackendHeadline) -> Cell:
     m = row.memory
     if m is None:
         return Cell("-")
-    text = format_quantity(m.pss_mib, "MiB") + " PSS" if m.pss_mib is not None else "-"
+    text = format_quantity(m.pss_mib, "MiB") if m.pss_mib is not None else "-"
     if row.is_native:
-        sub = "the native floor"
+        sub = "the floor"
     elif m.pss_overhead_mib is None:
         sub = ""
     elif m.overhead_distinguishable:
-        sub = f"+{format_quantity(m.pss_overhead_mib, 'MiB')} over native"
+        sub = f"+{format_quantity(m.pss_overhead_mib, 'MiB')}"
     else:
-        sub = "no more than native"
+        sub = "≈ native"
     if not row.is_native and "memory" in row.multiples:
         sub += f" · {multiple_text(row.multiples['memory'])}"
     detail = ""
     if m.slope_overhead_mib is not None:
         low, high = m.slope_ci_mib
-        ci = (
-            f" [{low:+.1f}, {high:+.1f}] MiB"
-            if low is not None and high is not None
-            else ""
-        )
+        ci = f" [{low:+.1f}, {high:+.1f}] MiB" if low is not None and high is not None else ""
         finding = m.slope_finding or "distinguishable from 0"
         if "not distinguishable" in finding or "below native" in finding:
             detail = (
@@ -443,11 +445,9 @@ def _density_cell(row: BackendHeadline) -> Cell:
     d = row.density
     if d is None:
         return Cell("-")
-    sub = f"stop: {d.stop_reason}"
+    sub = d.stop_reason
     if d.knee_count is not None:
         sub += f" · knee {d.knee_count}"
-    if not row.is_native and "density" in row.multiples:
-        sub += f" · {multiple_text(row.multiples['density'])}"
     return Cell(f"{d.count:.0f}", sub, d.stop_detail)
 
 
@@ -472,20 +472,21 @@ def _headline_table(rows: list[BackendHeadline], runs: int) -> tuple[Table | Non
     if not rows:
         return None, [Note(f"No measured samples: {NOT_MEASURED}.")]
     columns: list[tuple[str, Any]] = [
-        ("backend", lambda r: Cell(r.backend, r.mechanism)),
         (
-            "accel",
-            lambda r: Cell(r.accel, css="alert" if r.accel.startswith("TCG") else ""),
+            "backend · accel",
+            lambda r: Cell(
+                r.backend, f"{r.mechanism} · {r.accel}" if r.accel != "-" else r.mechanism
+            ),
         ),
     ]
     if any(r.startup for r in rows):
-        columns.append(("startup to READY (median)", _startup_cell))
+        columns.append(("startup to READY: median, p95 · x native", _startup_cell))
     if any(r.memory for r in rows):
-        columns.append(("memory per idle instance", _memory_cell))
+        columns.append(("memory per idle instance (PSS): + over native · x", _memory_cell))
     if any(r.density for r in rows):
-        columns.append(("density reached", _density_cell))
+        columns.append(("density: instances · stop reason", _density_cell))
     if any(r.limits for r in rows):
-        columns.append(("limits enforced", _limits_cell))
+        columns.append(("limits enforced (n/a apart)", _limits_cell))
     body = [[get(row) for _, get in columns] for row in rows]
     absent = [
         name
@@ -499,7 +500,7 @@ def _headline_table(rows: list[BackendHeadline], runs: int) -> tuple[Table | Non
     ]
     caption = (
         "Medians of measured samples (warmups excluded, failures counted apart); "
-        "Nx = N times the native process."
+        "Nx = N times the native process; TCG = a VM under software emulation."
     )
     if runs > 1:
         caption += f" Pooled over {runs} runs; the verdicts compare them."
@@ -513,7 +514,7 @@ def _headline_table(rows: list[BackendHeadline], runs: int) -> tuple[Table | Non
 
 def _verdict_cells(row: ComparisonRow) -> list[CellValue]:
     return [
-        Cell(row_title(row), detail="; ".join(row.warnings)),
+        _what(row, False),
         format_quantity(row.median_baseline, row.unit),
         format_quantity(row.median_contender, row.unit),
         format_difference(row),
@@ -531,8 +532,19 @@ def _verdicts_table(comparisons: list[tuple[str, ComparisonReport]]) -> Table | 
     ]
     if not rows:
         return None
-    rank = {"slower": 0, "faster": 0, "larger": 0, "smaller": 0, "higher": 0, "lower": 0}
-    rows.sort(key=lambda r: (rank.get(r.outcome.split(" ")[0], 1), row_title(r)))
+    decisive = {"slower", "faster", "larger", "smaller", "higher", "lower"}
+    metrics = ("startup", "memory", "density", "limits")
+    headline_views = {"", "pss", "count_reached", "memavailable_slope_overhead"}
+
+    def priority(row: ComparisonRow) -> tuple[int, int, int, str]:
+        return (
+            0 if row.outcome.split(" ")[0] in decisive else 1,
+            0 if row.view in headline_views else 1,
+            metrics.index(row.metric) if row.metric in metrics else len(metrics),
+            row_title(row),
+        )
+
+    rows.sort(key=priority)
     shown = rows[:FIRST_SCREEN_VERDICTS]
     caption = (
         f"Each run against the first of its scenario (block-level 95% t interval; "
@@ -637,13 +649,20 @@ def _startup_section(
     data = _of_metric(frame, "startup")
     if data.empty:
         return _unmeasured(section, f"Startup: {NOT_MEASURED}.")
-    cases = list(pd.unique(data["case"].astype(str)))
+    cases = unique_text(data["case"])
     multi_case = len(cases) > 1
     for case in cases:
-        part = data[data["case"].astype(str) == case]
+        in_case = equals(data["case"], case)
+        part = data if in_case.all() else data[in_case]
         groups: list[tuple[str, Any]] = []
         frames: list[tuple[str, pd.DataFrame]] = []
-        for (run_id, backend), group in part.groupby(
+        carried = [
+            "run_id",
+            "backend",
+            "value",
+            *(c for c in part.columns if c.startswith("stage.")),
+        ]
+        for (run_id, backend), group in part[carried].groupby(
             ["run_id", "backend"], observed=True, sort=False
         ):
             label = naming.label(str(run_id), str(backend))
@@ -760,11 +779,23 @@ def _median(values: Any) -> float | None:
 # --- backends compared within each run -------------------------------------------------
 
 
+def _what(row: ComparisonRow, with_case: bool) -> str:
+    """A row's quantity: metric, backend, case (only when it tells rows apart), view, stage."""
+    parts = [row.metric, row.backend]
+    if with_case:
+        parts.append(row.case)
+    if row.view:
+        parts.append(row.view)
+    if row.stage != VALUE_STAGE:
+        parts.append(row.stage)
+    return " ".join(parts)
+
+
 def _comparison_table(report: ComparisonReport, caption: str, with_run: bool) -> Table:
     columns = [
         "what",
-        "baseline",
-        "contender",
+        "baseline median",
+        "contender median",
         "ratio [95% CI]",
         "difference",
         "margin",
@@ -777,8 +808,14 @@ def _comparison_table(report: ComparisonReport, caption: str, with_run: bool) ->
     rows: list[list[CellValue]] = []
     classes = []
     for row in report.rows:
+        what = _what(
+            row,
+            len({(r.metric, r.case) for r in report.rows}) > len({r.metric for r in report.rows}),
+        )
+        if report.group_by == "backend":  # the baseline is named in the caption
+            what = what.replace(f"{report.baseline} -> ", "")
         cells: list[CellValue] = [
-            Cell(row_title(row), detail="; ".join(row.warnings)),
+            what,
             format_quantity(row.median_baseline, row.unit),
             format_quantity(row.median_contender, row.unit),
             format_ratio(row),
@@ -793,7 +830,8 @@ def _comparison_table(report: ComparisonReport, caption: str, with_run: bool) ->
         rows.append(cells)
         classes.append(f"outcome-{row.outcome.split(' ')[0]}")
     numeric_from = 2 if with_run else 1
-    return Table(columns, rows, caption, frozenset(range(numeric_from, numeric_from + 7)), classes)
+    numeric = frozenset(range(numeric_from, numeric_from + 7))
+    return Table(columns, rows, caption, numeric, classes, css="wide")
 
 
 def _comparison_notes(report: ComparisonReport) -> list[Item]:
@@ -975,7 +1013,7 @@ def _density_section(frame: pd.DataFrame, naming: _Naming, ids: _Ids) -> Section
     data = _of_metric(frame, "density")
     if data.empty:
         return _unmeasured(section, f"Density: {NOT_MEASURED}.")
-    multi_case = data["case"].astype(str).nunique() > 1
+    multi_case = len(unique_text(data["case"])) > 1
     stops = data[data["_view"] == "count_reached"]
     stop_of: dict[tuple[str, str, str], Any] = {}
     for _, record in stops.iterrows():
@@ -1200,7 +1238,7 @@ def _cross_run_comparisons(
         if len(run_ids) < 2:
             continue
         subset = Dataset(
-            dataset.samples[dataset.samples["run_id"].astype(str).isin(run_ids)],
+            dataset.samples[isin(dataset.samples["run_id"], run_ids)],
             {r: dataset.runs[r] for r in run_ids},
             dataset.warnings,
         )
@@ -1261,6 +1299,7 @@ def _comparison_section(
 
 # --- statistics tables, warnings and scenarios -----------------------------------------
 
+
 def _stat_cells(row: StatRow) -> list[str]:
     s, unit = row.stats, row.unit
     return [
@@ -1299,7 +1338,7 @@ def _stats_table(rows: Iterable[StatRow], lead: Sequence[str], lead_of: Any, cap
         classes.append("unstable" if row.stats.unstable or row.stats.warnings else "")
     first = len(lead)
     numeric = frozenset(range(first, first + len(_STAT_COLUMNS)))
-    return Table([*lead, *_STAT_COLUMNS], body, caption, numeric, classes)
+    return Table([*lead, *_STAT_COLUMNS], body, caption, numeric, classes, css="wide")
 
 
 def _stability_section(stats: list[StatRow], dataset: Dataset, noise: pd.DataFrame) -> Section:

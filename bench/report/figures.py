@@ -305,53 +305,61 @@ def startup_split(part: pd.DataFrame) -> tuple[float, dict[str, float]]:
 
 
 def startup_split_figure(groups: Sequence[tuple[str, pd.DataFrame]], title: str) -> Figure:
-    """Stacked bars per group whose length is the median to READY, split into its stages."""
+    """Per group, the median to READY as one bar of 100%, split into its stages.
+
+    Backends differ by 400x (a process vs a TCG guest), so absolute stacked bars would
+    hide the small ones and a log axis would distort the parts: each bar is its own
+    median (written at its end), the parts are shares of it; hover gives milliseconds.
+    """
     labels = [label for label, _ in groups]
     splits = [startup_split(part) for _, part in groups]
     traces: list[dict[str, Any]] = []
     for (name, text), colour in zip(STARTUP_SEGMENTS, SEGMENT_COLOURS, strict=False):
-        values = [split.get(name, math.nan) * 1e3 for _, split in splits]
-        if all(not math.isfinite(v) or v == 0 for v in values):
+        ms = [split.get(name, math.nan) * 1e3 for _, split in splits]
+        if all(not math.isfinite(v) or v == 0 for v in ms):
             continue
+        shares = [
+            100 * split.get(name, math.nan) / median if median and median > 0 else math.nan
+            for median, split in splits
+        ]
         traces.append(
             {
                 "type": "bar",
                 "orientation": "h",
                 "name": text,
                 "y": labels,
-                "x": rounded(values),
+                "x": rounded(shares),
+                "customdata": rounded(ms),
                 "marker": {"color": colour},
-                "hovertemplate": f"{text}: %{{x}} ms<extra>%{{y}}</extra>",
+                "hovertemplate": f"{text}: %{{customdata}} ms (%{{x:.1f}}%)<extra>%{{y}}</extra>",
             }
         )
     totals = [median * 1e3 for median, _ in splits]
-    traces.append(
+    annotations = [
         {
-            "type": "scatter",
-            "mode": "text",
-            "x": rounded(totals),
-            "y": labels,
-            "text": [f" {v:.4g} ms" if math.isfinite(v) else "" for v in totals],
-            "textposition": "middle right",
-            "showlegend": False,
-            "hoverinfo": "skip",
+            "x": 100,
+            "y": label,
+            "xanchor": "left",
+            "text": f" {total:.4g} ms",
+            "showarrow": False,
+            "font": {"size": 12},
         }
-    )
-    log = bool(totals) and _log_axis_wanted(
-        min((t for t in totals if t > 0), default=1), max(totals, default=1)
-    )
+        for label, total in zip(labels, totals, strict=True)
+        if math.isfinite(total)
+    ]
     layout = base_layout(
         title,
-        "ms to READY (median; parts by mean share)" + (" - log scale" if log else ""),
+        "% of the median to READY (its value at the end of each bar)",
         "backend",
         barmode="stack",
     )
-    if log:
-        layout["xaxis"]["type"] = "log"
-        layout["xaxis"].update(log_ticks(min(t for t in totals if t > 0) / 50, max(totals) * 3))
-    layout["height"] = max(260, 130 + 42 * len(labels))
+    layout["xaxis"]["range"] = [0, 100]
+    layout["xaxis"]["ticksuffix"] = "%"
+    layout["margin"] = {"l": 70, "r": 90, "t": 50, "b": 50}
+    layout["annotations"] = annotations
+    layout["height"] = max(260, 140 + 40 * len(labels))
     layout["yaxis"]["autorange"] = "reversed"
-    layout["legend"] = {"orientation": "h", "y": -0.25}
+    layout["legend"] = {"orientation": "h", "y": -0.3}
     return {"data": traces, "layout": layout}
 
 

@@ -148,9 +148,7 @@ def _short(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def trend_model(
-    host: str, scenario: str, entries: list[dict[str, Any]], page: str
-) -> ReportModel:
+def trend_model(host: str, scenario: str, entries: list[dict[str, Any]], page: str) -> ReportModel:
     """A host and scenario over time: each headline figure per backend, change points marked."""
     entries = sorted(entries, key=lambda e: (e["started_at_utc"], e["run_id"]))
     ids = _Ids()

@@ -136,7 +136,7 @@ def publish_site(
     say = progress or (lambda _text: None)
     site = Path(site)
     site.mkdir(parents=True, exist_ok=True)
-    manifest = {} if full else _read_manifest(site)
+    manifest = _read_manifest(site)
     old_runs: dict[str, Any] = manifest.get("runs", {})
     warnings: list[str] = []
     found: dict[str, tuple[Path, dict[str, Any], str]] = {}
@@ -158,7 +158,8 @@ def publish_site(
         fingerprint = _fingerprint(directory, status)
         previous = old_runs.get(run_id)
         page = run_page_path(_host_of(record), run_id)
-        if previous and previous.get("fingerprint") == fingerprint and (site / page).is_file():
+        unchanged = previous is not None and previous.get("fingerprint") == fingerprint
+        if unchanged and not full and (site / page).is_file():
             runs[run_id] = previous
             kept += 1
             continue
@@ -376,9 +377,7 @@ def _compare_kernels(directories: Iterable[Path], baseline: str) -> dict[str, An
 # --- overview pages ----------------------------------------------------------------------
 
 
-def _write_overview_pages(
-    site: Path, runs: dict[str, Any], kernel_pairs: dict[str, Any]
-) -> int:
+def _write_overview_pages(site: Path, runs: dict[str, Any], kernel_pairs: dict[str, Any]) -> int:
     from bench.report.pages import index_model, kernels_model, trend_model
     from bench.report.render import render_html
 

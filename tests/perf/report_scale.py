@@ -1,6 +1,9 @@
-"""Scale figures for the analysis layer (prints, never asserts; issue 6's must-reach targets).
+"""Scale figures for the analysis layer (prints, never asserts).
 
-1. ``bench report`` over a run of 1,000,000 samples: target <= 10 s and HTML <= 10 MB.
+1. ``bench report`` over a run of 1,000,000 samples: target <= 3 s from the CLI once the
+   run is compacted (samples.parquet beside the journal, built by the first read: at the
+   end of ``bench run`` its report does it), and HTML <= 10 MB. The first, cold read is
+   printed too.
 2. ``bench compare`` of two runs of 100,000 samples each: target <= 2 s.
 
 The runs are made from a real run's sample lines (tests/data/runs/tcg: process, docker
@@ -83,20 +86,29 @@ def main() -> None:
             f"{time.perf_counter() - started:.1f} s (not timed)"
         )
 
+        seconds, code = timed_cli("report", str(big), "-o", str(root / "big-cold.html"))
+        print(
+            f"report, {report_samples:,} samples (CLI, cold: decodes the journal and writes "
+            f"samples.parquet, {(big / 'samples.parquet').stat().st_size / 1e6:.1f} MB; "
+            f"exit {code}): {seconds:.2f} s"
+        )
         started = time.perf_counter()
         dataset = load_dataset(big, labels=ANALYSIS_LABELS)
         loaded = time.perf_counter() - started
         outcome = write_report(dataset, root / "big.html")
         total = loaded + outcome.seconds
         print(
-            f"report, {report_samples:,} samples (library): {total:.2f} s "
+            f"report, {report_samples:,} samples (library, warm): {total:.2f} s "
             f"(load {loaded:.2f} s, analyse+render+write {outcome.seconds:.2f} s), "
-            f"HTML {outcome.size_bytes / 1e6:.2f} MB, {outcome.plots} plots  "
-            f"[target <= 10 s, <= 10 MB]"
+            f"HTML {outcome.size_bytes / 1e6:.2f} MB, {outcome.plots} plots"
         )
         del dataset
         seconds, code = timed_cli("report", str(big), "-o", str(root / "big-cli.html"))
-        print(f"report, {report_samples:,} samples (CLI, exit {code}): {seconds:.2f} s")
+        size = (root / "big-cli.html").stat().st_size / 1e6
+        print(
+            f"report, {report_samples:,} samples (CLI, warm, exit {code}): {seconds:.2f} s, "
+            f"HTML {size:.2f} MB  [target <= 3 s, <= 10 MB]"
+        )
 
         run_a = make_run(root / "cmp", "20261130T000001Z-scale-aaaaaa", compare_samples, 2)
         run_b = make_run(root / "cmp", "20261130T000002Z-scale-bbbbbb", compare_samples, 3)
