@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -131,3 +132,114 @@ def test_an_interrupt_anywhere_leaves_nothing_and_keeps_the_samples(
         left = [n for n in backend.leftovers() if instance_run_suffix(n) == suffix]
         backend.close()
         assert not left, f"{name} left {left} after {how.name}"
+
+
+class _SocketProxy:
+    """A unix-socket proxy to the Docker engine that can be cut: the engine 'dies'."""
+
+    def __init__(self, path: Path, target: str = "/var/run/docker.sock") -> None:
+        import socket
+
+        self.path = path
+        self.target = target
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(str(path))
+        self.server.listen(64)
+        self.alive = True
+        self.connections: list[object] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while self.alive:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.connect(self.target)
+            self.connections += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: object, sink: object) -> None:
+        try:
+            while data := source.recv(65536):  # type: ignore[attr-defined]
+                sink.sendall(data)  # type: ignore[attr-defined]
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.close()  # type: ignore[attr-defined]
+
+    def cut(self) -> None:
+        """The engine is gone: refuse new connections and drop the open ones."""
+        self.alive = False
+        self.server.close()
+        for connection in self.connections:
+            with contextlib.suppress(OSError):
+                connection.close()  # type: ignore[attr-defined]
+        self.path.unlink(missing_ok=True)
+
+
+@pytest.mark.docker
+@pytest.mark.usefixtures("process_backend", "docker_backend", "no_leftovers")
+def test_an_engine_that_dies_mid_run_gives_error_samples_and_the_others_go_on(
+    tmp_path: Path,
+) -> None:
+    import json
+    import os
+
+    proxy = _SocketProxy(tmp_path / "docker.sock")
+    scenario = tmp_path / "mixed.yaml"
+    scenario.write_text(
+        "name: dies\nbackends: [process, docker]\nsamples: 30\nwarmups: 0\nsettle_s: 0.05\n"
+    )
+    results = tmp_path / "results"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "run",
+            str(scenario),
+            "--results",
+            str(results),
+            "--no-report",
+        ],
+        cwd=REPO,
+        env={**os.environ, "DOCKER_HOST": f"unix://{proxy.path}"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = list(results.glob("*/*/samples.jsonl"))
+        if found and len(found[0].read_text().splitlines()) >= 10:
+            break
+        time.sleep(0.05)
+    proxy.cut()
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 1, stderr
+    run_dir = next(results.glob("*/*"))
+    records = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    docker_failed = [r for r in records if r["backend"] == "docker" and not r["ok"]]
+    process_after = [
+        r
+        for r in records
+        if r["backend"] == "process" and r["ok"] and r["seq"] > min(x["seq"] for x in docker_failed)
+    ]
+    assert docker_failed, "the engine's death shows as docker error samples"
+    assert all(r["error"] for r in docker_failed), "each says why"
+    assert len(process_after) >= 5, "the other backend went on"
+    assert read_run(run_dir)["status"] == "complete"
+    # what the dead engine could not remove is bench clean's (through the real engine)
+    cleaned = subprocess.run(
+        [sys.executable, "-m", "bench", "clean"], cwd=REPO, capture_output=True, text=True
+    )
+    assert cleaned.returncode == 0, cleaned.stdout + cleaned.stderr
