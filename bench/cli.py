@@ -297,6 +297,12 @@ def _progress(quiet: bool) -> tuple[Progress, Any]:
         elif event.kind == "step":
             if state["task"] is not None:
                 progress.update(state["task"], advance=1, description="measuring" + estimate())
+        elif event.kind == "progress":
+            # a long step says where it is: in place on a terminal, a plain line piped
+            if state["task"] is not None and interactive:
+                progress.update(state["task"], description=event.message)
+            elif not quiet and not interactive:
+                console.print(event.message, markup=False)
         elif event.kind == "sample" and event.sample is not None:
             sample = event.sample
             if sample.metric == "noise":
@@ -309,7 +315,14 @@ def _progress(quiet: bool) -> tuple[Progress, Any]:
                         f"{sample.backend} {sample.metric} FAILED: {sample.error}", markup=False
                     )
                 return
-            if not interactive or not sample.ok:
+            # piped: one line per startup, limit check and ramp result, and every failure;
+            # a ramp's or a memory group's per-instance records stay in samples.jsonl
+            headline = sample.metric in ("startup", "limits") or sample.labels.get("view") in (
+                "count_reached",
+                "memavailable_drop",
+                "memavailable_slope",
+            )
+            if not sample.ok or (not interactive and headline):
                 console.print(_sample_line(sample), markup=False)
 
     return progress, on_event

@@ -34,7 +34,7 @@ from bench.scenario import InstanceSpec, Scenario
 class RunEvent:
     """Something the CLI may show: phase changes, a finished step or sample, a warning."""
 
-    kind: str  # "phase" | "planned" | "step" | "sample" | "warning"
+    kind: str  # "phase" | "planned" | "step" | "progress" | "sample" | "warning"
     message: str = ""
     total: int = 0
     sample: Sample | None = None
@@ -180,6 +180,10 @@ class RunContext:
     def phase(self, message: str) -> None:
         """Announce what the run is doing now."""
         self.emit(RunEvent("phase", message))
+
+    def progress(self, message: str) -> None:
+        """Say where a long step is (a ramp's count, a group's instance): shown in place."""
+        self.emit(RunEvent("progress", message))
 
     def warn(self, message: str) -> None:
         """Announce a problem once and keep it among the run's notes."""

@@ -263,6 +263,10 @@ def run_density(ctx: RunContext, backend: Backend, step: Step) -> Iterator[Sampl
             error_class = classify_error(error)
             labels["error_class"] = error_class
             error_classes[error_class] = error_classes.get(error_class, 0) + 1
+        ctx.progress(
+            f"{backend.name} ramp: {state.ready} READY, {state.failed} failed of "
+            f"{state.started} started; MemAvailable {state.mem_available_bytes / MIB:.0f} MiB"
+        )
         records = [
             step_record("startup_s", latency, "s", labels),
             step_record("mem_available", state.mem_available_bytes / MIB, "MiB", labels),

@@ -375,6 +375,7 @@ class LimitsMetric(Metric):
         checker = LimitRunner(ctx, backend, step)
         guest = GuestV2Checks(checker) if backend.capabilities.guest_kernel else None
         for kind in ctx.scenario.limits.kinds:
+            ctx.progress(f"limits {backend.name}: {kind}")
             checks: list[LimitCheck] = []
             try:
                 checks.extend(getattr(checker, kind)())

@@ -233,6 +233,7 @@ def measure_memory(ctx: RunContext, backend: Backend, step: Step) -> list[Sample
                 instances.append(instance)
                 backend.start(spec, instance.name, ctx.run_id, instance)
                 backend.wait_ready(instance, ctx.scenario.timeout_s)
+                ctx.progress(f"memory {backend.name}: {number} of {count} idle instances")
                 if options.step_settle_s:
                     time.sleep(options.step_settle_s)
                 points.append(point(number))
