@@ -21,7 +21,7 @@ import pandas as pd
 
 from bench.analysis.order import PALETTE
 from bench.analysis.stats import FloatArray, as_sorted_array
-from bench.analysis.units import display_scale
+from bench.analysis.units import display_scale, format_quantity
 
 ECDF_POINTS = 200
 CURVE_POINTS = 400
@@ -340,7 +340,7 @@ def startup_split_figure(groups: Sequence[tuple[str, pd.DataFrame]], title: str)
             "x": 100,
             "y": label,
             "xanchor": "left",
-            "text": f" {total:.4g} ms",
+            "text": " " + format_quantity(total / 1e3, "s"),
             "showarrow": False,
             "font": {"size": 12},
         }

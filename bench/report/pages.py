@@ -181,7 +181,7 @@ def trend_model(host: str, scenario: str, entries: list[dict[str, Any]], page: s
                 changes.append(
                     [
                         backend,
-                        title.split(",")[0],
+                        title,
                         Cell(after["run_id"], href=_relative(page, after["page"])),
                         f"{_value_text(change.median_before, unit)} → "
                         f"{_value_text(change.median_after, unit)}",

@@ -43,11 +43,11 @@ MANIFEST_FILE = "manifest.json"
 PLOTLY_ASSET = "assets/plotly.min.js"
 # The figures a trend page follows per backend, with their unit and title.
 TREND_FIGURES: tuple[tuple[str, str, str], ...] = (
-    ("startup_median_s", "s", "Startup to READY, median of the run"),
-    ("startup_p95_s", "s", "Startup to READY, p95 of the run"),
-    ("pss_mib", "MiB", "PSS per idle instance, median of the run"),
+    ("startup_median_s", "s", "Startup to READY: median of the run"),
+    ("startup_p95_s", "s", "Startup to READY: p95 of the run"),
+    ("pss_mib", "MiB", "PSS per idle instance: median of the run"),
     ("density_count", "instances", "Density: instances reached"),
-    ("limits_enforced_fraction", "fraction", "Limits enforced (of those that apply)"),
+    ("limits_enforced_fraction", "fraction", "Limits enforced: of those that apply"),
 )
 
 Progress = Callable[[str], None]
