@@ -315,3 +315,15 @@ def test_render_is_deterministic_apart_from_the_timestamp() -> None:
     first, second = build_report(dataset), build_report(dataset)
     second.generated_at_utc = first.generated_at_utc
     assert render_html(first) == render_html(second)
+
+
+def test_the_labels_analysis_reads_are_all_the_report_needs() -> None:
+    """write_report loads only ANALYSIS_LABELS: the page must equal one built from every label."""
+    from bench.analysis.dataset import ANALYSIS_LABELS
+
+    for run in (MINI_RUN, QUICK_RUN):
+        full, slim = (
+            build_report(load_dataset(run, labels=labels)) for labels in (None, ANALYSIS_LABELS)
+        )
+        slim.generated_at_utc = full.generated_at_utc
+        assert render_html(full) == render_html(slim)

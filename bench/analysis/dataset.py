@@ -97,6 +97,16 @@ ANALYSIS_LABELS = (
     "evidence",
     "series",
     "window_s",
+    # the summary, the ledger and the density plots
+    "ci_low_mib",
+    "ci_high_mib",
+    "finding",
+    "stop_detail",
+    "knee_count",
+    "slo_p99_s",
+    "mem_floor_mib",
+    "ksm",
+    "reason",
 )
 
 # Short names for the host facts people group by most; anything else is a dotted path.

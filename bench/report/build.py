@@ -1134,7 +1134,7 @@ def _set_cell(set_value: float | None, set_unit: str, evidence: Any) -> CellValu
     headroom = _float(evidence.get("headroom_mib"))
     sub = ""
     if footprint is not None and headroom is not None:
-        sub = f"= {footprint:.0f} MiB runtime + {headroom:g} MiB"
+        sub = f"= {footprint:.1f} MiB runtime + {headroom:g} MiB, rounded up"
     return Cell(text, sub, str(evidence.get("derivation")))
 
 
