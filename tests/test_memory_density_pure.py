@@ -249,3 +249,14 @@ def test_knee_of_a_startup_curve() -> None:
 def test_host_oom_stops_a_ramp_first() -> None:
     state = RampState(started=3, ready=3, host_oom_kills=1)
     assert stop_reason(state, OPTIONS) == "host_oom"
+
+
+def test_only_a_global_oom_kill_counts_as_the_hosts() -> None:
+    from bench.metrics.density import KernelOomWatch, is_global_oom_record
+
+    memcg = b"3,7926,7445392869,-;Memory cgroup out of memory: Killed process 20696 (qemu)"
+    host = b"3,7927,7445392900,-;Out of memory: Killed process 4242 (qemu-system-x86)"
+    assert not is_global_oom_record(memcg)
+    assert is_global_oom_record(host)
+    watch = KernelOomWatch("/nonexistent/kmsg")
+    assert not watch.available and watch.poll() == 0

@@ -72,6 +72,57 @@ def read_vmstat(proc: str = "/proc") -> dict[str, int]:
     return values
 
 
+class KernelOomWatch:
+    """Counts the host's *global* OOM kills from /dev/kmsg, from now on.
+
+    /proc/vmstat's oom_kill also counts kills inside memory cgroups (a limit check, any
+    container over its limit): only the kernel's log tells a global "Out of memory:
+    Killed process" from a "Memory cgroup out of memory: ...". Without /dev/kmsg the
+    watch counts nothing and says so (``available``).
+    """
+
+    def __init__(self, path: str = "/dev/kmsg") -> None:
+        self.kills = 0
+        self._fd: int | None = None
+        try:
+            self._fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            os.lseek(self._fd, 0, os.SEEK_END)
+        except OSError:
+            self.close()
+
+    @property
+    def available(self) -> bool:
+        """Whether the kernel's log can be read at all."""
+        return self._fd is not None
+
+    def poll(self) -> int:
+        """Read the records logged since the last call; return the global OOM kills so far."""
+        while self._fd is not None:
+            try:
+                record = os.read(self._fd, 8192)
+            except BlockingIOError:
+                break
+            except OSError:  # EPIPE: records were overwritten before we read them
+                continue
+            if not record:
+                break
+            self.kills += is_global_oom_record(record)
+        return self.kills
+
+    def close(self) -> None:
+        """Stop watching."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+
+def is_global_oom_record(record: bytes) -> bool:
+    """True for the kernel's record of a global OOM kill (not a memory cgroup's). Pure."""
+    text = record.split(b";", 1)[-1]
+    return text.startswith(b"Out of memory: Killed process")
+
+
 def knee_index(values: list[float]) -> int | None:
     """Where a rising curve bends upwards (Kneedle, Satopaa et al., 2011); None if never.
 
@@ -112,7 +163,11 @@ def p99(values: list[float]) -> float:
 
 
 def stop_reason(state: RampState, options: DensityOptions) -> str | None:
-    """The first stop rule that fires for ``state``, or None to keep ramping. Pure."""
+    """The first stop rule that fires for ``state``, or None to keep ramping. Pure.
+
+    ``host_oom`` is the host's own OOM killer (global memory exhausted), never a kill
+    inside a memory cgroup: those are limits doing their job.
+    """
     if state.host_oom_kills > 0:
         return STOP_HOST_OOM
     if state.started >= options.max_count:
@@ -188,6 +243,7 @@ def run_density(ctx: RunContext, backend: Backend, step: Step) -> Iterator[Sampl
     origin = time.monotonic()
     cpu_origin_s = harness_cpu_s()
     vmstat_origin = read_vmstat()
+    oom_watch = KernelOomWatch()
     psi_origin = psi_some_total_us("memory")
     error_classes: dict[str, int] = {}
     last_pss_s = 0.0
@@ -237,11 +293,9 @@ def run_density(ctx: RunContext, backend: Backend, step: Step) -> Iterator[Sampl
         rss = rss_bytes_self()
         harness_rss_max = max(harness_rss_max, rss)
         vmstat = read_vmstat()
-        state.host_oom_kills = vmstat.get("oom_kill", 0) - vmstat_origin.get("oom_kill", 0)
+        state.host_oom_kills = oom_watch.poll()
         pressure: dict[str, float] = {
-            f"{k}_since_start": v - vmstat_origin.get(k, 0)
-            for k, v in vmstat.items()
-            if k != "oom_kill"
+            f"{k}_since_start": v - vmstat_origin.get(k, 0) for k, v in vmstat.items()
         }
         psi = psi_some_total_us("memory")
         if psi is not None and psi_origin is not None:
@@ -255,7 +309,7 @@ def run_density(ctx: RunContext, backend: Backend, step: Step) -> Iterator[Sampl
             "elapsed_s": round(time.monotonic() - origin, 3),
             "harness_cpu_s": round(harness_cpu_s() - cpu_origin_s, 3),
             "accel": instance.labels.get("accel", "n/a"),
-            "host_oom_kills": state.host_oom_kills,
+            "host_oom_kills": state.host_oom_kills if oom_watch.available else None,
             **pressure,
         }
         if error:
@@ -337,6 +391,7 @@ def run_density(ctx: RunContext, backend: Backend, step: Step) -> Iterator[Sampl
                 instance.extra["start_returned"].set()
         teardown_started = time.monotonic()
         teardown_errors = _teardown(ctx, backend, instances)
+        oom_watch.close()
         executor.shutdown(wait=True, cancel_futures=True)
         teardown_s = time.monotonic() - teardown_started
     knee = knee_index(state.latencies_s)
