@@ -37,7 +37,8 @@ from bench.errors import BenchError, ResultsError
 STATUS_OK = ("ok", "partial")
 LOG_NAME = "ansible.log"
 _LOG_LINE = re.compile(
-    r"^(?:fatal|failed): \[(?P<host>[^\]]+)\]: (?P<kind>UNREACHABLE|FAILED)! => (?P<json>\{.*\})"
+    r"^(?:[0-9.]+ s \| )?(?:fatal|failed): \[(?P<host>[^\]]+)\]: "
+    r"(?P<kind>UNREACHABLE|FAILED)! => (?P<json>\{.*\})"
 )
 
 
@@ -407,8 +408,9 @@ def run_campaign(
     """Run ``ansible/fleet.yml`` over ``inventory`` and return the merged campaign.
 
     ansible-playbook's output goes to ``echo`` line by line and to the campaign's
-    ``ansible.log``. The playbook merges at its end; if it never got there (an error
-    Ansible could not survive), the merge runs here, so a campaign always ends merged.
+    ``ansible.log`` (each line prefixed with the seconds since the start). The playbook
+    merges at its end; if it never got there (an error Ansible could not survive), the
+    merge runs here, so a campaign always ends merged.
     """
     import yaml
 
@@ -445,7 +447,8 @@ def run_campaign(
         )
         assert process.stdout is not None
         for line in process.stdout:
-            log.write(line)
+            # seconds since the start on every line: where a campaign's time goes
+            log.write(f"{time.monotonic() - started:7.1f} s | {line}")
             log.flush()
             if echo is not None:
                 echo(line.rstrip("\n"))

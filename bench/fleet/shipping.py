@@ -215,13 +215,15 @@ def build_bundle(output: Path, cache: Path | None = None, with_image: bool = Tru
             old.unlink()
     staging.replace(wheelhouse)
 
-    artefacts_dir = output / "artefacts"
-    shutil.rmtree(artefacts_dir, ignore_errors=True)
+    shutil.rmtree(output / "artefacts", ignore_errors=True)  # an older bundle's layout
     probe = build_probe_static(base)
     cgexec = build_cgexec(base)
-    shipped = static_build.export(probe, base, PROBE_NAME, artefacts_dir)
-    shipped += static_build.export(cgexec, base, CGEXEC_NAME, artefacts_dir)
     image = _save_probe_image(output) if with_image else None
+    members = [probe.path, _index(base, PROBE_NAME, probe), cgexec.path]
+    members.append(_index(base, CGEXEC_NAME, cgexec))
+    if image is not None:
+        members.append(output / image["archive"])
+    artefacts = _artefacts_tar(members, output)
     description: dict[str, Any] = {
         "schema_version": BUNDLE_SCHEMA_VERSION,
         "wheelhouse": wheelhouse.name,
@@ -231,13 +233,56 @@ def build_bundle(output: Path, cache: Path | None = None, with_image: bool = Tru
         "requirements": pins,
         "extras": list(HOST_EXTRAS),
         "python": sys.implementation.cache_tag,
-        "artefacts": sorted(p.name for p in shipped),
+        "artefacts": artefacts.name,
+        "artefacts_marker": artefacts.stem.replace("artefacts-", "shipped-"),
+        "probe": probe.path.name,
         "probe_sha256": probe.sha256,
+        "cgexec": cgexec.path.name,
         "cgexec_sha256": cgexec.sha256,
         "image": image,
     }
     (output / "bundle.json").write_text(json.dumps(description, indent=2) + "\n")
     return Bundle(output, description)
+
+
+def _index(cache: Path, name: str, binary: static_build.StaticBinary) -> Path:
+    return static_build.index_path(cache, name, binary.source_key)
+
+
+def _artefacts_tar(members: list[Path], output: Path) -> Path:
+    """One tar of the artefacts a host's bench cache gets, named by their content.
+
+    Its ``shipped-<key>`` member is the marker the install's extraction is keyed on;
+    image archives go under ``images/``.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(members, key=lambda p: p.name):
+        digest.update(f"{path.name}\0{file_sha256(path)}\0".encode())
+    key = digest.hexdigest()[:16]
+    target = output / f"artefacts-{key}.tar"
+    for old in output.glob("artefacts-*.tar"):
+        if old != target:
+            old.unlink()
+    if target.is_file():
+        return target
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path in sorted(members, key=lambda p: p.name):
+            info = tarfile.TarInfo(
+                f"images/{path.name}" if path.name.startswith("image-") else path.name
+            )
+            info.size = path.stat().st_size
+            info.mode = 0o755 if os.access(path, os.X_OK) and path.suffix != ".json" else 0o644
+            info.mtime = 0
+            with open(path, "rb") as handle:
+                tar.addfile(info, handle)
+        marker = tarfile.TarInfo(f"shipped-{key}")
+        marker.mode = 0o644
+        tar.addfile(marker, io.BytesIO(b""))
+    partial = output / f".artefacts.{os.getpid()}.tar"
+    partial.write_bytes(buffer.getvalue())
+    partial.replace(target)
+    return target
 
 
 def _save_probe_image(output: Path) -> dict[str, str] | None:
