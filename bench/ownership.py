@@ -85,8 +85,29 @@ def register(run_id: str, directory: Path, active_dir: Path = ACTIVE_DIR) -> Pro
 
 def unregister(run_id: str, active_dir: Path = ACTIVE_DIR) -> None:
     """Forget ``run_id`` (the run ended)."""
-    with contextlib.suppress(OSError):
-        (active_dir / f"{run_id}.json").unlink()
+    for suffix in (".json", ".seen"):
+        with contextlib.suppress(OSError):
+            (active_dir / f"{run_id}{suffix}").unlink()
+
+
+def announce(run_id: str, others: list[str], active_dir: Path = ACTIVE_DIR) -> None:
+    """Tell each of ``others`` (alive now) that ``run_id`` started beside it.
+
+    A run that starts and ends inside another's is then still known to the other one,
+    which reads ``seen_by`` at its end.
+    """
+    for other in others:
+        with contextlib.suppress(OSError), open(active_dir / f"{other}.seen", "a") as handle:
+            handle.write(run_id + "\n")
+
+
+def seen_by(run_id: str, active_dir: Path = ACTIVE_DIR) -> list[str]:
+    """The runs that announced themselves to ``run_id`` while it ran."""
+    try:
+        text = (active_dir / f"{run_id}.seen").read_text()
+    except OSError:
+        return []
+    return [line for line in dict.fromkeys(text.split()) if line]
 
 
 def active_runs(active_dir: Path = ACTIVE_DIR) -> list[dict[str, Any]]:

@@ -351,7 +351,7 @@ def _execute(
     """Register the run as alive, run the plan from ``start``, finish on every path."""
     identity = ownership.register(ctx.run_id, store.directory)
     store.update(process=asdict(identity))
-    _note_concurrent_runs(ctx, store)
+    _note_concurrent_runs(ctx, store, first=True)
     ctx.emit(RunEvent("planned", f"run {ctx.run_id}", total=len(steps) - start))
     status = "failed"
     try:
@@ -366,6 +366,7 @@ def _execute(
         ) from None
     finally:
         cleanup_errors = ctx.registry.remove_all()
+        _note_concurrent_runs(ctx, store)
         store.finish(
             status,
             load_end=host_facts.load_snapshot(),
@@ -377,21 +378,31 @@ def _execute(
     return RunOutcome(ctx.run_id, store.directory, status, dict(store.counts))
 
 
-def _note_concurrent_runs(ctx: RunContext, store: ResultStore) -> None:
-    """Record (and announce) every other bench run alive on this host now."""
+def _note_concurrent_runs(ctx: RunContext, store: ResultStore, first: bool = False) -> None:
+    """Record (and warn about) every other bench run that shared this host with this one.
+
+    Those alive now, and those that announced themselves since (a run that started and
+    ended inside this one); on the first call, this run announces itself to the others.
+    """
     others = [r for r in ownership.active_runs() if r.get("run_id") != ctx.run_id]
-    if not others:
-        return
+    if first:
+        ownership.announce(ctx.run_id, [str(r["run_id"]) for r in others])
+    found = {str(r["run_id"]): f"pid {r['pid']}" for r in others}
+    for run_id in ownership.seen_by(ctx.run_id):
+        found.setdefault(run_id, "started and ended during this run")
     seen = store.run.setdefault("concurrent_runs", [])
-    for other in others:
-        if other["run_id"] in seen:
+    added = False
+    for run_id, how in found.items():
+        if run_id in seen:
             continue
-        seen.append(other["run_id"])
+        seen.append(run_id)
+        added = True
         ctx.warn(
-            f"another bench run is active on this host ({other['run_id']}, pid "
-            f"{other['pid']}): the two disturb each other's figures"
+            f"another bench run was active on this host ({run_id}, {how}): the two "
+            "disturb each other's figures"
         )
-    store.update(concurrent_runs=seen)
+    if added:
+        store.update(concurrent_runs=seen)
 
 
 def _run_steps(
