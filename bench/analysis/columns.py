@@ -30,7 +30,12 @@ def isin(series: pd.Series, values: Iterable[str]) -> Mask:
     if isinstance(series.dtype, pd.CategoricalDtype):
         categories = [str(c) for c in series.cat.categories]
         codes = [i for i, c in enumerate(categories) if c in wanted]
-        return np.isin(series.cat.codes.to_numpy(), codes)
+        present = series.cat.codes.to_numpy()
+        if len(codes) == 1:
+            return np.asarray(present == codes[0])
+        if not codes:
+            return np.zeros(len(series), dtype=bool)
+        return np.isin(present, codes)
     if series.dtype == object:
         return np.array(series.isin(wanted).to_numpy(dtype=bool))
     return np.array(series.isin(wanted).fillna(False).to_numpy(dtype=bool))

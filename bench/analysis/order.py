@@ -47,7 +47,17 @@ def backend_mechanisms(frame: pd.DataFrame) -> dict[str, str]:
     if frame.empty or "backend" not in frame.columns:
         return {}
     found: dict[str, str] = {b: "" for b in unique_text(frame["backend"])}
-    if MECHANISM_COLUMN in frame.columns:
+    if MECHANISM_COLUMN in frame.columns and isinstance(
+        frame[MECHANISM_COLUMN].dtype, pd.CategoricalDtype
+    ):
+        column = frame[MECHANISM_COLUMN]
+        codes = column.cat.codes.to_numpy()
+        for backend in found:
+            known = codes[equals(frame["backend"], backend)]
+            known = known[known >= 0]
+            if known.size:
+                found[backend] = str(column.cat.categories[int(known[0])])
+    elif MECHANISM_COLUMN in frame.columns:
         mechanisms = text(frame[MECHANISM_COLUMN])
         for backend in found:
             named = mechanisms[equals(frame["backend"], backend)]

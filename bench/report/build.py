@@ -673,9 +673,10 @@ def _startup_section(
         frames = [frames[i] for i in order]
         suffix = f" ({case})" if multi_case else ""
         unit = str(part["unit"].iloc[0])
+        segments = [figures.stage_segments(frame) for _, frame in frames]
         section.items.append(
             ids.plot(
-                figures.startup_split_figure(frames, f"Where startup goes{suffix}"),
+                figures.startup_split_figure(frames, f"Where startup goes{suffix}", segments),
                 "Each bar is the median to READY; its parts are the stages in their mean "
                 "share of it (the means of the stages add up to the mean total). A guest's "
                 "boot is split at the kernel's first console line and the init's userspace "
@@ -700,7 +701,9 @@ def _startup_section(
         )
         section.items.append(
             ids.plot(
-                figures.after_ready_figure(frames, f"After READY (not part of startup){suffix}"),
+                figures.after_ready_figure(
+                    frames, f"After READY (not part of startup){suffix}", segments
+                ),
                 "Exit, removal and teardown, each its own median: what an instance costs "
                 "after it answered.",
             )

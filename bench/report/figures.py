@@ -279,7 +279,9 @@ def stage_segments(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(segments, index=frame.index)
 
 
-def startup_split(part: pd.DataFrame) -> tuple[float, dict[str, float]]:
+def startup_split(
+    part: pd.DataFrame, segments: pd.DataFrame | None = None
+) -> tuple[float, dict[str, float]]:
     """(median to READY in s, its split into segments) of one group of samples.
 
     The median is split by each segment's share of the mean total (the means of the
@@ -292,7 +294,8 @@ def startup_split(part: pd.DataFrame) -> tuple[float, dict[str, float]]:
     if finite.size == 0:
         return math.nan, {}
     median = float(np.median(finite))
-    segments = stage_segments(part)
+    if segments is None:
+        segments = stage_segments(part)
     means = {
         name: float(np.nanmean(segments[name])) if segments[name].notna().any() else math.nan
         for name, _ in STARTUP_SEGMENTS
@@ -304,7 +307,11 @@ def startup_split(part: pd.DataFrame) -> tuple[float, dict[str, float]]:
     return median, {k: median * v / mean_total for k, v in known.items()}
 
 
-def startup_split_figure(groups: Sequence[tuple[str, pd.DataFrame]], title: str) -> Figure:
+def startup_split_figure(
+    groups: Sequence[tuple[str, pd.DataFrame]],
+    title: str,
+    segments: Sequence[pd.DataFrame] | None = None,
+) -> Figure:
     """Per group, the median to READY as one bar of 100%, split into its stages.
 
     Backends differ by 400x (a process vs a TCG guest), so absolute stacked bars would
@@ -312,7 +319,9 @@ def startup_split_figure(groups: Sequence[tuple[str, pd.DataFrame]], title: str)
     median (written at its end), the parts are shares of it; hover gives milliseconds.
     """
     labels = [label for label, _ in groups]
-    splits = [startup_split(part) for _, part in groups]
+    if segments is None:
+        segments = [stage_segments(part) for _, part in groups]
+    splits = [startup_split(part, seg) for (_, part), seg in zip(groups, segments, strict=True)]
     traces: list[dict[str, Any]] = []
     for (name, text), colour in zip(STARTUP_SEGMENTS, SEGMENT_COLOURS, strict=False):
         ms = [split.get(name, math.nan) * 1e3 for _, split in splits]
@@ -363,11 +372,15 @@ def startup_split_figure(groups: Sequence[tuple[str, pd.DataFrame]], title: str)
     return {"data": traces, "layout": layout}
 
 
-def after_ready_figure(groups: Sequence[tuple[str, pd.DataFrame]], title: str) -> Figure:
+def after_ready_figure(
+    groups: Sequence[tuple[str, pd.DataFrame]],
+    title: str,
+    segments: Sequence[pd.DataFrame] | None = None,
+) -> Figure:
     """Median of each step after READY (exit, removal, teardown): not part of startup."""
     labels = [label for label, _ in groups]
     traces = []
-    segmented = [stage_segments(part) for _, part in groups]
+    segmented = segments if segments is not None else [stage_segments(p) for _, p in groups]
     for (name, text), colour in zip(AFTER_READY_SEGMENTS, SEGMENT_COLOURS[5:], strict=False):
         values = [
             float(seg[name].median() * 1e3) if seg[name].notna().any() else math.nan
