@@ -449,22 +449,20 @@ def write_cache(directory: Path, frame: pd.DataFrame, warnings: list[str]) -> bo
         column = frame[name]
         if column.dtype == object and name.startswith(("label.", "param.")):
             kind = _value_kind(column)
-            if column.isna().any():
+            missing = column.isna().to_numpy()
+            if missing.any():
                 nullable.append(name)
+            values = column.to_numpy(dtype=object)
             if kind == "json":
                 json_columns.append(name)
-                arrays[name] = pa.array(
-                    [None if _missing(v) else json.dumps(v) for v in column], pa.string()
-                )
+                texts = np.full(len(values), None, dtype=object)
+                texts[~missing] = [json.dumps(v) for v in values[~missing]]
+                arrays[name] = pa.array(texts, pa.string(), from_pandas=True)
                 continue
-            if kind == "int" and not column.isna().any():
+            if kind == "int" and not missing.any():
                 object_columns.append(name)
-            arrays[name] = pa.array(
-                [None if _missing(v) else v for v in column],
-                {"str": pa.string(), "bool": pa.bool_(), "int": pa.int64()}.get(kind, pa.float64()),
-            )
-        elif column.dtype == object:
-            arrays[name] = pa.array([None if _missing(v) else v for v in column], from_pandas=True)
+            types = {"str": pa.string(), "bool": pa.bool_(), "int": pa.int64()}
+            arrays[name] = pa.array(values, types.get(kind, pa.float64()), from_pandas=True)
         else:
             arrays[name] = pa.array(column, from_pandas=True)
     table = pa.table(arrays)
@@ -492,27 +490,23 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+# pandas' own inference (in C) -> how a label column is stored
+_KINDS = {
+    "string": "str",
+    "empty": "str",
+    "boolean": "bool",
+    "integer": "int",
+    "floating": "float",
+}
+
+
 def _value_kind(column: pd.Series) -> str:
-    """``str``, ``bool``, ``int``, ``float`` or ``json``: how a label column can be stored."""
-    kinds = set()
-    for value in column:
-        if _missing(value):
-            continue
-        if isinstance(value, bool):
-            kinds.add("bool")
-        elif isinstance(value, int):
-            kinds.add("int")
-        elif isinstance(value, float):
-            kinds.add("float")
-        elif isinstance(value, str):
-            kinds.add("str")
-        else:
-            return "json"
-        if len(kinds) > 1 and not kinds <= {"int", "float"}:
-            return "json"
-    if kinds <= {"int", "float"} and len(kinds) == 2:
-        return "json"  # ints beside floats keep their type only as JSON
-    return next(iter(kinds), "str")
+    """``str``, ``bool``, ``int``, ``float`` or ``json``: how a label column can be stored.
+
+    Ints beside floats, text beside numbers, dicts and lists keep their values exactly
+    only as JSON.
+    """
+    return _KINDS.get(pd.api.types.infer_dtype(column, skipna=True), "json")
 
 
 def _decoded_json(column: pd.Series) -> Any:
@@ -643,6 +637,8 @@ def _sample_frame(columns: _Columns) -> pd.DataFrame:
             data[name] = np.array(values, dtype=bool)
         elif name in {"seq", "round", "block", "schema_version"}:
             data[name] = np.array(values, dtype=np.int64)
+        elif name in CATEGORY_COLUMNS:
+            data[name] = pd.Categorical(values)  # factorised once, never a million strings
         else:
             data[name] = values
     data.update(_expand("stage.", columns.stages, numeric=True))
