@@ -186,7 +186,7 @@ def trend_model(host: str, scenario: str, entries: list[dict[str, Any]], page: s
                         f"{_value_text(change.median_before, unit)} → "
                         f"{_value_text(change.median_after, unit)}",
                         f"{change.p_value:.3f}",
-                        "kernel changed" if before["kernel"] != after["kernel"] else "",
+                        _what_changed(before, after),
                     ]
                 )
                 figure["layout"].setdefault("shapes", []).append(
@@ -223,6 +223,16 @@ def trend_model(host: str, scenario: str, entries: list[dict[str, Any]], page: s
         ("kernel comparisons", _relative(page, KERNELS_PAGE)),
     ]
     return _model(f"Trends: {scenario} on {host}", sections, links)
+
+
+def _what_changed(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """Besides the figure, what differs between the runs on either side of a change."""
+    changed = []
+    if before["kernel"] != after["kernel"]:
+        changed.append("kernel changed")
+    if before.get("scenario_sha256") != after.get("scenario_sha256"):
+        changed.append("scenario file changed (not the same experiment)")
+    return "; ".join(changed)
 
 
 def _value_text(value: float, unit: str) -> str:
