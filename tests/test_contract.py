@@ -200,7 +200,7 @@ def test_the_run_path_imports_no_analysis_stack(tmp_path: Path) -> None:
         "import bench.cli\n"
         "text = 'name: t\\nbackends: [process]\\nsamples: 1\\nwarmups: 0\\n'\n"
         f"run_scenario(parse_scenario(text), text, 't', __import__('pathlib').Path({str(tmp_path)!r}))\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'pandas', 'scipy', 'plotly', 'numpy'}))\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'pandas', 'scipy', 'plotly', 'numpy', 'pyarrow'}))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120

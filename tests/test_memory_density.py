@@ -63,9 +63,25 @@ def test_memory_views_present_payload_subtracted_and_ordered(tmp_path: Path) -> 
         assert vm > container, (
             f"view {view}: VM overhead {vm:.1f} MiB <= container {container:.1f} MiB"
         )
-        assert container > 0, (
-            f"view {view}: container overhead {container:.2f} MiB is not above the process baseline"
-        )
+    # the shim alone is MiB against the probe's ~0.1 MiB; a container's own cgroup holds
+    # ~0.1-0.3 MiB more than a process's, within noise, so only PSS is held to > 0 here
+    container_pss = median("docker", "pss_overhead")
+    assert container_pss > 1, f"container PSS overhead {container_pss:.2f} MiB"
+    # every instance has a ledger whose total is its PSS plus page tables and unmapped cache
+    ledger = frame[(frame["label.view"] == "ledger") & (frame["label.role"] == "total")]
+    assert set(ledger["backend"]) == {"process", "docker", "libvirt"}
+    for instance, parts in frame[frame["label.view"] == "ledger"].groupby("instance"):
+        by_role = dict(zip(parts["label.role"], parts["value"], strict=True))
+        pss = frame[
+            (frame["instance"] == instance)
+            & (frame["label.view"] == "pss")
+            & (frame["label.role"] == "total")
+        ]["value"].iloc[0]
+        added = by_role["page_tables"] + by_role["unmapped_page_cache"]
+        # PSS read a moment apart from the ledger's: within 1 MiB
+        assert by_role["total"] == pytest.approx(pss + added, abs=1.0), (instance, by_role)
+    guest = frame[(frame["label.view"] == "ledger") & (frame["label.role"] == "guest_ram_touched")]
+    assert (guest["value"] > 8).all() and (guest["value"] <= 128).all(), guest["value"].tolist()
     assert 0 < process_pss < 16, f"the probe alone should be small, PSS {process_pss:.2f} MiB"
     # a 128 MiB TCG guest's qemu is far above its guest's idle kernel
     assert median("libvirt", "pss", "total") > 50
