@@ -12,12 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.artifacts import guest
+from bench.artifacts import guest, guest_elf
 from bench.artifacts.guest import (
-    S_IFCHR,
-    S_IFDIR,
-    S_IFLNK,
-    S_IFREG,
     CpioEntry,
     boot_check_ok,
     boot_cmdline,
@@ -35,6 +31,7 @@ from bench.artifacts.guest import (
     read_newc,
     tsc_early_khz,
 )
+from bench.artifacts.guest_initramfs import S_IFCHR, S_IFDIR, S_IFLNK, S_IFREG
 from bench.artifacts.probe import ProbeBinary
 from bench.errors import ArtifactError
 from tests.conftest import DATA, skip_or_fail
@@ -193,7 +190,7 @@ def test_qemu_command_never_uses_host_cpu() -> None:
 
 def _fake_elf(with_pvh_note: bool) -> bytes:
     """A minimal ELF64 LE: header, one PT_NOTE program header, a Xen note, padding."""
-    note_type = guest.XEN_ELFNOTE_PHYS32_ENTRY if with_pvh_note else 6
+    note_type = guest_elf.XEN_ELFNOTE_PHYS32_ENTRY if with_pvh_note else 6
     note = struct.pack("<III", 4, 8, note_type) + b"Xen\0" + struct.pack("<Q", 0x1000000)
     phoff, note_offset = 64, 64 + 56
     ident = b"\x7fELF" + bytes([2, 1, 1]) + bytes(9)
@@ -231,7 +228,7 @@ def test_extract_vmlinux_from_header_payload() -> None:
     elf = _fake_elf(with_pvh_note=True)
     bzimage = _fake_bzimage(_lz4_legacy(elf), len(elf))
     payload = bzimage_payload(bzimage)
-    assert payload is not None and payload.startswith(guest.LZ4_LEGACY_MAGIC)
+    assert payload is not None and payload.startswith(guest_elf.LZ4_LEGACY_MAGIC)
     assert extract_vmlinux(bzimage) == elf
     assert has_pvh_entry(elf)
     assert not has_pvh_entry(_fake_elf(with_pvh_note=False))
@@ -241,7 +238,7 @@ def test_extract_vmlinux_from_header_payload() -> None:
 def test_extract_vmlinux_by_magic_scan_without_header() -> None:
     elf = _fake_elf(with_pvh_note=False)
     # A stray magic before the real stream must be skipped, as scripts/extract-vmlinux does.
-    blob = b"junk" + guest.LZ4_LEGACY_MAGIC + b"garbage" + _lz4_legacy(elf) + b"tail" * 10
+    blob = b"junk" + guest_elf.LZ4_LEGACY_MAGIC + b"garbage" + _lz4_legacy(elf) + b"tail" * 10
     assert bzimage_payload(blob) is None
     assert extract_vmlinux(blob) == elf
     with pytest.raises(ArtifactError, match="no LZ4"):
@@ -311,8 +308,10 @@ def test_real_guest_boots_under_tcg_and_artefacts_are_cached(
     def no_apt(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("a cache hit must not run apt")
 
-    monkeypatch.setattr(guest, "resolve_kernel_package", no_apt)
-    monkeypatch.setattr(guest, "download_package", no_apt)
+    from bench.artifacts import guest_kernel
+
+    monkeypatch.setattr(guest_kernel, "resolve_kernel_package", no_apt)
+    monkeypatch.setattr(guest_kernel, "download_package", no_apt)
     again = guest_artifacts()
     assert again == artifacts
     assert [f.stat().st_mtime_ns for f in files] == mtimes_ns
