@@ -162,7 +162,8 @@ def run(
     as_json: JsonOption = False,
 ) -> None:
     """Run a scenario and record every sample under results/<host>/<run_id>/."""
-    from bench.runner import RunOptions, apply_overrides, resume_run, run_scenario
+    from bench.resume import resume_run
+    from bench.runner import RunOptions, apply_overrides, run_scenario
     from bench.scenario import load_scenario
 
     overrides: dict[str, Any] = {

@@ -28,8 +28,9 @@ from bench import host as host_facts
 from bench import ownership
 from bench.backends import get_backend
 from bench.backends.base import Backend
+from bench.capacity import check_fits
 from bench.cgroups.layout import detect as detect_layout
-from bench.errors import BenchError, ResultsError, ScenarioError
+from bench.errors import BenchError
 from bench.metrics import metric_class
 from bench.metrics.base import (
     Metric,
@@ -38,18 +39,15 @@ from bench.metrics.base import (
     RunOptions,
     closing_samples,
 )
-from bench.metrics.procmem import MIB, mem_available_bytes
 from bench.noise import NoiseSnapshot, block_noise, take_snapshot
 from bench.plan import MetricShape, Step, plan_steps
 from bench.results import (
     ResultStore,
     new_run_id,
-    read_run,
-    rewrite_samples,
     utc_now_iso,
 )
 from bench.samples import Sample
-from bench.scenario import Case, Scenario, expand_cases, parse_scenario, scenario_sha256
+from bench.scenario import Scenario, expand_cases, parse_scenario, scenario_sha256
 
 __all__ = [
     "RunEvent",
@@ -57,12 +55,9 @@ __all__ = [
     "RunOptions",
     "RunOutcome",
     "apply_overrides",
-    "resume_run",
     "run_scenario",
     "sweep_all",
 ]
-
-RESUMABLE = ("interrupted", "failed", "running")
 
 
 @dataclass
@@ -134,62 +129,6 @@ def build_plan(
         warmups, rounds = metric.rounds(scenario)
         shapes.append(MetricShape(name, warmups, rounds))
     return plan_steps(shapes, backends, expand_cases(scenario), scenario.repeats, seed)
-
-
-def check_fits(
-    scenario: Scenario,
-    backends: dict[str, Backend],
-    cases: list[Case],
-    available_bytes: int | None = None,
-) -> None:
-    """Refuse, with the arithmetic, a scenario whose instances cannot fit in this host.
-
-    The memory metric holds ``memory.instances`` instances at once; a limit check holds
-    one that allocates ``limits.memory_alloc_mib``. The host keeps ``density.mem_floor_mib``
-    free (a density ramp stops there by itself, so it is not refused here).
-    """
-    available = mem_available_bytes() if available_bytes is None else available_bytes
-    floor = scenario.density.mem_floor_mib * MIB
-    room = available - floor
-    needs: list[tuple[float, str]] = []
-    for name, backend in backends.items():
-        for case in cases:
-            if "memory" in scenario.metrics:
-                spec = case.spec.model_copy(
-                    update={
-                        "payload": case.spec.payload.model_copy(
-                            update={
-                                "mode": "idle"
-                                if case.spec.payload.mode == "ready"
-                                else case.spec.payload.mode
-                            }
-                        )
-                    }
-                )
-                each = backend.memory_estimate_mib(spec)
-                count = scenario.memory.instances
-                needs.append(
-                    (count * each * MIB, f"memory: {count} x {each:.0f} MiB ({name}, {case.name})")
-                )
-            if "limits" in scenario.metrics:
-                alloc = scenario.limits.memory_alloc_mib
-                spec = case.spec.model_copy(
-                    update={
-                        "guest_memory_mib": max(case.spec.guest_memory_mib, alloc + 128),
-                        "payload": case.spec.payload.model_copy(
-                            update={"mode": "alloc", "alloc_mib": alloc}
-                        ),
-                    }
-                )
-                each = backend.memory_estimate_mib(spec)
-                needs.append((each * MIB, f"limits: one {each:.0f} MiB instance ({name})"))
-    for need, what in needs:
-        if need > room:
-            raise ScenarioError(
-                f"scenario {scenario.name!r} cannot fit on this host: {what} = "
-                f"{need / MIB:.0f} MiB, but MemAvailable {available / MIB:.0f} MiB - floor "
-                f"{floor / MIB:.0f} MiB (density.mem_floor_mib) leaves {room / MIB:.0f} MiB"
-            )
 
 
 @dataclass
@@ -467,96 +406,6 @@ def _record_noise(ctx: RunContext, block: int, start: NoiseSnapshot) -> None:
                 labels={"view": view, "window_s": window_s},
             )
         )
-
-
-def resume_run(
-    directory: Path,
-    on_event: Callable[[RunEvent], None] | None = None,
-) -> RunOutcome:
-    """Continue an interrupted, failed or abandoned run where it stopped.
-
-    The plan is rebuilt from the run's own scenario text, overrides and seed, so the order
-    is the one the run started with; steps already done are not repeated. Samples of the
-    step that was cut short are dropped from the journal (it is measured again), the
-    run's leftover instances are removed first, and the gap is recorded in run.json
-    (``resumes``).
-    """
-    emit = on_event or (lambda event: None)
-    run = read_run(directory)
-    run_id = str(run.get("run_id"))
-    status = str(run.get("status"))
-    identity = ownership.identity_from(run.get("process"))
-    if status == "running" and identity is not None and identity.alive():
-        raise BenchError(f"run {run_id} is still running (pid {identity.pid}): not resumed")
-    if status not in RESUMABLE:
-        raise BenchError(f"run {run_id} is {status}: only an unfinished run can be resumed")
-    scenario_record = run.get("scenario") or {}
-    scenario = parse_scenario(str(scenario_record.get("text", "")), f"{directory}/run.json")
-    scenario = apply_overrides(scenario, dict(run.get("overrides") or {}))
-    plan = run.get("plan") or {}
-    backend_names = list(plan.get("backends") or (run.get("backends") or {}))
-    scenario = scenario.model_copy(update={"backends": backend_names})
-    injected = run.get("injected") or {}
-    options = RunOptions(
-        inject_spin_ms=injected.get("inject_spin_ms"),
-        overrides=tuple(sorted((run.get("overrides") or {}).items())),
-    )
-    prepared = _prepare(scenario, options, emit)
-    backends = prepared.backends
-    try:
-        steps = build_plan(scenario, list(backends), prepared.metrics, int(plan["seed"]))
-        if len(steps) != plan.get("steps"):
-            raise ResultsError(
-                f"{directory}: the rebuilt plan has {len(steps)} steps, the run had "
-                f"{plan.get('steps')}: it cannot be resumed with this bench"
-            )
-        done = int(run.get("steps_done") or 0)
-        suffix = ownership.run_suffix(run_id)
-        removed = {
-            name: [n for n in backend.leftovers() if ownership.instance_run_suffix(n) == suffix]
-            for name, backend in backends.items()
-        }
-        for name, names in removed.items():
-            if names:
-                backends[name].remove_leftovers(names)
-        kept, dropped = rewrite_samples(directory, keep=lambda r: r.get("step", -1) < done)
-        store = ResultStore.reopen(directory)
-    except BaseException:
-        for backend in backends.values():
-            backend.close()
-        raise
-    previous = [Sample.from_dict(record) for record in kept]
-    ctx = _context(run_id, scenario, backends, store, emit, options)
-    ctx.skip_numbering(
-        seq=max((s.seq for s in previous), default=-1) + 1,
-        name=_next_instance_number(previous, kept_names=removed),
-    )
-    for metric in prepared.metrics.values():
-        metric.restore(previous)
-    resumes = list(run.get("resumes") or [])
-    resumes.append(
-        {
-            "resumed_at_utc": utc_now_iso(),
-            "previous_status": status,
-            "from_step": done,
-            "samples_dropped": dropped,
-            "leftovers_removed": {k: v for k, v in removed.items() if v},
-        }
-    )
-    store.update(status="running", resumes=resumes)
-    emit(RunEvent("phase", f"resuming {run_id} at step {done + 1} of {len(steps)}"))
-    return _execute(ctx, store, steps, prepared.metrics, start=done)
-
-
-def _next_instance_number(previous: list[Sample], kept_names: dict[str, list[str]]) -> int:
-    """An instance counter past every name the run used before (no name is reused)."""
-    numbers = [-1]
-    names = [s.instance for s in previous] + [n for names in kept_names.values() for n in names]
-    for name in names:
-        tail = name.rsplit("-", 1)[-1].split(".", 1)[0]
-        if tail.isdigit():
-            numbers.append(int(tail))
-    return max(numbers) + 1
 
 
 def sweep_all(names: list[str] | None = None) -> dict[str, Any]:

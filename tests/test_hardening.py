@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 
 from bench.backends import get_backend
+from bench.capacity import check_fits
 from bench.errors import ScenarioError
 from bench.metrics.procmem import MIB
 from bench.ownership import effective_status as ownership_status
 from bench.ownership import instance_run_suffix, run_suffix
 from bench.results import read_run, read_samples
-from bench.runner import RunOutcome, check_fits, run_scenario
+from bench.runner import RunOutcome, run_scenario
 from bench.scenario import expand_cases, parse_scenario
 from tests.conftest import REPO
 
