@@ -12,7 +12,9 @@ what its accelerator decision depends on (``_accel_cache_key``).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -20,9 +22,9 @@ from typing import Any
 
 from bench.artifacts.guest import GuestArtifacts, boot_cmdline, guest_artifacts
 from bench.backends.accel import AccelDecision, cached_probe, requested_decision
-from bench.backends.base import Backend, HostCheck, Instance
-from bench.errors import BenchError
-from bench.scenario import InstanceSpec
+from bench.backends.base import NAME_PREFIX, Backend, HostCheck, Instance
+from bench.errors import BenchError, InstanceTimeout
+from bench.scenario import InstanceSpec, Payload
 
 KVM_PROBE_TIMEOUT_S = 20.0
 
@@ -56,9 +58,63 @@ class GuestBackend(Backend):
     def _accel_cache_key(self) -> list[object]:
         """What a cached KVM decision depends on besides the host boot (VMM version ...)."""
 
+    def _kvm_unusable(self) -> str | None:
+        """Why KVM cannot even be tried here (None: boot a guest to find out)."""
+        if not os.path.exists("/dev/kvm"):
+            return "no /dev/kvm on this host"
+        if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+            return "/dev/kvm is not readable and writable"
+        return None
+
     @abstractmethod
+    def _start_kvm_guest(self, instance: Instance) -> None:
+        """Create and start ``instance`` under KVM, whatever the decision says."""
+
+    @abstractmethod
+    def _wait_userspace(self, instance: Instance, deadline: float) -> None:
+        """Wait until the guest's init printed its userspace marker."""
+
+    def _boot_failure_detail(self, instance: Instance) -> str:
+        """What the VMM said about a boot that failed (its log or stderr), for the reason."""
+        return ""
+
     def probe_kvm(self, timeout_s: float = KVM_PROBE_TIMEOUT_S) -> AccelDecision:
-        """Boot one KVM guest; KVM is usable only if it reaches userspace in time."""
+        """Boot one KVM guest; KVM is usable only if it reaches userspace in time.
+
+        Every way it can fail is evidence for TCG, and the reason says which.
+        """
+        unusable = self._kvm_unusable()
+        if unusable is not None:
+            return AccelDecision("tcg", "auto", unusable)
+        spec = InstanceSpec(payload=Payload(mode="ready"))
+        instance = Instance(self.name, f"{NAME_PREFIX}kvmprobe-{os.getpid()}", spec, "kvm-probe")
+        started = time.monotonic()
+        try:
+            self._start_kvm_guest(instance)
+            self._wait_userspace(instance, time.monotonic() + timeout_s)
+        except InstanceTimeout:
+            tail = instance.output_text(300).strip()
+            detail = self._boot_failure_detail(instance)
+            return AccelDecision(
+                "tcg",
+                "auto",
+                f"a KVM guest did not reach userspace within {timeout_s:.0f} s"
+                + (f" (console: {tail!r})" if tail else " (no console output)")
+                + (f"; {detail}" if detail else ""),
+            )
+        except BenchError as exc:
+            return AccelDecision("tcg", "auto", f"a KVM guest failed to boot: {exc}")
+        except Exception as exc:  # the VMM refusing the guest is evidence too
+            return AccelDecision(
+                "tcg", "auto", f"a KVM guest could not start: {type(exc).__name__}: {exc}"
+            )
+        finally:
+            with contextlib.suppress(Exception):
+                self.stop(instance)
+                self.wait_gone(instance)
+        return AccelDecision(
+            "kvm", "auto", "a KVM guest reached userspace", round(time.monotonic() - started, 3)
+        )
 
     def accel_decision(self, requested: str = "auto") -> AccelDecision:
         """Decide KVM or TCG for ``requested``; ``auto`` needs a real KVM boot as evidence."""

@@ -26,7 +26,6 @@ import psutil
 from bench.artifacts.guest import (
     USERSPACE_MARKER,
 )
-from bench.backends.accel import AccelDecision
 from bench.backends.base import (
     NAME_PREFIX,
     Capabilities,
@@ -44,13 +43,12 @@ from bench.backends.guest_console import (
     guest_uptime_s,
     take_console_bytes,
 )
-from bench.backends.guest_vm import KVM_PROBE_TIMEOUT_S, GuestBackend
+from bench.backends.guest_vm import GuestBackend
 from bench.backends.libvirt_xml import DomainConfig, domain_xml, is_bench_domain_xml
 from bench.backends.stream import READY_MARKER, has_marker_line
 from bench.cgroups.layout import CgroupLayout
 from bench.cgroups.readers import cgroup_dir_for_pid, instance_cgroup_dirs, parse_flat_keyed
 from bench.errors import BackendUnavailable, BenchError, InstanceError, InstanceTimeout
-from bench.scenario import InstanceSpec, Payload
 
 LIBVIRT_URI = "qemu:///system"
 LIBVIRT_FIX = "start libvirtd with ansible/up.sh"
@@ -183,45 +181,26 @@ class LibvirtBackend(GuestBackend):
         """A cached KVM decision holds for this libvirt's QEMU (and the same artefacts)."""
         return [self.conn.getVersion()]
 
-    def probe_kvm(self, timeout_s: float = KVM_PROBE_TIMEOUT_S) -> AccelDecision:
-        """Boot one KVM guest; KVM is usable only if it reaches userspace before the timeout."""
-        if not os.path.exists("/dev/kvm"):
-            return AccelDecision("tcg", "auto", "no /dev/kvm on this host")
-        if "kvm" not in self.conn.getCapabilities():
-            return AccelDecision("tcg", "auto", "libvirt offers no 'kvm' domain type here")
-        spec = InstanceSpec(payload=Payload(mode="ready"))
-        name = f"{NAME_PREFIX}kvmprobe-{os.getpid()}"
-        instance = Instance(self.name, name, spec, "kvm-probe")
+    def _kvm_unusable(self) -> str | None:
+        """No /dev/kvm, or a libvirt that offers no kvm domain type."""
+        reason = super()._kvm_unusable()
+        if reason is None and "kvm" not in self.conn.getCapabilities():
+            reason = "libvirt offers no 'kvm' domain type here"
+        return reason
+
+    def _start_kvm_guest(self, instance: Instance) -> None:
+        """Define and start a domain of type kvm."""
         instance.labels["accel"] = "kvm"
-        started = time.monotonic()
-        try:
-            self._define_and_start(instance, "kvm")
-            self._read_console_until(instance, USERSPACE_MARKER, time.monotonic() + timeout_s)
-        except InstanceTimeout:
-            tail = _tail(instance)
-            with contextlib.suppress(Exception):
-                self.stop(instance)
-            qemu_errors = _qemu_log_errors(name)
-            return AccelDecision(
-                "tcg",
-                "auto",
-                f"a KVM guest did not reach userspace within {timeout_s:.0f} s"
-                + (f" (console: {tail!r})" if tail else " (no console output)")
-                + (f"; qemu log: {qemu_errors}" if qemu_errors else ""),
-            )
-        except (InstanceError, BenchError) as exc:
-            return AccelDecision("tcg", "auto", f"a KVM guest failed to boot: {exc}")
-        except Exception as exc:  # libvirt refusing the domain is evidence too
-            return AccelDecision(
-                "tcg", "auto", f"a KVM guest could not start: {_libvirt_message(exc)}"
-            )
-        finally:
-            with contextlib.suppress(Exception):
-                self.stop(instance)
-                self.wait_gone(instance)
-        return AccelDecision(
-            "kvm", "auto", "a KVM guest reached userspace", round(time.monotonic() - started, 3)
-        )
+        self._define_and_start(instance, "kvm")
+
+    def _wait_userspace(self, instance: Instance, deadline: float) -> None:
+        """Read the console file until the userspace marker."""
+        self._read_console_until(instance, USERSPACE_MARKER, deadline)
+
+    def _boot_failure_detail(self, instance: Instance) -> str:
+        """The last errors of libvirt's qemu log for the domain."""
+        errors = _qemu_log_errors(instance.name)
+        return f"qemu log: {errors}" if errors else ""
 
     # -- lifecycle ----------------------------------------------------------------
 

@@ -50,7 +50,6 @@ from bench.artifacts.guest import (
 )
 from bench.backends.accel import AccelDecision
 from bench.backends.base import (
-    NAME_PREFIX,
     Capabilities,
     HostCheck,
     Instance,
@@ -66,7 +65,7 @@ from bench.backends.guest_console import (
     guest_uptime_s,
     take_console_bytes,
 )
-from bench.backends.guest_vm import KVM_PROBE_TIMEOUT_S, GuestBackend
+from bench.backends.guest_vm import GuestBackend
 from bench.backends.host_procs import pid_alive
 from bench.backends.microvm_qemu import (
     MACHINE,
@@ -92,7 +91,6 @@ from bench.cgroups.instance import (
 )
 from bench.cgroups.readers import read_memory_events, read_memory_usage
 from bench.errors import BackendUnavailable, BenchError, InstanceError, InstanceTimeout
-from bench.scenario import InstanceSpec, Payload
 
 GONE_POLL_S = 0.002
 READ_CHUNK_BYTES = 65536
@@ -212,38 +210,19 @@ class QemuMicrovmBackend(GuestBackend):
         self.check_available()
         return [self.qemu, self._qemu_version, MACHINE_OPTIONS]
 
-    def probe_kvm(self, timeout_s: float = KVM_PROBE_TIMEOUT_S) -> AccelDecision:
-        """Boot one KVM microvm; KVM is usable only if it reaches userspace before the timeout."""
-        if not os.path.exists("/dev/kvm"):
-            return AccelDecision("tcg", "auto", "no /dev/kvm on this host")
-        if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-            return AccelDecision("tcg", "auto", "/dev/kvm is not readable and writable")
-        spec = InstanceSpec(payload=Payload(mode="ready"))
-        instance = Instance(self.name, f"{NAME_PREFIX}kvmprobe-{os.getpid()}", spec, "kvm-probe")
+    def _start_kvm_guest(self, instance: Instance) -> None:
+        """Spawn a microvm with -accel kvm."""
         instance.handle = {"forced_accel": "kvm"}
-        started = time.monotonic()
-        try:
-            self.start(spec, instance.name, instance.run_id, instance)
-            self._read_until(instance, USERSPACE_MARKER, time.monotonic() + timeout_s)
-        except InstanceTimeout:
-            tail = _tail(instance)
-            stderr = self._stderr_text(instance)
-            return AccelDecision(
-                "tcg",
-                "auto",
-                f"a KVM microvm did not reach userspace within {timeout_s:.0f} s"
-                + (f" (console: {tail!r})" if tail else " (no console output)")
-                + (f"; qemu stderr: {stderr[-300:]!r}" if stderr else ""),
-            )
-        except BenchError as exc:
-            return AccelDecision("tcg", "auto", f"a KVM microvm failed to boot: {exc}")
-        finally:
-            with contextlib.suppress(Exception):
-                self.stop(instance)
-                self.wait_gone(instance)
-        return AccelDecision(
-            "kvm", "auto", "a KVM microvm reached userspace", round(time.monotonic() - started, 3)
-        )
+        self.start(instance.spec, instance.name, instance.run_id, instance)
+
+    def _wait_userspace(self, instance: Instance, deadline: float) -> None:
+        """Read the console pipe until the userspace marker."""
+        self._read_until(instance, USERSPACE_MARKER, deadline)
+
+    def _boot_failure_detail(self, instance: Instance) -> str:
+        """What qemu wrote on its stderr."""
+        stderr = self._stderr_text(instance)
+        return f"qemu stderr: {stderr[-300:]!r}" if stderr else ""
 
     # -- lifecycle ------------------------------------------------------------------
 
