@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO, skip_or_fail
-from tests.test_provision import changed_task_names, parse_play_recap
+from tests.test_provision import parse_play_recap
 
 pytestmark = pytest.mark.fleet
 
@@ -55,7 +55,8 @@ def lab_host() -> Iterator[Any]:
     try:
         image = labhost.build_labhost()
         built_s = time.monotonic() - started
-        host = labhost.up("fleettest", owner_pid=os.getpid())
+        # a name of this session's own: another session's lab host is never shared
+        host = labhost.up(f"fleet-{os.getpid()}", owner_pid=os.getpid())
     except BenchError as exc:
         skip_or_fail(f"no lab host: {exc}")
     print(
@@ -100,11 +101,12 @@ def test_two_hosts_two_kernels_one_campaign(lab_host: Any, tmp_path: Path) -> No
     log = (outcome.directory / "ansible.log").read_text()
     hosts = {h["host"]: h for h in summary["hosts"]}
     assert hosts["local"]["status"] == "ok", (hosts, log[-3000:])
-    assert hosts["fleettest"]["status"] == "ok", (hosts, log[-3000:])
+    guest_name = lab_host.name
+    assert hosts[guest_name]["status"] == "ok", (hosts, log[-3000:])
 
     # each run came back to results/<host>/<run_id>/, beside its campaign
     local_run = Path(hosts["local"]["results"])
-    guest_run = Path(hosts["fleettest"]["results"])
+    guest_run = Path(hosts[guest_name]["results"])
     for run in (local_run, guest_run):
         assert run.parent.parent == results.resolve()
         assert (run / "samples.jsonl").stat().st_size > 0
@@ -113,7 +115,7 @@ def test_two_hosts_two_kernels_one_campaign(lab_host: Any, tmp_path: Path) -> No
         )
     local, guest = _facts(local_run), _facts(guest_run)
     assert local["status"] == guest["status"] == "complete"
-    assert guest["host"]["hostname"] == "fleettest"
+    assert guest["host"]["hostname"] == guest_name
     # another kernel, systemd, cgroup v2 unified, and bench's cgroups delegated by systemd
     assert guest["host"]["kernel"]["release"] != local["host"]["kernel"]["release"]
     assert guest["host"]["kernel"]["release"].startswith("6.1.")
@@ -152,29 +154,42 @@ def test_two_hosts_two_kernels_one_campaign(lab_host: Any, tmp_path: Path) -> No
     )
     again_log = (again.directory / "ansible.log").read_text()
     recap = parse_play_recap(_plain(again_log))
-    for host in ("local", "fleettest"):
+    for host in ("local", guest_name):
         assert recap[host]["failed"] == 0 and recap[host]["unreachable"] == 0, recap
-        assert recap[host]["changed"] == 0, changed_task_names(_plain(again_log))
+        assert recap[host]["changed"] == 0, (host, _changed_by_host(_plain(again_log)))
 
     # a host that fails mid-campaign: its sshd stops; the other host's run is kept, and
     # the merge says which host is missing and why
+    # sshd masked (so systemd does not restart it) and killed, and every session of the
+    # bench user ended (the connection Ansible keeps open lives in one of them)
     stopped = subprocess.run(
-        lab_host.ssh_argv("sudo", "systemctl", "stop", "ssh.socket", "ssh.service"),
+        lab_host.ssh_argv(
+            "sudo",
+            "sh",
+            "-c",
+            "systemctl mask --runtime ssh.service ssh.socket && "
+            "systemctl kill --signal=SIGKILL ssh.service && "
+            "loginctl terminate-user bench",
+        ),
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
     assert stopped.returncode in (0, 255), stopped.stderr
+    refused = subprocess.run(
+        lab_host.ssh_argv("true"), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert refused.returncode == 255, refused
     failed = _campaign(inventory, results, tags=("run", "collect"))
     hosts = {h["host"]: h for h in failed.summary["hosts"]}
     assert hosts["local"]["status"] == "ok", hosts
-    assert hosts["fleettest"]["status"] == "failed", hosts
-    assert hosts["fleettest"]["stage"] == "run"
-    assert "unreachable" in hosts["fleettest"]["reason"], hosts
+    assert hosts[guest_name]["status"] == "failed", hosts
+    assert hosts[guest_name]["stage"] == "run"
+    assert "unreachable" in hosts[guest_name]["reason"], hosts
     text = (failed.directory / "summary.md").read_text()
-    assert "## Hosts without results" in text and "**fleettest**" in text
-    assert "fleettest: no results" in (failed.directory / "report.html").read_text()
+    assert "## Hosts without results" in text and f"**{guest_name}**" in text
+    assert f"host {guest_name}: no results" in (failed.directory / "report.html").read_text()
 
 
 def _plain(log: str) -> str:
@@ -182,3 +197,16 @@ def _plain(log: str) -> str:
     return "\n".join(
         line.split(" | ", 1)[1] if " s | " in line else line for line in log.splitlines()
     )
+
+
+def _changed_by_host(output: str) -> dict[str, list[str]]:
+    """The tasks that reported 'changed', per host, in ansible-playbook output."""
+    found: dict[str, list[str]] = {}
+    task = ""
+    for line in output.splitlines():
+        if line.startswith("TASK ["):
+            task = line[6 : line.rfind("]")]
+        elif line.startswith("changed: ["):
+            host = line[len("changed: [") : line.index("]")]
+            found.setdefault(host, []).append(task)
+    return found

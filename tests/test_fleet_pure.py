@@ -365,3 +365,10 @@ def test_memory_events_are_read_on_every_change_until_the_file_goes(tmp_path: Pa
     last = watch.stop()
     assert last["oom_kill"] == 1 and last["max"] == 7
     assert watch.reads >= 2
+
+
+def test_ssh_argv_quotes_the_command_for_the_guests_shell(tmp_path: Path) -> None:
+    argv = _host(tmp_path).ssh_argv("sudo", "sh", "-c", "a && b; echo '$x'")
+    assert argv[0] == "ssh" and argv[-2] == "--"
+    assert argv[-1] == "sudo sh -c 'a && b; echo '\"'\"'$x'\"'\"''"
+    assert "BatchMode=yes" in argv and "StrictHostKeyChecking=yes" in argv

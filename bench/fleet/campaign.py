@@ -437,22 +437,22 @@ def run_campaign(
     with open(directory / LOG_NAME, "a") as log:
         log.write(f"$ {' '.join(argv)}\n")
         log.flush()
-        process = subprocess.Popen(
+        with subprocess.Popen(
             argv,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             env=ansible_env(),
             stdin=subprocess.DEVNULL,
-        )
-        assert process.stdout is not None
-        for line in process.stdout:
-            # seconds since the start on every line: where a campaign's time goes
-            log.write(f"{time.monotonic() - started:7.1f} s | {line}")
-            log.flush()
-            if echo is not None:
-                echo(line.rstrip("\n"))
-        rc = process.wait()
+        ) as process:
+            assert process.stdout is not None
+            for line in process.stdout:
+                # seconds since the start on every line: where a campaign's time goes
+                log.write(f"{time.monotonic() - started:7.1f} s | {line}")
+                log.flush()
+                if echo is not None:
+                    echo(line.rstrip("\n"))
+            rc = process.wait()
     wall_s = time.monotonic() - started
     summary_path = directory / "campaign.json"
     merged = summary_path.is_file() and summary_path.stat().st_mtime >= time.time() - wall_s - 1

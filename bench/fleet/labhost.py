@@ -37,6 +37,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -676,7 +677,11 @@ class LabHost:
         ]
 
     def ssh_argv(self, *command: str, connect_timeout_s: int = 10) -> list[str]:
-        """An ``ssh`` argv running ``command`` on the guest as the ``bench`` user."""
+        """An ``ssh`` argv running ``command`` on the guest as the ``bench`` user.
+
+        ssh hands the guest's shell one string: the words are quoted for it, so each
+        stays one argument there.
+        """
         return [
             "ssh",
             *self.ssh_options(),
@@ -684,7 +689,7 @@ class LabHost:
             f"ConnectTimeout={connect_timeout_s}",
             f"{LABHOST_USER}@127.0.0.1",
             "--",
-            *command,
+            shlex.join(command),
         ]
 
     def alive(self) -> bool:
@@ -886,14 +891,21 @@ def up(
 
     ``owner_pid``: the process it belongs to (``bench clean`` spares it while that
     process lives); ``kept``: the user's, spared by ``bench clean`` until ``--all``.
-    A lab host of that name that already runs is returned as it is.
+    A lab host of that name that already runs for the same owner is returned as it is;
+    one held by someone else is an error (two test sessions must not share a guest).
     """
     say = log or (lambda _text: None)
     if not NAME_PATTERN.match(name):
         raise LabHostError(f"lab host name {name!r}: use lower-case letters, digits and '-'")
     running = read_state(name)
     if running is not None and running.alive():
-        return running
+        if running.owner_pid == owner_pid and running.kept == kept:
+            return running
+        holder = "the user (bench labhost up)" if running.kept else f"pid {running.owner_pid}"
+        raise LabHostError(
+            f"lab host {name} already runs (pid {running.pid}), held by {holder}: choose "
+            "another name, or stop it with `bench labhost down`"
+        )
     image = build_labhost(cache, log=say)
     chosen, reason = decide_accel(accel)
     owner = _Owner(owner_pid, kept)

@@ -122,10 +122,20 @@ def _pip(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def pip_pin() -> str:
+    """The pip of this environment, shipped as a wheel: hosts run pip from it.
+
+    A virtualenv made ``--without-pip`` is ready at once; ``ensurepip`` would install
+    pip and setuptools first, ~30 s on an emulated host.
+    """
+    return f"pip=={metadata.version('pip')}"
+
+
 def build_dependency_wheels(pins: list[str], cache: Path) -> Path:
-    """One wheel per pinned dependency, cached by the pinned set; return the directory."""
+    """One wheel per pinned dependency (and pip's), cached by the pinned set."""
+    pins_and_pip = [*pins, pip_pin()]
     key = hashlib.sha256(
-        json.dumps([sys.implementation.cache_tag, sys.platform, *pins]).encode()
+        json.dumps([sys.implementation.cache_tag, sys.platform, *pins_and_pip]).encode()
     ).hexdigest()
     directory = cache / f"deps-{key[:16]}"
     if (directory / ".complete").is_file():
@@ -135,7 +145,7 @@ def build_dependency_wheels(pins: list[str], cache: Path) -> Path:
     partial.mkdir(parents=True)
     # pip wheel takes a wheel from the configured index as it is and builds the rest
     # (libvirt-python has no wheels) against this host's headers.
-    result = _pip("wheel", "--no-deps", "--wheel-dir", str(partial), *pins)
+    result = _pip("wheel", "--no-deps", "--wheel-dir", str(partial), *pins_and_pip)
     if result.returncode != 0:
         shutil.rmtree(partial, ignore_errors=True)
         raise ShippingError(
@@ -231,6 +241,7 @@ def build_bundle(output: Path, cache: Path | None = None, with_image: bool = Tru
         "bench_wheel": bench_wheel.name,
         "bench_wheel_sha256": file_sha256(bench_wheel),
         "requirements": pins,
+        "pip_wheel": next(p.name for p in wheels if p.name.startswith("pip-")),
         "extras": list(HOST_EXTRAS),
         "python": sys.implementation.cache_tag,
         "artefacts": artefacts.name,
