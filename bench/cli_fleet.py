@@ -220,16 +220,21 @@ def fleet_merge(
 def fleet_publish(
     campaign_dir: Annotated[Path, typer.Argument(help="results/campaigns/<campaign id>.")],
     results: Annotated[Path, typer.Option("--results", help="Results root.")] = Path("results"),
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Site directory (default: reports/site beside the results)."
+        ),
+    ] = None,
 ) -> None:
-    """Publish a campaign with ``bench publish`` (exit 4 while that does not exist)."""
+    """Publish every collected run with ``bench publish`` (index, runs, trends, kernels)."""
     from bench.fleet.campaign import publish_campaign
 
     try:
-        code, message = publish_campaign(campaign_dir, results)
+        message = publish_campaign(campaign_dir, results, output)
     except BenchError as exc:
         raise _fail(exc) from None
     _Consoles.out.print(message, markup=False, emoji=False)
-    raise typer.Exit(code)
 
 
 # -- bench labhost ----------------------------------------------------------------------

@@ -16,7 +16,7 @@ is merged on the controller (``merge_campaign``), in ``results/campaigns/<id>/``
 - ``report.html``: one report over every collected run, whose first banners name the
   hosts that brought nothing back and why.
 
-``publish_campaign`` is the one place where ``bench publish`` will be called.
+``publish_campaign`` is the one place where a campaign calls ``bench publish``.
 """
 
 from __future__ import annotations
@@ -493,27 +493,37 @@ def inventory_hosts(inventory: Path, group: str = "lab") -> list[str]:
 # -- publishing -----------------------------------------------------------------------
 
 
-def publish_campaign(campaign_dir: Path, results: Path) -> tuple[int, str]:
-    """THE place where ``bench publish`` is called for a campaign.
+def default_site(results: Path) -> Path:
+    """Where a campaign's site goes unless told: ``reports/site`` beside the results root.
 
-    Returns (exit code, message). ``bench publish`` (a static site over every collected
-    run) is not part of bench yet: until it is, this returns 4 and says where the merged
-    output is. Once it exists it is called here over the results root.
+    Never inside the results root: a site holds copies of each run's ``run.json``, which
+    the next publish (or compare) of that root would read as runs.
     """
-    from bench.cli import app
+    return results.resolve().parent / "reports" / "site"
 
-    names = {command.name for command in app.registered_commands}
-    if "publish" not in names:
-        return 4, (
-            "bench publish does not exist yet: nothing published; the merged campaign "
-            f"is in {campaign_dir} (summary.md, compare-*.md, report.html)"
+
+def publish_campaign(campaign_dir: Path, results: Path, site: Path | None = None) -> str:
+    """THE place where a campaign calls ``bench publish``: a site over every collected run.
+
+    Publishes the whole results root (every host's runs, this campaign's and earlier
+    ones: the trend and kernel pages need the history) into ``site`` (default
+    ``default_site``), incrementally. Returns ``bench publish``'s own summary line.
+    """
+    if not (campaign_dir / "campaign.json").is_file():
+        raise CampaignError(f"{campaign_dir}: not a merged campaign (no campaign.json)")
+    target = site if site is not None else default_site(results)
+    if target.resolve().is_relative_to(results.resolve()):
+        raise CampaignError(
+            f"site {target}: inside the results root {results}; its copies of run.json "
+            "would be read as runs: choose a directory outside it"
         )
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "publish", str(results)],
+        [sys.executable, "-m", "bench", "publish", str(results), "-o", str(target)],
         capture_output=True,
         text=True,
         check=False,
+        stdin=subprocess.DEVNULL,
     )
     if result.returncode != 0:
         raise ResultsError(f"bench publish failed: {result.stderr.strip()[-500:]}")
-    return 0, result.stdout.strip()
+    return result.stdout.strip()
