@@ -246,7 +246,7 @@ def labhost_build(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Build (or find) the lab host image: Debian bookworm, its own kernel, systemd."""
-    from bench.fleet.labhost import build_labhost
+    from bench.fleet.labhost_image import build_labhost
 
     try:
         image = build_labhost(rebuild=rebuild, log=_say)
@@ -325,7 +325,8 @@ def labhost_down(
     everything: Annotated[bool, typer.Option("--all", help="Stop every lab host.")] = False,
 ) -> None:
     """Stop lab hosts by their QEMU's pid (nothing of a boot survives it)."""
-    from bench.fleet.labhost import down, remove_all
+    from bench.fleet.labhost import down
+    from bench.fleet.labhost_cleanup import remove_all
 
     try:
         if everything or not names:
@@ -384,7 +385,7 @@ def clean_labhosts(console: Console, dry_run: bool, everything: bool = False) ->
     Lab hosts the user keeps (``bench labhost up``) or a live process owns (a test
     session) are left running unless ``everything`` (``bench clean --all``).
     """
-    from bench.fleet.labhost import held_labhosts, leftovers, remove_all
+    from bench.fleet.labhost_cleanup import held_labhosts, leftovers, remove_all
 
     try:
         present = leftovers(everything)

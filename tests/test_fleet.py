@@ -44,7 +44,7 @@ IGNORED_KEYS = ("cpu.model", "memory.total_bytes", "cgroup.version")
 def lab_host() -> Iterator[Any]:
     """The lab host, booted for this module and owned by this test process."""
     from bench.errors import BenchError
-    from bench.fleet import labhost
+    from bench.fleet import labhost, labhost_image
 
     if os.geteuid() != 0:
         skip_or_fail("the fleet test needs root (debootstrap, QEMU, provisioning)")
@@ -53,7 +53,7 @@ def lab_host() -> Iterator[Any]:
             skip_or_fail(f"{tool} not found: run ansible/up.sh")
     started = time.monotonic()
     try:
-        image = labhost.build_labhost()
+        image = labhost_image.build_labhost()
         built_s = time.monotonic() - started
         # a name of this session's own: another session's lab host is never shared
         host = labhost.up(f"fleet-{os.getpid()}", owner_pid=os.getpid())

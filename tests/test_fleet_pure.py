@@ -17,7 +17,7 @@ from bench.cgroups import delegation
 from bench.cgroups.events_watch import MemoryEventsWatch
 from bench.cgroups.layout import CgroupLayout
 from bench.errors import ArtifactError
-from bench.fleet import campaign, labhost, shipping
+from bench.fleet import campaign, labhost, labhost_image, labhost_recipe, shipping
 from tests.synthetic_runs import blocks, write_run
 
 DEBIAN_SOURCES = """Types: deb
@@ -44,7 +44,7 @@ Components: main
 
 
 def test_apt_sources_keep_only_debian_archives_of_this_release() -> None:
-    found = labhost.parse_apt_sources(
+    found = labhost_recipe.parse_apt_sources(
         [DEBIAN_SOURCES, OTHER_SOURCES],
         [
             "deb https://packages.cloud.google.com/apt cloud-sdk-bookworm main\n",
@@ -54,26 +54,28 @@ def test_apt_sources_keep_only_debian_archives_of_this_release() -> None:
         ],
     )
     assert found == [
-        labhost.AptSource(
+        labhost_recipe.AptSource(
             "http://deb.debian.org/debian", ("bookworm", "bookworm-updates"), ("main",)
         ),
-        labhost.AptSource(
+        labhost_recipe.AptSource(
             "http://deb.debian.org/debian-security", ("bookworm-security",), ("main",)
         ),
-        labhost.AptSource("http://mirror.example/debian", ("bookworm",), ("contrib", "main")),
+        labhost_recipe.AptSource(
+            "http://mirror.example/debian", ("bookworm",), ("contrib", "main")
+        ),
     ]
 
 
 def test_recipe_needs_a_bookworm_archive_and_its_key_follows_the_packages() -> None:
-    sources = labhost.parse_apt_sources([DEBIAN_SOURCES], [])
-    with pytest.raises(labhost.LabHostError, match="no Debian bookworm archive"):
-        labhost.recipe(sources=[], packages=["docker.io"])
-    first = labhost.recipe(sources=sources, packages=["docker.io"])
-    assert labhost.recipe_key(first) == labhost.recipe_key(
-        labhost.recipe(sources=sources, packages=["docker.io"])
+    sources = labhost_recipe.parse_apt_sources([DEBIAN_SOURCES], [])
+    with pytest.raises(labhost_recipe.LabHostError, match="no Debian bookworm archive"):
+        labhost_recipe.recipe(sources=[], packages=["docker.io"])
+    first = labhost_recipe.recipe(sources=sources, packages=["docker.io"])
+    assert labhost_recipe.recipe_key(first) == labhost_recipe.recipe_key(
+        labhost_recipe.recipe(sources=sources, packages=["docker.io"])
     )
-    assert labhost.recipe_key(first) != labhost.recipe_key(
-        labhost.recipe(sources=sources, packages=["docker.io", "runc"])
+    assert labhost_recipe.recipe_key(first) != labhost_recipe.recipe_key(
+        labhost_recipe.recipe(sources=sources, packages=["docker.io", "runc"])
     )
     # what a lab host must carry besides the role's packages
     for package in ("systemd-sysv", "openssh-server", "python3-apt", "python3-venv", "apparmor"):
@@ -96,7 +98,7 @@ def test_role_packages_come_from_the_role_defaults(tmp_path: Path) -> None:
             }
         )
     )
-    packages = labhost.role_packages(defaults)
+    packages = labhost_recipe.role_packages(defaults)
     assert packages == [
         "docker.io",
         "gcc",
@@ -107,12 +109,12 @@ def test_role_packages_come_from_the_role_defaults(tmp_path: Path) -> None:
         "libvirt-daemon-system",
     ]
     # the real role: every list the recipe reads exists
-    real = labhost.role_packages()
+    real = labhost_recipe.role_packages()
     assert "docker.io" in real and "libvirt-daemon-system" in real and "chromium" not in real
 
 
 def test_qemu_command_line_forwards_only_loopback_and_restricts_the_guest(tmp_path: Path) -> None:
-    image = labhost.LabHostImage(tmp_path, "k" * 64, {"ssh_host_key": "ssh-ed25519 AAAA"})
+    image = labhost_image.LabHostImage(tmp_path, "k" * 64, {"ssh_host_key": "ssh-ed25519 AAAA"})
     argv = labhost.qemu_argv(image, "lab1", 40022, "tcg", 2048, 2, tmp_path)
     netdev = argv[argv.index("-netdev") + 1]
     assert "restrict=on" in netdev.split(",")

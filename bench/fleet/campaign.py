@@ -351,7 +351,7 @@ def playbook_argv(
     limit: str | None = None,
 ) -> list[str]:
     """The ansible-playbook command of a campaign (extra vars as one JSON argument)."""
-    from bench.fleet.labhost import ansible_dir
+    from bench.fleet.labhost_recipe import ansible_dir
 
     argv = [
         str(ansible_playbook()),
@@ -370,7 +370,7 @@ def playbook_argv(
 
 def ansible_env() -> dict[str, str]:
     """Environment of ansible-playbook: the repository's ansible.cfg, bench's venv first."""
-    from bench.fleet.labhost import ansible_dir
+    from bench.fleet.labhost_recipe import ansible_dir
 
     env = dict(os.environ)
     env["ANSIBLE_CONFIG"] = str(ansible_dir() / "ansible.cfg")
