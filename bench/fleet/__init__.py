@@ -3,8 +3,8 @@
 ``labhost``: a Debian guest with its own kernel, systemd and cgroup v2, built once as a
 cached artefact and booted under QEMU with sshd on a loopback port (``labhost_recipe``:
 what the image is made of, its cache key; ``labhost_image``: the image built and cached;
-``labhost_cleanup``: ``bench clean`` stopping them). ``wheelhouse`` and
-``shipping``: what the controller builds once and ships to every host (bench's wheels,
-the static probe and helper, the probe image). ``campaign``: ``ansible-playbook
+``labhost_cleanup``: ``bench clean`` stopping them). ``shipping``: what the
+controller builds once and ships to every host (bench's wheels, the static probe and
+helper, the probe image). ``campaign``: ``ansible-playbook
 ansible/fleet.yml`` with a campaign id, and the merge of what came back.
 """
