@@ -144,6 +144,15 @@ def test_two_hosts_two_kernels_one_campaign(lab_host: Any, tmp_path: Path) -> No
     assert "Comparison by kernel" in markdown
     assert (outcome.directory / "compare-host.md").is_file()
     assert (outcome.directory / "report.html").stat().st_size > 10_000
+    from bench.report.site import run_page_path
+
+    # bench publish over everything collected: both hosts, both kernels, one page each
+    site = tmp_path / "reports" / "site"
+    index = (site / "index.html").read_text()
+    for run, facts in ((local_run, local), (guest_run, guest)):
+        assert facts["host"]["kernel"]["release"] in index
+        page = run_page_path(facts["host"]["hostname"], run.name)
+        assert (site / page).is_file(), (run, page)
 
     # provision and install again: nothing changes on either host
     again = _campaign(
