@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,7 +31,7 @@ def gvisor_backend() -> Iterator[Backend]:
     backend.close()
 
 
-def _records(text: str, results: Path) -> list[dict]:
+def _records(text: str, results: Path) -> list[dict[str, Any]]:
     outcome = run_scenario(parse_scenario(text), text, "test", results)
     assert outcome.status == "complete"
     return [r for r in read_samples(outcome.directory).records if r["metric"] != "noise"]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.backends.base import Backend
 from bench.results import read_run
 from tests.conftest import REPO
 from tests.support import run_frame
@@ -171,7 +172,7 @@ def test_doctor_reports_every_check() -> None:
 
 @pytest.mark.docker
 @pytest.mark.usefixtures("docker_backend", "no_leftovers")
-def test_clean_removes_labelled_instances(docker_backend) -> None:
+def test_clean_removes_labelled_instances(docker_backend: Backend) -> None:
     from bench.scenario import InstanceSpec, Payload
 
     instance = docker_backend.start(

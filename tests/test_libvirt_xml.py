@@ -23,6 +23,13 @@ CONFIG = DomainConfig(
 )
 
 
+def _element(root: ET.Element, path: str) -> ET.Element:
+    """The element at ``path``; a missing one fails the test."""
+    element = root.find(path)
+    assert element is not None, f"no <{path}>"
+    return element
+
+
 def test_tcg_domain_matches_captured_expectation() -> None:
     expected = (DATA / "libvirt" / "domain_tcg.xml").read_text()
     assert domain_xml(CONFIG) == expected
@@ -31,15 +38,15 @@ def test_tcg_domain_matches_captured_expectation() -> None:
 def test_domain_has_what_this_host_needs() -> None:
     root = ET.fromstring(domain_xml(CONFIG))
     assert root.get("type") == "qemu"
-    assert root.findtext("os/type") == "hvm" and root.find("os/type").get("machine") == "pc"
+    assert root.findtext("os/type") == "hvm" and _element(root, "os/type").get("machine") == "pc"
     assert root.find("features/acpi") is not None, "ACPI is how a guest poweroff ends the domain"
-    assert root.find("devices/memballoon").get("model") == "none"
+    assert _element(root, "devices/memballoon").get("model") == "none"
     assert root.find("devices/interface") is None, "no network unless asked"
-    assert root.find("devices/serial/source").get("path") == str(CONFIG.console_log)
+    assert _element(root, "devices/serial/source").get("path") == str(CONFIG.console_log)
     assert root.findtext("on_poweroff") == "destroy"
     assert root.find("memtune") is None, "hard_limit at create fails here: applied live instead"
     assert root.find("cpu") is None, "never -cpu host"
-    assert root.findtext("memory") == "128" and root.find("memory").get("unit") == "MiB"
+    assert root.findtext("memory") == "128" and _element(root, "memory").get("unit") == "MiB"
     assert is_bench_domain_xml(domain_xml(CONFIG))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -23,7 +24,7 @@ from bench.metrics.density import (
     p99,
     stop_reason,
 )
-from bench.metrics.memory import overhead_samples
+from bench.metrics.memory_derived import overhead_samples
 from bench.metrics.procmem import MIB, parse_smaps_rollup
 from bench.samples import Sample
 from bench.scenario import DensityOptions
@@ -144,7 +145,9 @@ def test_overhead_subtracts_the_process_median_per_view() -> None:
         for s in samples
     ]
     again = overhead_samples(renamed, {**mechanisms, "bare": "native"})
-    assert sorted(s.value for s in again) == sorted(s.value for s in overheads)
+    assert sorted(cast(float, s.value) for s in again) == sorted(
+        cast(float, s.value) for s in overheads
+    )
 
 
 def test_overhead_baseline_comes_from_the_same_block() -> None:

@@ -7,16 +7,23 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.plan import MetricShape, plan_steps
-from bench.scenario import expand_cases, parse_scenario
+from bench.plan import MetricShape, Step, plan_steps
+from bench.scenario import Case, expand_cases, parse_scenario
 
 
-def _startup(backends, cases, samples, warmups, seed, repeats=1):
+def _startup(
+    backends: list[str],
+    cases: list[Case],
+    samples: int,
+    warmups: int,
+    seed: int,
+    repeats: int = 1,
+) -> list[Step]:
     shape = MetricShape("startup", warmups, samples)
     return plan_steps([shape], backends, cases, repeats, seed)
 
 
-def _cases(n_memory: int):
+def _cases(n_memory: int) -> list[Case]:
     values = ", ".join(str(64 * (i + 1)) for i in range(n_memory))
     text = "name: t\nbackends: [process, docker]\n" + (
         f"matrix: {{memory_mib: [{values}]}}\n" if n_memory else ""

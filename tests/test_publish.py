@@ -152,7 +152,9 @@ def test_site_in_real_headless_chromium(tmp_path: Path) -> None:
         site / run_page_path("vm", QUICK_RUN.name),
         site / run_page_path("vm", XSS_RUN.name),
     ]
-    wanted = [(page, viewport, None) for page in pages for viewport in ((1400, 900), (800, 900))]
+    wanted: list[tuple[Path, tuple[int, int], Path | None]] = [
+        (page, viewport, None) for page in pages for viewport in ((1400, 900), (800, 900))
+    ]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     checks = check_pages(
         wanted, full_page=False, allowed_root=site, log_path=ARTIFACTS / "chromium-site.log"

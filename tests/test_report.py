@@ -211,7 +211,7 @@ def test_report_in_real_headless_chromium(tmp_path: Path) -> None:
     outcome = write_report(
         [*FIXTURE_RUNS, MINI_RUN, TCG_RUN, XSS_RUN], everything, title=f"all runs {XSS_NAME}"
     )
-    pages = [
+    pages: list[tuple[Path, tuple[int, int], Path | None]] = [
         (quick, viewport, ARTIFACTS / f"quick-{viewport[0]}.png") for viewport in VIEWPORTS
     ] + [(everything, viewport, None) for viewport in VIEWPORTS]
     checks = check_pages(pages, full_page=False, log_path=ARTIFACTS / "chromium.log")

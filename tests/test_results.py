@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from bench.analysis.dataset import load_dataset
@@ -12,7 +14,7 @@ from bench.results import ResultStore, list_runs, migrate_run, read_run, read_sa
 from bench.samples import SAMPLE_SCHEMA_VERSION, Sample, upgrade_sample_record
 
 
-def load(directory):
+def load(directory: Path) -> pd.DataFrame:
     return load_dataset([directory]).samples
 
 
@@ -35,7 +37,7 @@ def _sample(seq: int, backend: str, value: float, ok: bool = True, warmup: bool 
     )
 
 
-def _store(tmp_path, run_id="r1"):
+def _store(tmp_path: Path, run_id: str = "r1") -> ResultStore:
     return ResultStore.create(
         tmp_path,
         "host/one",
@@ -48,7 +50,7 @@ def _store(tmp_path, run_id="r1"):
     )
 
 
-def test_store_writes_versioned_run_and_tidy_samples(tmp_path) -> None:
+def test_store_writes_versioned_run_and_tidy_samples(tmp_path: Path) -> None:
     store = _store(tmp_path)
     assert store.directory == tmp_path / "host-one" / "r1"
     assert read_run(store.directory)["status"] == "running"
@@ -71,7 +73,7 @@ def test_store_writes_versioned_run_and_tidy_samples(tmp_path) -> None:
     assert frame.loc[1, "kernel"] == "6.1" and frame.loc[1, "scenario_sha256"] == "abc"
 
 
-def test_torn_last_line_is_skipped_with_warning(tmp_path) -> None:
+def test_torn_last_line_is_skipped_with_warning(tmp_path: Path) -> None:
     store = _store(tmp_path)
     store.append(_sample(0, "docker", 0.2))
     store.finish("interrupted")
@@ -82,7 +84,7 @@ def test_torn_last_line_is_skipped_with_warning(tmp_path) -> None:
     assert any("torn last line" in w for w in dataset.warnings)
 
 
-def test_corrupt_middle_line_is_an_error(tmp_path) -> None:
+def test_corrupt_middle_line_is_an_error(tmp_path: Path) -> None:
     store = _store(tmp_path)
     store.finish("complete")
     (store.directory / "samples.jsonl").write_text(
@@ -92,7 +94,7 @@ def test_corrupt_middle_line_is_an_error(tmp_path) -> None:
         load(store.directory)
 
 
-def test_newer_schema_is_refused_clearly(tmp_path) -> None:
+def test_newer_schema_is_refused_clearly(tmp_path: Path) -> None:
     store = _store(tmp_path)
     store.finish("complete")
     run = json.loads((store.directory / "run.json").read_text())
@@ -104,7 +106,7 @@ def test_newer_schema_is_refused_clearly(tmp_path) -> None:
         migrate_run({}, "x")
 
 
-def test_list_runs_newest_first_and_flags_bad_ones(tmp_path) -> None:
+def test_list_runs_newest_first_and_flags_bad_ones(tmp_path: Path) -> None:
     for run_id in ("20260101T000000Z-a-000001", "20260102T000000Z-a-000002"):
         _store(tmp_path, run_id).finish("complete")
     broken = tmp_path / "h" / "broken"
@@ -116,12 +118,12 @@ def test_list_runs_newest_first_and_flags_bad_ones(tmp_path) -> None:
     assert any("not valid JSON" in r.get("error", "") for r in runs)
 
 
-def test_missing_run_dir_is_an_error(tmp_path) -> None:
+def test_missing_run_dir_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ResultsError, match="no such run directory"):
         load(tmp_path / "nope")
 
 
-def test_version_1_sample_lines_are_migrated_to_blocks_and_mechanisms(tmp_path) -> None:
+def test_version_1_sample_lines_are_migrated_to_blocks_and_mechanisms(tmp_path: Path) -> None:
     store = _store(tmp_path)
     store.finish("complete")
     old = json.loads(_sample(0, "libvirt", 1.5).to_json())

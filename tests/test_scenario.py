@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -99,7 +101,7 @@ def test_yaml_syntax_error_has_line_and_column() -> None:
         parse_scenario("name: [x\n", "bad.yaml")
 
 
-def test_unreadable_file_is_a_scenario_error(tmp_path):
+def test_unreadable_file_is_a_scenario_error(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError, match="cannot read scenario"):
         load_scenario(tmp_path / "missing.yaml")
 
@@ -180,7 +182,7 @@ scenario_dicts = st.fixed_dictionaries(
 
 @settings(max_examples=60, deadline=None)
 @given(scenario_dicts)
-def test_round_trip_through_yaml_preserves_scenario_and_hash(data: dict) -> None:
+def test_round_trip_through_yaml_preserves_scenario_and_hash(data: dict[str, Any]) -> None:
     scenario = Scenario.model_validate(data)
     text = yaml.safe_dump(scenario.model_dump(mode="json"))
     again = parse_scenario(text)

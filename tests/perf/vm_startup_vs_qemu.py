@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
+
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
@@ -30,7 +32,7 @@ from bench.backends.base import Instance  # noqa: E402
 from bench.backends.libvirt_xml import domain_xml  # noqa: E402
 
 
-def load(directory: Path) -> object:
+def load(directory: Path) -> pd.DataFrame:
     """One run as a frame (host-noise records left out)."""
     frame = load_dataset([directory]).samples
     return frame[frame["metric"] != "noise"]
