@@ -445,6 +445,8 @@ def _ledger_table(name: str, frame: Any) -> Table | None:
             slope = f"{row.slope:.1f}"
             if low is not None and high is not None and low == low and high == high:
                 slope += f" [{low:.1f}, {high:.1f}]"
+            if row.slope_finding.startswith("below 0"):
+                slope = "below 0: drift"
         guest = (
             f"{mib(row.guest_ram_touched)}/{mib(row.guest_ram_given)}"
             if row.guest_ram_given is not None

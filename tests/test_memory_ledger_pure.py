@@ -95,6 +95,15 @@ def test_a_cost_that_is_not_there_is_not_distinguishable_from_zero() -> None:
     assert fit_slope([[(0, 1.0), (1, 2.0)]]) is None, "two points make no interval"
 
 
+def test_a_cost_below_zero_is_drift_never_memory_given_back() -> None:
+    from bench.metrics.memory_derived import cost_finding
+
+    assert cost_finding(-0.03, -0.04, -0.03).startswith("below 0: the host's drift")
+    assert cost_finding(0.4, -0.2, 1.0) == "not distinguishable from 0"
+    assert cost_finding(2.7, 0.2, 5.3) == "+2.7 MiB per instance [+0.2, +5.3]"
+    assert "no interval" in cost_finding(2.7, None, None)
+
+
 @settings(max_examples=50, deadline=None)
 @given(st.integers(1, 200))
 def test_t_quantiles_fall_towards_the_normal(df: int) -> None:

@@ -40,6 +40,7 @@ class LedgerRow:
     memavailable_drop: float | None = None
     slope: float | None = None
     slope_ci: tuple[float | None, float | None] = (None, None)
+    slope_finding: str = ""
     unexplained: float | None = None
     notes: dict[str, str] = field(default_factory=dict)
 
@@ -95,6 +96,8 @@ def ledger_rows(frame: pd.DataFrame) -> list[LedgerRow]:
             last = pooled.iloc[-1]
             row.slope = float(last["value"])
             row.slope_ci = (last.get("label.ci_low_mib"), last.get("label.ci_high_mib"))
+            finding = last.get("label.finding")
+            row.slope_finding = finding if isinstance(finding, str) else ""
         if row.memavailable_drop is not None and row.total is not None:
             row.unexplained = row.memavailable_drop - row.total
         rows.append(row)

@@ -87,6 +87,22 @@ def overhead_samples(
     return results
 
 
+def cost_finding(cost: float, low: float | None, high: float | None) -> str:
+    """What a per-instance cost from the MemAvailable slope may be reported as.
+
+    An instance cannot give memory back: a cost whose whole interval lies below 0 says
+    that the host drifted by more than the instance costs (MemAvailable's resolution on
+    that host), never that the instance freed memory.
+    """
+    if low is None or high is None:
+        return f"{cost:+.1f} MiB per instance (one group: no interval)"
+    if high < 0:
+        return "below 0: the host's drift exceeds this cost (not a finding)"
+    if low <= 0:
+        return "not distinguishable from 0"
+    return f"{cost:+.1f} MiB per instance [{low:+.1f}, {high:+.1f}]"
+
+
 def slope_samples(samples: list[Sample], mechanisms: Mapping[str, Mechanism | str]) -> list[Sample]:
     """Per backend and case: the MemAvailable slope over every group, and its overhead.
 
@@ -146,6 +162,7 @@ def slope_samples(samples: list[Sample], mechanisms: Mapping[str, Mechanism | st
             "df": fit.df,
             "distinguishable_from_zero": fit.excludes_zero(),
             "interval": "t over groups" if fit.df >= 1 else "none: one group",
+            "finding": cost_finding(cost, low, high),
         }
         results.append(
             Sample(
