@@ -22,6 +22,7 @@ from bench.metrics.density import (
     STOP_SLO,
     RampState,
     p99,
+    projected_mem_available_bytes,
     stop_reason,
 )
 from bench.metrics.memory_derived import overhead_samples
@@ -205,6 +206,34 @@ def test_stop_rules(state: RampState, reason: str | None) -> None:
     assert stop_reason(state, OPTIONS) == reason
 
 
+def test_the_floor_rule_stops_before_the_next_instance_would_cross_it() -> None:
+    gib = 1 << 30
+    # 6 READY cost 0.6 GiB: ~100 MiB each; 2.1 GiB left, 2 still starting: the next would
+    # end at ~1.8 GiB, under the 2 GiB floor, although the host is above it now
+    crossing = RampState(
+        started=8,
+        ready=6,
+        latencies_s=[1.0] * 6,
+        mem_available_bytes=int(2.1 * gib),
+        mem_available_start_bytes=int(2.7 * gib),
+    )
+    assert stop_reason(crossing, OPTIONS) == STOP_MEM_FLOOR
+    projected = projected_mem_available_bytes(crossing)
+    assert projected is not None and abs(projected - int(1.8 * gib)) < 1 << 20
+    roomy = RampState(
+        started=8,
+        ready=6,
+        latencies_s=[1.0] * 6,
+        mem_available_bytes=4 * gib,
+        mem_available_start_bytes=int(4.6 * gib),
+    )
+    assert stop_reason(roomy, OPTIONS) is None
+    unknown = RampState(
+        started=1, mem_available_bytes=int(2.1 * gib), mem_available_start_bytes=3 * gib
+    )
+    assert projected_mem_available_bytes(unknown) is None, "no READY instance: no estimate"
+
+
 def test_stop_rule_order_max_count_first() -> None:
     state = RampState(started=10, ready=3, failed=7, latencies_s=[99.0] * 3, mem_available_bytes=0)
     assert stop_reason(state, OPTIONS) == STOP_MAX_COUNT
@@ -228,9 +257,14 @@ def test_root_cgroup_is_never_an_instance_cgroup(tmp_path: Path) -> None:
 def test_error_classes_name_what_the_engine_ran_into() -> None:
     from bench.metrics.density import classify_error
 
-    assert classify_error("OSError: [Errno 24] Too many open files") == "engine_limit:file_descriptors"
+    assert (
+        classify_error("OSError: [Errno 24] Too many open files") == "engine_limit:file_descriptors"
+    )
     assert classify_error("fork/exec: resource temporarily unavailable") == "engine_limit:processes"
-    assert classify_error("Bind for 0.0.0.0:80 failed: port is already allocated") == "engine_limit:ports"
+    assert (
+        classify_error("Bind for 0.0.0.0:80 failed: port is already allocated")
+        == "engine_limit:ports"
+    )
     assert classify_error("qemu: cannot allocate memory") == "memory"
     assert classify_error("domain bench-1: no READY line before the timeout") == "timeout"
     assert classify_error("something else") == "other"

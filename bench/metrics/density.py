@@ -153,6 +153,22 @@ class RampState:
     latencies_s: list[float] = field(default_factory=list)
     mem_available_bytes: int | None = None
     host_oom_kills: int = 0
+    mem_available_start_bytes: int | None = None
+
+
+def projected_mem_available_bytes(state: RampState) -> int | None:
+    """MemAvailable once the instances still starting and one more have taken their share.
+
+    Each instance's share is what the ramp has cost so far per READY instance; the
+    instances still starting are counted as if they had taken nothing yet (the safe
+    side). None until one instance is READY.
+    """
+    now, start = state.mem_available_bytes, state.mem_available_start_bytes
+    if now is None or start is None or state.ready == 0:
+        return None
+    per_instance = max(0, start - now) / state.ready
+    in_flight = max(0, state.started - state.ready - state.failed)
+    return int(now - per_instance * (in_flight + 1))
 
 
 def p99(values: list[float]) -> float:
@@ -172,10 +188,12 @@ def stop_reason(state: RampState, options: DensityOptions) -> str | None:
         return STOP_HOST_OOM
     if state.started >= options.max_count:
         return STOP_MAX_COUNT
-    if (
-        state.mem_available_bytes is not None
-        and state.mem_available_bytes < options.mem_floor_mib * MIB
-    ):
+    floor = options.mem_floor_mib * MIB
+    if state.mem_available_bytes is not None and state.mem_available_bytes < floor:
+        return STOP_MEM_FLOOR
+    # the floor is never crossed: no instance starts that would take the host under it
+    projected = projected_mem_available_bytes(state)
+    if projected is not None and projected < floor:
         return STOP_MEM_FLOOR
     done = state.ready + state.failed
     if done >= options.slo_min_instances:
@@ -236,7 +254,10 @@ def run_density(ctx: RunContext, backend: Backend, step: Step) -> Iterator[Sampl
     options: DensityOptions = ctx.scenario.density
     case = step.case
     spec = idle_spec(ctx.spec_for(case.spec))
-    state = RampState(mem_available_bytes=mem_available_bytes())
+    start_available = mem_available_bytes()
+    state = RampState(
+        mem_available_bytes=start_available, mem_available_start_bytes=start_available
+    )
     instances: list[Instance] = []
     pending: dict[Future[Instance], Instance] = {}
     harness_rss_max = 0
@@ -433,9 +454,17 @@ def _stop_detail(
 ) -> str:
     """The stop reason in words, with the figures that made the rule fire."""
     if reason == STOP_MEM_FLOOR and state.mem_available_bytes is not None:
+        if state.mem_available_bytes < options.mem_floor_mib * MIB:
+            return (
+                f"MemAvailable {state.mem_available_bytes / MIB:.0f} MiB fell under the "
+                f"floor of {options.mem_floor_mib} MiB"
+            )
+        start = state.mem_available_start_bytes or state.mem_available_bytes
+        share = max(0, start - state.mem_available_bytes) / max(1, state.ready)
         return (
-            f"MemAvailable {state.mem_available_bytes / MIB:.0f} MiB fell under the floor "
-            f"of {options.mem_floor_mib} MiB"
+            f"MemAvailable {state.mem_available_bytes / MIB:.0f} MiB: one more instance "
+            f"(~{share / MIB:.0f} MiB each so far) would take it under the floor of "
+            f"{options.mem_floor_mib} MiB"
         )
     if reason == STOP_HOST_OOM:
         return f"the host's OOM killer fired {state.host_oom_kills} time(s) during the ramp"
