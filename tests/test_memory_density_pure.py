@@ -278,6 +278,11 @@ def test_knee_of_a_startup_curve() -> None:
     assert knee is not None and 17 <= knee <= 22
     assert knee_index([1.0, 1.0, 1.0, 1.0, 1.0, 1.0]) is None, "a flat curve has no knee"
     assert knee_index([1.0, 2.0]) is None
+    # a curve whose highest point is not its last: the chord runs from the first to the
+    # last point, so the end is never taken for a knee
+    bumpy = [1.8] * 60 + [2.2] * 30 + [3.5] * 5 + [2.3] * 30 + [2.5] * 10
+    knee = knee_index(bumpy)
+    assert knee is None or knee < len(bumpy) - 5, knee
     # a straight line bends nowhere: at most a point where noise says so, never past the middle
     line = [float(i) for i in range(30)]
     assert knee_index(line) is None

@@ -11,6 +11,7 @@ the reason is recorded. Everything is torn down afterwards, also on interrupt.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import statistics
@@ -126,18 +127,21 @@ def is_global_oom_record(record: bytes) -> bool:
 def knee_index(values: list[float]) -> int | None:
     """Where a rising curve bends upwards (Kneedle, Satopaa et al., 2011); None if never.
 
-    Kneedle on y against its index, after a running median of 5 smooths single outliers;
-    None under 5 points. Both axes are scaled to [0, 1]; for a convex rising curve the
-    knee is the point farthest below the chord from the first to the last point.
+    Kneedle on y against its index: a running median of 5 smooths single outliers, then
+    the curve is read as its running maximum (the worst startup seen up to N: a curve
+    that only rises, so a quiet last few instances cannot make the end look like a
+    bend). Both axes are scaled to [0, 1]; the knee is the point farthest below the
+    diagonal from the first point to the last, which both lie on. None under 5 points.
     """
     if len(values) < 5:
         return None
     smooth = [statistics.median(values[max(0, i - 2) : i + 3]) for i in range(len(values))]
-    low, high = min(smooth), max(smooth)
+    rising = list(itertools.accumulate(smooth, max))
+    low, high = rising[0], rising[-1]
     if high == low:
         return None
-    last = len(smooth) - 1
-    gaps = [i / last - (y - low) / (high - low) for i, y in enumerate(smooth)]
+    last = len(rising) - 1
+    gaps = [i / last - (y - low) / (high - low) for i, y in enumerate(rising)]
     best = max(range(len(gaps)), key=lambda i: gaps[i])
     # a bend smaller than a tenth of the range is noise on a straight line, not a knee
     return best if gaps[best] > KNEE_MIN_GAP else None
