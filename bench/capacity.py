@@ -68,4 +68,3 @@ def check_fits(
                 f"{need / MIB:.0f} MiB, but MemAvailable {available / MIB:.0f} MiB - floor "
                 f"{floor / MIB:.0f} MiB (density.mem_floor_mib) leaves {room / MIB:.0f} MiB"
             )
-

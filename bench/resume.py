@@ -108,4 +108,3 @@ def _next_instance_number(previous: list[Sample], kept_names: dict[str, list[str
         if tail.isdigit():
             numbers.append(int(tail))
     return max(numbers) + 1
-

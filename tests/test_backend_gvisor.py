@@ -49,7 +49,9 @@ def test_startup_runs_in_a_runsc_sandbox_with_every_stage(
         assert record["labels"]["mechanism"] == "sandbox"
         assert record["labels"]["runtime"] == "runsc"
         stages = record["stages"]
-        assert 0 < stages["create_s"] < stages["start_s"] + stages["create_s"] <= stages["to_ready_s"]
+        assert (
+            0 < stages["create_s"] < stages["start_s"] + stages["create_s"] <= stages["to_ready_s"]
+        )
         assert stages["to_ready_s"] < stages["to_exit_s"]
 
 

@@ -72,8 +72,14 @@ def test_ledger_total_adds_only_additive_parts() -> None:
 def test_slope_recovers_a_known_cost_per_instance_with_drift_between_rounds() -> None:
     # MemAvailable falls 140 MiB per guest; each round starts from another level
     rounds = [
-        [(n, 20000 - 140 * n + noise) for n, noise in zip(range(9), [0, 3, -2, 1, -4, 2, 0, -1, 3], strict=True)],
-        [(n, 18500 - 140 * n + noise) for n, noise in zip(range(9), [1, -3, 2, 0, 2, -2, 1, 0, -1], strict=True)],
+        [
+            (n, 20000 - 140 * n + noise)
+            for n, noise in zip(range(9), [0, 3, -2, 1, -4, 2, 0, -1, 3], strict=True)
+        ],
+        [
+            (n, 18500 - 140 * n + noise)
+            for n, noise in zip(range(9), [1, -3, 2, 0, 2, -2, 1, 0, -1], strict=True)
+        ],
     ]
     fit = fit_slope(rounds)
     assert fit is not None
@@ -142,7 +148,10 @@ def test_an_up_and_down_ramp_separates_the_cost_from_the_hosts_drift() -> None:
     # frees 6 MiB/s (page cache refilling elsewhere): an up-only slope would say -128
     ns = list(range(9)) + list(range(7, -1, -1))
     wiggle = [1, -2, 0, 2, -1, 1, 0, -2, 1, 2, -1, 0, 1, -2, 0, 1, -1]
-    points = [(n, 2.0 * i, 20000 - 140 * n + 6 * 2.0 * i + w) for i, (n, w) in enumerate(zip(ns, wiggle, strict=True))]
+    points = [
+        (n, 2.0 * i, 20000 - 140 * n + 6 * 2.0 * i + w)
+        for i, (n, w) in enumerate(zip(ns, wiggle, strict=True))
+    ]
     fit = fit_slope_with_drift([points])
     assert fit is not None and fit.ci_low is not None and fit.ci_high is not None
     assert fit.slope == pytest.approx(-140, abs=1.5)
@@ -156,9 +165,17 @@ def test_an_up_and_down_ramp_separates_the_cost_from_the_hosts_drift() -> None:
 def test_groups_that_disagree_give_no_finding() -> None:
     from bench.metrics.slope import SlopeFit, across_groups
 
-    agree = across_groups([SlopeFit(-140, 2, None, None, 17, 14), SlopeFit(-142, 2, None, None, 17, 14), SlopeFit(-139, 2, None, None, 17, 14)])
+    agree = across_groups(
+        [
+            SlopeFit(-140, 2, None, None, 17, 14),
+            SlopeFit(-142, 2, None, None, 17, 14),
+            SlopeFit(-139, 2, None, None, 17, 14),
+        ]
+    )
     assert agree is not None and agree.excludes_zero()
-    disagree = across_groups([SlopeFit(-120, 2, None, None, 17, 14), SlopeFit(36, 2, None, None, 17, 14)])
+    disagree = across_groups(
+        [SlopeFit(-120, 2, None, None, 17, 14), SlopeFit(36, 2, None, None, 17, 14)]
+    )
     assert disagree is not None and not disagree.excludes_zero(), "tight groups that disagree"
     one = across_groups([SlopeFit(-140, 2, -144, -136, 17, 14)])
     assert one is not None and one.ci_low is None, "one group: no interval"

@@ -27,7 +27,11 @@ GOOD = "name: t\nbackends: [process, docker]\n"
 # (yaml text, expected "field <path>" fragment, expected reason fragment)
 MALFORMED = [
     ("name: t\nbackends: [docker]\nsamples: 0\n", "field samples:", "greater than or equal to 1"),
-    ("name: t\nbackends: [dockr]\n", "field backends[0]:", "unknown backend 'dockr'; valid backends: process, docker"),
+    (
+        "name: t\nbackends: [dockr]\n",
+        "field backends[0]:",
+        "unknown backend 'dockr'; valid backends: process, docker",
+    ),
     ("name: t\nbackends: [docker]\nsampels: 3\n", "field sampels:", "unknown field"),
     ("backends: [docker]\n", "field name:", "required field is missing"),
     ("name: t\n", "field backends:", "required field is missing"),

@@ -49,9 +49,7 @@ def requested_decision(requested: str) -> AccelDecision | None:
     return None
 
 
-def cached_probe(
-    key_parts: Sequence[object], probe: Callable[[], AccelDecision]
-) -> AccelDecision:
+def cached_probe(key_parts: Sequence[object], probe: Callable[[], AccelDecision]) -> AccelDecision:
     """Run ``probe`` once per key (host boot included) and remember its decision."""
     key_source = json.dumps([boot_id(), *key_parts], default=str)
     key = hashlib.sha256(key_source.encode()).hexdigest()[:16]

@@ -428,9 +428,7 @@ def own_cgroups_layout(backend: str) -> CgroupLayout:
         ) from None
 
 
-def own_cgroup_reader(
-    group: InstanceCgroup, layout: CgroupLayout
-) -> Callable[[], dict[str, Any]]:
+def own_cgroup_reader(group: InstanceCgroup, layout: CgroupLayout) -> Callable[[], dict[str, Any]]:
     """A limit-evidence reader of a cgroup bench made itself.
 
     No lookup by pid, which would race the instance's joining the cgroup.

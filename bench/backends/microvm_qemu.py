@@ -178,5 +178,3 @@ def _run_qemu(command: list[str]) -> str:
             f"{' '.join(command)} exited {result.returncode}: {result.stderr.strip()[-300:]}"
         )
     return result.stdout
-
-

@@ -75,4 +75,3 @@ def settle_ksm(options: MemoryOptions) -> dict[str, Any]:
         "full_scans": ksm_counters().get("full_scans", 0) - start.get("full_scans", 0),
         "series": series,
     }
-

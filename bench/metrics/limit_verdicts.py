@@ -152,8 +152,6 @@ def not_applicable(kind: str, set_value: float, unit: str, reason: str) -> Limit
     )
 
 
-
-
 def failed_check(kind: str, set_value: float | None, unit: str, error: str) -> LimitCheck:
     """A check that could not be taken: no measurement, not enforced, and why."""
     return LimitCheck(

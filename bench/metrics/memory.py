@@ -313,5 +313,3 @@ def _record_slope(
         drift_removed=drift_removed,
         df=fit.df,
     )
-
-

@@ -205,4 +205,3 @@ def slope_samples(samples: list[Sample], mechanisms: Mapping[str, Mechanism | st
             )
         )
     return results
-

@@ -46,8 +46,10 @@ class SlopeFit:
 
     def excludes_zero(self) -> bool:
         """True when the CI lies entirely on one side of 0 (the slope is distinguishable)."""
-        return self.ci_low is not None and self.ci_high is not None and (
-            self.ci_low > 0 or self.ci_high < 0
+        return (
+            self.ci_low is not None
+            and self.ci_high is not None
+            and (self.ci_low > 0 or self.ci_high < 0)
         )
 
 

@@ -36,6 +36,8 @@ def load(directory: Path) -> pd.DataFrame:
     """One run as a frame (host-noise records left out)."""
     frame = load_dataset([directory]).samples
     return frame[frame["metric"] != "noise"]
+
+
 from bench.runner import run_scenario  # noqa: E402
 from bench.scenario import parse_scenario  # noqa: E402
 
