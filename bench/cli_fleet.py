@@ -200,7 +200,7 @@ def fleet_merge(
     ] = None,
 ) -> None:
     """Merge a campaign: host statuses, compare by host and kernel, one report."""
-    from bench.fleet.campaign import merge_campaign
+    from bench.fleet.merge import merge_campaign
 
     del results
     try:

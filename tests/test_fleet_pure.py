@@ -17,7 +17,7 @@ from bench.cgroups import delegation
 from bench.cgroups.events_watch import MemoryEventsWatch
 from bench.cgroups.layout import CgroupLayout
 from bench.errors import ArtifactError
-from bench.fleet import campaign, labhost, labhost_image, labhost_recipe, shipping
+from bench.fleet import campaign, labhost, labhost_image, labhost_recipe, merge, shipping
 from tests.synthetic_runs import blocks, write_run
 
 DEBIAN_SOURCES = """Types: deb
@@ -192,7 +192,7 @@ fatal: [lab3]: FAILED! => {"changed": false, "msg": "second"}
 
 
 def test_reasons_are_read_from_ansibles_log() -> None:
-    reasons = campaign.reasons_from_log(LOG)
+    reasons = merge.reasons_from_log(LOG)
     assert reasons == {
         "lab2": "unreachable: Failed to connect to the host via ssh: Connection refused",
         "lab3": "failed: second",
@@ -239,7 +239,7 @@ def test_merge_compares_by_host_and_kernel_and_says_why_hosts_are_incomparable(
     tmp_path: Path,
 ) -> None:
     directory, _results = _two_host_campaign(tmp_path)
-    summary = campaign.merge_campaign(directory, ["local", "lab1"], ignore_keys=["cgroup.version"])
+    summary = merge.merge_campaign(directory, ["local", "lab1"], ignore_keys=["cgroup.version"])
     assert [h["status"] for h in summary["hosts"]] == ["ok", "ok"]
     assert summary["missing"] == {}
     kernel = summary["comparisons"]["kernel"]
@@ -267,8 +267,8 @@ def test_merge_marks_a_host_that_failed_or_never_answered(tmp_path: Path) -> Non
             }
         )
     )
-    (directory / campaign.LOG_NAME).write_text(LOG)
-    summary = campaign.merge_campaign(directory, ["local", "lab1", "lab2"])
+    (directory / merge.LOG_NAME).write_text(LOG)
+    summary = merge.merge_campaign(directory, ["local", "lab1", "lab2"])
     by_host = {h["host"]: h for h in summary["hosts"]}
     assert by_host["local"]["status"] == "ok"
     assert by_host["lab1"]["status"] == "failed"

@@ -6,5 +6,5 @@ what the image is made of, its cache key; ``labhost_image``: the image built and
 ``labhost_cleanup``: ``bench clean`` stopping them). ``shipping``: what the
 controller builds once and ships to every host (bench's wheels, the static probe and
 helper, the probe image). ``campaign``: ``ansible-playbook
-ansible/fleet.yml`` with a campaign id, and the merge of what came back.
+ansible/fleet.yml`` with a campaign id; ``merge``: what came back, merged.
 """
