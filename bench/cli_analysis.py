@@ -684,15 +684,10 @@ def _print_calibration(console: Console, calibration: Calibration) -> None:
 def _print_comparison(console: Console, report: ComparisonReport) -> None:
     from bench.analysis.compare import (
         condensed_warnings,
-        format_blocks,
-        format_difference,
-        format_margin,
-        format_mde,
-        format_ratio,
+        figure_cells,
         method_text,
         row_title,
     )
-    from bench.analysis.units import format_quantity
 
     if report.group_by == "sides":
         for group in report.groups:
@@ -749,13 +744,7 @@ def _print_comparison(console: Console, report: ComparisonReport) -> None:
             cells: list[Text | str] = [
                 Text(row_title(row) if report.group_by != "backend" else _backend_title(row)),
                 *([Text(row.run_id[-6:])] if with_run else []),
-                format_quantity(row.median_baseline, row.unit),
-                format_quantity(row.median_contender, row.unit),
-                format_ratio(row),
-                format_difference(row),
-                format_margin(row),
-                format_mde(row),
-                format_blocks(row),
+                *figure_cells(row),
                 Text(row.verdict, style=_OUTCOME_STYLES.get(row.outcome, "")),
             ]
             table.add_row(*cells)

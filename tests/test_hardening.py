@@ -27,6 +27,20 @@ pytestmark = [pytest.mark.cgroups]
 
 
 @pytest.mark.usefixtures("process_backend", "no_leftovers")
+def _bench_run_argv(scenario: Path, results: Path) -> list[str]:
+    """``bench run`` of a scenario into a results directory, without a report."""
+    return [
+        sys.executable,
+        "-m",
+        "bench",
+        "run",
+        str(scenario),
+        "--results",
+        str(results),
+        "--no-report",
+    ]
+
+
 def test_density_counts_only_instances_alive_at_the_stop(tmp_path: Path) -> None:
     text = (
         "name: ramp\nbackends: [process]\nmetrics: [density]\n"
@@ -91,16 +105,7 @@ def test_an_interrupt_anywhere_leaves_nothing_and_keeps_the_samples(
     )
     results = tmp_path / "results"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "run",
-            str(scenario),
-            "--results",
-            str(results),
-            "--no-report",
-        ],
+        _bench_run_argv(scenario, results),
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -202,16 +207,7 @@ def test_an_engine_that_dies_mid_run_gives_error_samples_and_the_others_go_on(
     )
     results = tmp_path / "results"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "run",
-            str(scenario),
-            "--results",
-            str(results),
-            "--no-report",
-        ],
+        _bench_run_argv(scenario, results),
         cwd=REPO,
         env={**os.environ, "DOCKER_HOST": f"unix://{proxy.path}"},
         stdout=subprocess.DEVNULL,

@@ -863,8 +863,8 @@ RESULT_COLUMNS = (
 )
 
 
-def result_cells(row: ComparisonRow) -> list[str]:
-    """A row's outcome as table cells, in ``RESULT_COLUMNS`` order."""
+def figure_cells(row: ComparisonRow) -> list[str]:
+    """A row's figures as table cells: ``RESULT_COLUMNS`` up to the verdict."""
     return [
         format_quantity(row.median_baseline, row.unit),
         format_quantity(row.median_contender, row.unit),
@@ -873,9 +873,12 @@ def result_cells(row: ComparisonRow) -> list[str]:
         format_margin(row),
         format_mde(row),
         format_blocks(row),
-        row.verdict,
-        "; ".join(row.warnings),
     ]
+
+
+def result_cells(row: ComparisonRow) -> list[str]:
+    """A row's outcome as table cells, in ``RESULT_COLUMNS`` order."""
+    return [*figure_cells(row), row.verdict, "; ".join(row.warnings)]
 
 
 def method_text(report: ComparisonReport) -> str:

@@ -87,6 +87,21 @@ def overhead_samples(
     return results
 
 
+def interval_finding(value: float, low: float | None, high: float | None, below_zero: str) -> str:
+    """What a per-instance figure with its 95% interval may be reported as.
+
+    An interval that contains 0, or none at all (one group), is "not distinguishable
+    from 0"; one wholly below 0 is ``below_zero`` (never a negative finding).
+    """
+    if low is None or high is None:
+        return "not distinguishable from 0 (one group: no interval, run more rounds)"
+    if high < 0:
+        return below_zero
+    if low <= 0:
+        return "not distinguishable from 0"
+    return f"{value:+.1f} MiB per instance [{low:+.1f}, {high:+.1f}]"
+
+
 def cost_finding(cost: float, low: float | None, high: float | None) -> str:
     """What a per-instance cost from the MemAvailable slope may be reported as.
 
@@ -94,13 +109,9 @@ def cost_finding(cost: float, low: float | None, high: float | None) -> str:
     that the host drifted by more than the instance costs (MemAvailable's resolution on
     that host), never that the instance freed memory.
     """
-    if low is None or high is None:
-        return f"{cost:+.1f} MiB per instance (one group: no interval)"
-    if high < 0:
-        return "below 0: the host's drift exceeds this cost (not a finding)"
-    if low <= 0:
-        return "not distinguishable from 0"
-    return f"{cost:+.1f} MiB per instance [{low:+.1f}, {high:+.1f}]"
+    return interval_finding(
+        cost, low, high, "below 0: the host's drift exceeds this cost (not a finding)"
+    )
 
 
 def slope_samples(samples: list[Sample], mechanisms: Mapping[str, Mechanism | str]) -> list[Sample]:
@@ -195,11 +206,8 @@ def slope_samples(samples: list[Sample], mechanisms: Mapping[str, Mechanism | st
                     "ci_low_mib": d_low,
                     "ci_high_mib": d_high,
                     "distinguishable_from_zero": distinguishable,
-                    "finding": (
-                        f"{delta:+.1f} MiB per instance [{d_low:+.1f}, {d_high:+.1f}]"
-                        if distinguishable and d_low is not None and d_high is not None
-                        else "not distinguishable from 0"
-                        + ("" if d_low is not None else " (one group: run more rounds)")
+                    "finding": interval_finding(
+                        delta, d_low, d_high, "below native (not an overhead)"
                     ),
                 },
             )

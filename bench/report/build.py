@@ -29,16 +29,14 @@ import pandas as pd
 from bench import __version__
 from bench.analysis.columns import equals, isin, unique_text
 from bench.analysis.compare import (
+    RESULT_COLUMNS,
     CompareError,
     ComparisonReport,
     ComparisonRow,
     compare_dataset,
     condensed_warnings,
-    format_blocks,
+    figure_cells,
     format_difference,
-    format_margin,
-    format_mde,
-    format_ratio,
     method_text,
     row_title,
 )
@@ -795,17 +793,7 @@ def _what(row: ComparisonRow, with_case: bool) -> str:
 
 
 def _comparison_table(report: ComparisonReport, caption: str, with_run: bool) -> Table:
-    columns = [
-        "what",
-        "baseline median",
-        "contender median",
-        "ratio [95% CI]",
-        "difference",
-        "margin",
-        "MDE",
-        "blocks",
-        "verdict",
-    ]
+    columns = ["what", *RESULT_COLUMNS[: RESULT_COLUMNS.index("verdict") + 1]]
     if with_run:
         columns.insert(1, "run")
     rows: list[list[CellValue]] = []
@@ -817,17 +805,7 @@ def _comparison_table(report: ComparisonReport, caption: str, with_run: bool) ->
         )
         if report.group_by == "backend":  # the baseline is named in the caption
             what = what.replace(f"{report.baseline} -> ", "")
-        cells: list[CellValue] = [
-            what,
-            format_quantity(row.median_baseline, row.unit),
-            format_quantity(row.median_contender, row.unit),
-            format_ratio(row),
-            format_difference(row),
-            format_margin(row),
-            format_mde(row),
-            format_blocks(row),
-            row.verdict,
-        ]
+        cells: list[CellValue] = [what, *figure_cells(row), row.verdict]
         if with_run:
             cells.insert(1, row.run_id[-6:])
         rows.append(cells)
