@@ -592,9 +592,7 @@ def register(app: typer.Typer, console: Console, err_console: Console) -> None:
         for warning in outcome.warnings:
             warn(warning)
         console.print(
-            f"site: {outcome.site / 'index.html'}  ({outcome.runs} runs: {outcome.rendered} "
-            f"rendered, {outcome.kept} unchanged, {outcome.removed} removed; {outcome.pages} "
-            f"pages, {outcome.size_bytes / 1e6:.1f} MB, {outcome.seconds:.1f} s)",
+            outcome.summary(),
             highlight=False,
             markup=False,
             soft_wrap=True,

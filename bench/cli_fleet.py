@@ -231,10 +231,12 @@ def fleet_publish(
     from bench.fleet.campaign import publish_campaign
 
     try:
-        message = publish_campaign(campaign_dir, results, output)
+        outcome = publish_campaign(campaign_dir, results, output, progress=_say)
     except BenchError as exc:
         raise _fail(exc) from None
-    _Consoles.out.print(message, markup=False, emoji=False)
+    for warning in outcome.warnings:
+        _Consoles.err.print(Text(f"warning: {warning}"), highlight=False)
+    _Consoles.out.print(outcome.summary(), markup=False, emoji=False)
 
 
 # -- bench labhost ----------------------------------------------------------------------

@@ -47,11 +47,22 @@ def new_run_id(scenario_name: str) -> str:
     return f"{stamp}-{safe_component(scenario_name)}-{secrets.token_hex(3)}"
 
 
+def write_text_atomic(path: Path, text: str) -> int:
+    """Write text via a temporary file and rename (parents created); return its bytes.
+
+    Readers never see half a file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = text.encode("utf-8")
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+    return len(data)
+
+
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write JSON via a temporary file and rename, so readers never see half a file."""
-    partial = path.with_suffix(path.suffix + ".partial")
-    partial.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-    os.replace(partial, path)
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
 class ResultStore:

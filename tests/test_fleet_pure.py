@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from bench.artifacts import static_build
+from bench.artifacts.cache_files import sha256_file
 from bench.cgroups import delegation
 from bench.cgroups.events_watch import MemoryEventsWatch
 from bench.cgroups.layout import CgroupLayout
@@ -313,7 +314,7 @@ def test_a_static_binary_is_found_by_its_source_before_gcc_is_looked_for(
         pytest.skip("gcc not installed")
     source = b"int main(void) { return 0; }\n"
     built = static_build.build("tiny", source, ("-static", "-O2"), tmp_path / "a", "fix it")
-    assert built.sha256 == static_build.file_sha256(built.path)
+    assert built.sha256 == sha256_file(built.path)
     assert built.path.name == f"tiny-{built.sha256[:16]}"
     # shipped to a host with no compiler at all
     host_cache = tmp_path / "host"

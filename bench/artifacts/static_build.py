@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.artifacts.cache_files import sha256_file, write_atomic
 from bench.errors import ArtifactError
 
 INDEX_SCHEMA_VERSION = 1
@@ -53,15 +54,6 @@ def index_path(cache: Path, name: str, key: str) -> Path:
     return cache / f"{name}-src-{key[:16]}.json"
 
 
-def file_sha256(path: Path) -> str:
-    """The sha256 of a file's content."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def lookup(cache: Path, name: str, key: str) -> StaticBinary | None:
     """The cached binary for this source, if its index and its bytes agree; else None."""
     index = index_path(cache, name, key)
@@ -74,7 +66,7 @@ def lookup(cache: Path, name: str, key: str) -> StaticBinary | None:
     if Path(str(record["binary"])).name != str(record["binary"]):
         return None  # an index may name a file in the cache only
     try:
-        actual = file_sha256(binary)
+        actual = sha256_file(binary)
     except OSError:
         return None
     if actual != expected:
@@ -110,7 +102,7 @@ def build(name: str, source: bytes, flags: tuple[str, ...], cache: Path, fix: st
             f"gcc -static failed building {name} (is libc6-dev installed?): "
             f"{result.stderr.strip()[-500:]}"
         )
-    sha256 = file_sha256(partial)
+    sha256 = sha256_file(partial)
     binary = cache / f"{name}-{sha256[:16]}"
     partial.replace(binary)
     record: dict[str, Any] = {
@@ -123,7 +115,7 @@ def build(name: str, source: bytes, flags: tuple[str, ...], cache: Path, fix: st
         "compiler": _compiler_identity(gcc),
         "built_on": socket.gethostname(),
     }
-    _write_atomic(index_path(cache, name, key), json.dumps(record, indent=2) + "\n")
+    write_atomic(index_path(cache, name, key), (json.dumps(record, indent=2) + "\n").encode())
     return StaticBinary(binary, sha256, key)
 
 
@@ -142,9 +134,3 @@ def export(binary: StaticBinary, cache: Path, name: str, destination: Path) -> l
 def _compiler_identity(gcc: str) -> str:
     result = subprocess.run([gcc, "--version"], capture_output=True, text=True, check=False)
     return result.stdout.splitlines()[0] if result.stdout else "unknown"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    partial = path.with_name(f"{path.name}.partial.{os.getpid()}")
-    partial.write_text(text)
-    partial.replace(path)

@@ -22,9 +22,11 @@ from pathlib import Path
 from bench.cgroups import delegation
 from bench.cgroups.layout import CgroupLayout
 
-BENCH_PARENT = "bench"
+# the parent of bench's instance cgroups, and the v2 controllers it enables: one
+# definition, shared with the delegated subtree of a systemd host
+BENCH_PARENT = delegation.INSTANCES_PARENT
 V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids")
-V2_CONTROLLERS = ("memory", "cpu", "pids")
+V2_CONTROLLERS = delegation.DELEGATED_CONTROLLERS
 CFS_PERIOD_US = 100_000
 
 

@@ -17,10 +17,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bench.errors import ResultsError
 from bench.fleet.merge import LOG_NAME, CampaignError, merge_campaign
+
+if TYPE_CHECKING:
+    from bench.report.site import PublishOutcome
 
 
 def new_campaign_id(scenario_name: str) -> str:
@@ -197,13 +199,20 @@ def default_site(results: Path) -> Path:
     return results.resolve().parent / "reports" / "site"
 
 
-def publish_campaign(campaign_dir: Path, results: Path, site: Path | None = None) -> str:
-    """THE place where a campaign calls ``bench publish``: a site over every collected run.
+def publish_campaign(
+    campaign_dir: Path,
+    results: Path,
+    site: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> PublishOutcome:
+    """THE place where a campaign publishes: a site over every collected run.
 
     Publishes the whole results root (every host's runs, this campaign's and earlier
     ones: the trend and kernel pages need the history) into ``site`` (default
-    ``default_site``), incrementally. Returns ``bench publish``'s own summary line.
+    ``default_site``), incrementally, as ``bench publish`` does.
     """
+    from bench.report.site import publish_site
+
     if not (campaign_dir / "campaign.json").is_file():
         raise CampaignError(f"{campaign_dir}: not a merged campaign (no campaign.json)")
     target = site if site is not None else default_site(results)
@@ -212,13 +221,4 @@ def publish_campaign(campaign_dir: Path, results: Path, site: Path | None = None
             f"site {target}: inside the results root {results}; its copies of run.json "
             "would be read as runs: choose a directory outside it"
         )
-    result = subprocess.run(
-        [sys.executable, "-m", "bench", "publish", str(results), "-o", str(target)],
-        capture_output=True,
-        text=True,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
-    if result.returncode != 0:
-        raise ResultsError(f"bench publish failed: {result.stderr.strip()[-500:]}")
-    return result.stdout.strip()
+    return publish_site([results], target, progress=progress)

@@ -38,6 +38,7 @@ import yaml
 from bench.errors import BenchError
 from bench.fleet.labhost_image import LabHostImage, build_labhost
 from bench.fleet.labhost_recipe import LABHOST_USER, LabHostError
+from bench.results import write_json_atomic
 
 STATE_ROOT = Path("/run/bench/labhosts")
 QEMU_NAME_PREFIX = "bench-labhost-"
@@ -423,10 +424,7 @@ def _boot(
 
 
 def _write_state(host: LabHost) -> None:
-    path = Path(host.state_dir) / "state.json"
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(asdict(host), indent=2) + "\n")
-    partial.replace(path)
+    write_json_atomic(Path(host.state_dir) / "state.json", asdict(host))
 
 
 def _wait_for_ssh(host: LabHost, deadline: float) -> None:

@@ -35,6 +35,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from bench.artifacts import static_build
+from bench.artifacts.cache_files import sha256_file
 from bench.artifacts.cgexec import CGEXEC_NAME, build_cgexec
 from bench.artifacts.probe import PROBE_NAME, build_probe_static, cache_dir
 from bench.errors import BenchError
@@ -192,11 +193,6 @@ def _deterministic_tar(files: list[Path], target: Path) -> None:
     target.write_bytes(buffer.getvalue())
 
 
-def file_sha256(path: Path) -> str:
-    """The sha256 of a file's content."""
-    return static_build.file_sha256(path)
-
-
 def repo_root() -> Path:
     """The checkout bench runs from (its wheel is built from here)."""
     root = Path(__file__).resolve().parents[2]
@@ -218,7 +214,7 @@ def build_bundle(output: Path, cache: Path | None = None, with_image: bool = Tru
     output.mkdir(parents=True, exist_ok=True)
     staging = output / f".wheelhouse.{os.getpid()}.tar"
     _deterministic_tar([*wheels, deps / "requirements.txt"], staging)
-    wheelhouse_sha = file_sha256(staging)
+    wheelhouse_sha = sha256_file(staging)
     wheelhouse = output / f"wheelhouse-{wheelhouse_sha[:16]}.tar"
     for old in output.glob("wheelhouse-*.tar"):
         if old != wheelhouse:
@@ -239,7 +235,7 @@ def build_bundle(output: Path, cache: Path | None = None, with_image: bool = Tru
         "wheelhouse": wheelhouse.name,
         "wheelhouse_sha256": wheelhouse_sha,
         "bench_wheel": bench_wheel.name,
-        "bench_wheel_sha256": file_sha256(bench_wheel),
+        "bench_wheel_sha256": sha256_file(bench_wheel),
         "requirements": pins,
         "pip_wheel": next(p.name for p in wheels if p.name.startswith("pip-")),
         "extras": list(HOST_EXTRAS),
@@ -268,7 +264,7 @@ def _artefacts_tar(members: list[Path], output: Path) -> Path:
     """
     digest = hashlib.sha256()
     for path in sorted(members, key=lambda p: p.name):
-        digest.update(f"{path.name}\0{file_sha256(path)}\0".encode())
+        digest.update(f"{path.name}\0{sha256_file(path)}\0".encode())
     key = digest.hexdigest()[:16]
     target = output / f"artefacts-{key}.tar"
     for old in output.glob("artefacts-*.tar"):

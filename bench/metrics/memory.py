@@ -27,8 +27,7 @@ from bench.metrics.ledger import instance_ledger
 from bench.metrics.memory_derived import overhead_samples, slope_samples
 from bench.metrics.procmem import MIB, mem_available_bytes, pss_bytes
 from bench.metrics.slope import (
-    fit_slope,
-    fit_slope_with_drift,
+    fit_group,
 )
 from bench.plan import Step
 from bench.samples import Sample
@@ -294,11 +293,7 @@ def _record_slope(
     record: Callable[..., None], points: list[tuple[float, float, float]], drift_removed: bool
 ) -> None:
     """The group's MemAvailable-against-N slope, as the cost of one more instance."""
-    if drift_removed:
-        fit = fit_slope_with_drift([points])
-    else:
-        # (ksm: both) the instances were read twice, then removed together: no ramp down
-        fit = fit_slope([[(n, y) for n, _t, y in points]])
+    fit = fit_group(points, drift_removed)
     if fit is None:
         return
     # MemAvailable falls as N grows: the cost of one more instance is minus the slope

@@ -17,8 +17,7 @@ from bench.metrics.slope import (
     SlopeFit,
     across_groups,
     difference,
-    fit_slope,
-    fit_slope_with_drift,
+    fit_group,
 )
 from bench.samples import Sample
 
@@ -138,17 +137,12 @@ def slope_samples(samples: list[Sample], mechanisms: Mapping[str, Mechanism | st
                 sample.labels.get("drift_removed")
             )
 
-    def group_fit(points: list[tuple[float, float, float]], drift: bool) -> SlopeFit | None:
-        if drift:
-            return fit_slope_with_drift([points])
-        return fit_slope([[(n, y) for n, _t, y in points]])
-
     # each group is one independent repeat: its slope is one observation, and the
     # interval comes from how the groups' slopes differ (points within a group share the
     # host's momentary state, so a within-group interval would be too narrow)
     fits: dict[tuple[str, str, str], SlopeFit] = {}
     for key, point_groups in groups.items():
-        per_group = [f for g in point_groups if (f := group_fit(g, drift_removed.get(key, False)))]
+        per_group = [f for g in point_groups if (f := fit_group(g, drift_removed.get(key, False)))]
         pooled = across_groups(per_group)
         if pooled is not None:
             fits[key] = pooled

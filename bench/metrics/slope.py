@@ -147,3 +147,15 @@ def across_groups(fits: Sequence[SlopeFit]) -> SlopeFit | None:
     df = len(slopes) - 1
     half = t975(df) * stderr
     return SlopeFit(mean, stderr, mean - half, mean + half, points, df)
+
+
+def fit_group(points: Sequence[tuple[float, float, float]], drift_removed: bool) -> SlopeFit | None:
+    """One group's slope from its (N, seconds, MemAvailable) points.
+
+    With ``drift_removed`` (N went up, then down, while time went on) the host's drift
+    over time is fitted apart; otherwise (KSM "both": the instances were read twice,
+    then removed together, no ramp down) a plain fit of MemAvailable against N.
+    """
+    if drift_removed:
+        return fit_slope_with_drift([list(points)])
+    return fit_slope([[(n, y) for n, _t, y in points]])

@@ -7,7 +7,6 @@ the page needs no network: no CDN, no fonts, no MathJax. The file is written ato
 from __future__ import annotations
 
 import functools
-import os
 import re
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import jinja2
 import plotly.offline  # type: ignore[import-untyped]
 
 from bench.report.build import ReportModel
+from bench.results import write_text_atomic
 
 TEMPLATE = "report.html.j2"
 _SCRIPT_END = re.compile(r"</(script)", re.IGNORECASE)
@@ -52,10 +52,4 @@ def render_html(model: ReportModel, *, plotly_src: str | None = None) -> str:
 
 def write_html(path: Path, html: str) -> int:
     """Write the HTML atomically (parents created); return its size in bytes."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = html.encode("utf-8")
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
-    return len(data)
+    return write_text_atomic(Path(path), html)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -36,7 +35,14 @@ from typing import Any
 
 from bench import __version__
 from bench.errors import ResultsError
-from bench.results import RUN_FILE, SAMPLES_FILE, find_run_dirs, read_run, safe_component
+from bench.results import (
+    RUN_FILE,
+    SAMPLES_FILE,
+    find_run_dirs,
+    read_run,
+    safe_component,
+    write_text_atomic,
+)
 
 SITE_SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
@@ -67,6 +73,14 @@ class PublishOutcome:
     seconds: float
     warnings: list[str] = field(default_factory=list)
 
+    def summary(self) -> str:
+        """One line: where the site is and what this publish did."""
+        return (
+            f"site: {self.site / 'index.html'}  ({self.runs} runs: {self.rendered} "
+            f"rendered, {self.kept} unchanged, {self.removed} removed; {self.pages} "
+            f"pages, {self.size_bytes / 1e6:.1f} MB, {self.seconds:.1f} s)"
+        )
+
 
 def _fingerprint(directory: Path, status: str) -> str:
     """What a run page depends on: its files' sizes and mtimes, and its effective status."""
@@ -92,15 +106,6 @@ def _read_manifest(site: Path) -> dict[str, Any]:
     if data.get("bench_version") != __version__:
         return {}
     return data
-
-
-def _write_text(path: Path, text: str) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = text.encode("utf-8")
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
-    return len(data)
 
 
 def _relative(from_page: str, target: str) -> str:
@@ -186,7 +191,7 @@ def publish_site(
         "runs": runs,
         "kernel_pairs": kernel_pairs,
     }
-    _write_text(site / MANIFEST_FILE, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    write_text_atomic(site / MANIFEST_FILE, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     size = sum(p.stat().st_size for p in site.rglob("*") if p.is_file())
     return PublishOutcome(
         site=site,
@@ -217,7 +222,7 @@ def _install_assets(site: Path) -> None:
     bundle = plotly_js()
     if target.is_file() and target.stat().st_size == len(bundle.encode("utf-8")):
         return
-    _write_text(target, bundle)
+    write_text_atomic(target, bundle)
 
 
 def _remove_page(site: Path, page: str) -> None:
@@ -263,7 +268,7 @@ def _render_run(
     model.links.append(
         (f"trends: {host} / {scenario}", _relative(page, trend_page_path(host, scenario)))
     )
-    _write_text(site / page, render_html(model, plotly_src=_relative(page, PLOTLY_ASSET)))
+    write_text_atomic(site / page, render_html(model, plotly_src=_relative(page, PLOTLY_ASSET)))
     counts = record.get("counts") or {}
     return {
         "run_id": run_id,
@@ -382,7 +387,7 @@ def _write_overview_pages(site: Path, runs: dict[str, Any], kernel_pairs: dict[s
     from bench.report.render import render_html
 
     pages = 0
-    _write_text(
+    write_text_atomic(
         site / "index.html",
         render_html(index_model(runs, kernel_pairs), plotly_src=PLOTLY_ASSET),
     )
@@ -395,14 +400,14 @@ def _write_overview_pages(site: Path, runs: dict[str, Any], kernel_pairs: dict[s
         page = trend_page_path(host, scenario)
         wanted.add(page)
         model = trend_model(host, scenario, entries, page)
-        _write_text(site / page, render_html(model, plotly_src=_relative(page, PLOTLY_ASSET)))
+        write_text_atomic(site / page, render_html(model, plotly_src=_relative(page, PLOTLY_ASSET)))
         pages += 1
     trends = site / "trends"
     if trends.is_dir():
         for stale in trends.rglob("*.html"):
             if str(stale.relative_to(site)) not in wanted:
                 stale.unlink()
-    _write_text(
+    write_text_atomic(
         site / KERNELS_PAGE,
         render_html(kernels_model(kernel_pairs, runs), plotly_src=PLOTLY_ASSET),
     )
