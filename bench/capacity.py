@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from bench.backends.base import Backend
 from bench.errors import ScenarioError
+from bench.metrics.limits import limit_spec
+from bench.metrics.memory import idle_spec
 from bench.metrics.procmem import MIB, mem_available_bytes
 from bench.scenario import Case, Scenario
 
@@ -33,17 +35,7 @@ def check_fits(
     for name, backend in backends.items():
         for case in cases:
             if "memory" in scenario.metrics:
-                spec = case.spec.model_copy(
-                    update={
-                        "payload": case.spec.payload.model_copy(
-                            update={
-                                "mode": "idle"
-                                if case.spec.payload.mode == "ready"
-                                else case.spec.payload.mode
-                            }
-                        )
-                    }
-                )
+                spec = idle_spec(case.spec)
                 each = backend.memory_estimate_mib(spec)
                 count = scenario.memory.instances
                 needs.append(
@@ -51,14 +43,8 @@ def check_fits(
                 )
             if "limits" in scenario.metrics:
                 alloc = scenario.limits.memory_alloc_mib
-                spec = case.spec.model_copy(
-                    update={
-                        "guest_memory_mib": max(case.spec.guest_memory_mib, alloc + 128),
-                        "payload": case.spec.payload.model_copy(
-                            update={"mode": "alloc", "alloc_mib": alloc}
-                        ),
-                    }
-                )
+                payload = case.spec.payload.model_copy(update={"mode": "alloc", "alloc_mib": alloc})
+                spec = limit_spec(case.spec, payload, backend.capabilities.guest_kernel)
                 each = backend.memory_estimate_mib(spec)
                 needs.append((each * MIB, f"limits: one {each:.0f} MiB instance ({name})"))
     for need, what in needs:

@@ -77,6 +77,16 @@ class SampledRun:
     details: dict[str, Any]
 
 
+def limit_spec(spec: InstanceSpec, payload: Payload, guest_kernel: bool) -> InstanceSpec:
+    """A case's spec with a limit check's payload; a guest gets the RAM to hold it. Pure."""
+    update: dict[str, Any] = {"payload": payload}
+    if guest_kernel and payload.alloc_mib is not None:
+        update["guest_memory_mib"] = max(
+            spec.guest_memory_mib, payload.alloc_mib + GUEST_RAM_HEADROOM_MIB
+        )
+    return spec.model_copy(update=update)
+
+
 class LimitRunner:
     """Runs the limit checks of one backend and case, with cleanup on every path."""
 
@@ -90,12 +100,8 @@ class LimitRunner:
 
     def spec(self, payload: Payload, **limits: Any) -> InstanceSpec:
         """The case's spec with this payload and these limits (a guest gets RAM to hold it)."""
-        update: dict[str, Any] = {"payload": payload, **limits}
-        if self.capabilities.guest_kernel and payload.alloc_mib is not None:
-            update["guest_memory_mib"] = max(
-                self.case.spec.guest_memory_mib, payload.alloc_mib + GUEST_RAM_HEADROOM_MIB
-            )
-        return self.ctx.spec_for(self.case.spec.model_copy(update=update))
+        spec = limit_spec(self.case.spec, payload, self.capabilities.guest_kernel)
+        return self.ctx.spec_for(spec.model_copy(update=limits) if limits else spec)
 
     def sampled_run(self, spec: InstanceSpec, interval_s: float | None = None) -> SampledRun:
         """Start, sample the limit evidence until the payload exits, collect details, remove."""
