@@ -500,6 +500,10 @@ def _limits_table(name: str, frame: Any) -> Table:
             "reason",
         )
         shown = ", ".join(f"{k}={evidence[k]}" for k in keys if evidence.get(k) is not None)
+        note = row.get("label.verdict_note")
+        if isinstance(note, str) and note:
+            # how the verdict was reached (a CPU quota under contention says so here)
+            shown = f"{note}. {shown}" if shown else note
         set_value = row.get("label.set_value")
         table.add_row(
             Text(str(row["backend"])),

@@ -45,3 +45,13 @@ class ResultsError(BenchError):
     """A results file is unreadable, or has a schema version this bench cannot read."""
 
     exit_code = 2
+
+
+class ResultsStorageError(BenchError):
+    """Results could not be written (disk full, an I/O error): the run stopped, cleaned up.
+
+    The run's last record (status ``failed`` and this reason) was written into space
+    reserved for it when the run started.
+    """
+
+    exit_code = 4

@@ -9,6 +9,7 @@ files of a newer one are refused with a clear message (like asv's util.load_json
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -19,7 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from bench.errors import BenchError, ResultsError
+from bench.errors import BenchError, ResultsError, ResultsStorageError
+from bench.files import open_regular, read_json_object
 from bench.samples import SAMPLE_SCHEMA_VERSION, Sample, upgrade_sample_record
 
 RUN_SCHEMA_VERSION = 1
@@ -50,13 +52,17 @@ def new_run_id(scenario_name: str) -> str:
 def write_text_atomic(path: Path, text: str) -> int:
     """Write text via a temporary file and rename (parents created); return its bytes.
 
-    Readers never see half a file.
+    Readers never see half a file, and a failed write (a full disk) leaves no partial one.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     data = text.encode("utf-8")
     partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
+    try:
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     return len(data)
 
 
@@ -65,8 +71,19 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
+# Space held back in every run directory for the run's last record: released just before
+# it is written, so a disk that filled up during the run still takes the final status.
+RESERVE_FILE = ".reserve"
+RESERVE_MIN_BYTES = 1024 * 1024
+
+
 class ResultStore:
-    """One run directory being written: run.json rewritten on status changes, samples appended."""
+    """One run directory being written: run.json rewritten on status changes, samples appended.
+
+    A write that fails (ENOSPC, EIO, a read-only remount) raises ResultsStorageError: the
+    runner stops the run there, removes its instances and calls ``finish``, which writes
+    the final status into the space reserved when the directory was made.
+    """
 
     def __init__(self, directory: Path, run: dict[str, Any]) -> None:
         self.directory = directory
@@ -77,21 +94,59 @@ class ResultStore:
 
     @classmethod
     def create(cls, root: Path, host: str, run_id: str, run: dict[str, Any]) -> ResultStore:
-        """Create ``root/<host>/<run_id>/`` and write run.json with status 'running'."""
+        """Create ``root/<host>/<run_id>/`` and write run.json with status 'running'.
+
+        Refused (ResultsStorageError, the directory removed again) when the filesystem
+        cannot hold the run's last record.
+        """
         directory = Path(root) / safe_component(host) / run_id
         directory.mkdir(parents=True, exist_ok=False)
         record = {"schema_version": RUN_SCHEMA_VERSION, "run_id": run_id, **run}
         record.setdefault("status", "running")
         store = cls(directory, record)
-        write_json_atomic(directory / RUN_FILE, record)
-        store._samples = open(directory / SAMPLES_FILE, "a", buffering=1)  # noqa: SIM115
+        try:
+            store.update()
+            store._reserve()
+            store._samples = open(directory / SAMPLES_FILE, "a", buffering=1)  # noqa: SIM115
+        except ResultsStorageError:
+            for name in (RUN_FILE, SAMPLES_FILE, RESERVE_FILE):
+                (directory / name).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+            raise
         return store
+
+    def _reserve(self) -> None:
+        """Hold back room for the last run.json (twice today's, plus 1 MiB for notes)."""
+        size = RESERVE_MIN_BYTES + 2 * len(json.dumps(self.run, default=str))
+        path = self.directory / RESERVE_FILE
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, size)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            raise ResultsStorageError(
+                f"{self.directory}: cannot reserve {size} bytes for the run's last record "
+                f"({exc.strerror}): free some space or give --results another directory"
+            ) from None
+
+    def _storage_error(self, path: Path, exc: OSError) -> ResultsStorageError:
+        return ResultsStorageError(
+            f"{path}: cannot write results ({exc.strerror or exc}); the run stopped, its "
+            "instances were removed and run.json says why"
+        )
 
     def append(self, sample: Sample) -> None:
         """Append one sample line and flush it to the OS at once."""
         assert self._samples is not None, "store is closed"
-        self._samples.write(sample.to_json() + "\n")
-        self._samples.flush()
+        try:
+            self._samples.write(sample.to_json() + "\n")
+            self._samples.flush()
+        except OSError as exc:
+            raise self._storage_error(self.directory / SAMPLES_FILE, exc) from None
         if sample.metric == "noise":
             self.counts["noise"] += 1
             return
@@ -112,19 +167,31 @@ class ResultStore:
             store.counts["samples"] += 1
             store.counts["warmup"] += bool(record.get("warmup"))
             store.counts["ok" if record.get("ok") else "failed"] += 1
+        store._reserve()
         store._samples = open(directory / SAMPLES_FILE, "a", buffering=1)  # noqa: SIM115
         return store
 
     def update(self, **fields: Any) -> None:
         """Merge fields into run.json and rewrite it atomically."""
         self.run.update(fields)
-        write_json_atomic(self.directory / RUN_FILE, self.run)
+        path = self.directory / RUN_FILE
+        try:
+            write_json_atomic(path, self.run)
+        except OSError as exc:
+            raise self._storage_error(path, exc) from None
 
     def finish(self, status: str, **fields: Any) -> None:
-        """Record the final status (complete, failed, interrupted) and close the samples file."""
+        """Record the final status (complete, failed, interrupted) and close the samples file.
+
+        The reserved space is given back first, so the last record fits even on a disk
+        that filled up during the run.
+        """
         if self._samples is not None:
-            self._samples.close()
+            # a line a full disk refused may still sit in the buffer: it is lost, not retried
+            with contextlib.suppress(OSError):
+                self._samples.close()
             self._samples = None
+        (self.directory / RESERVE_FILE).unlink(missing_ok=True)
         self.update(status=status, counts=dict(self.counts), ended_at_utc=utc_now_iso(), **fields)
 
 
@@ -175,12 +242,9 @@ def migrate_run(data: dict[str, Any], source: str) -> dict[str, Any]:
 def read_run(directory: Path) -> dict[str, Any]:
     """Read and migrate a run directory's run.json."""
     path = Path(directory) / RUN_FILE
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ResultsError(f"{directory}: not a run directory (no {RUN_FILE})") from None
-    except json.JSONDecodeError as exc:
-        raise ResultsError(f"{path}: not valid JSON ({exc})") from None
+    if not os.path.lexists(path):
+        raise ResultsError(f"{directory}: not a run directory (no {RUN_FILE})")
+    data = read_json_object(path, ResultsError, "run file")
     return migrate_run(data, str(path))
 
 
@@ -202,7 +266,7 @@ def iter_sample_lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
     Lines are read with a length cap, so a corrupt file (a 2 GB line) costs 16 MiB of
     memory at most before it is refused with the line number.
     """
-    with open(path, "rb") as handle:
+    with open_regular(path, ResultsError, "samples") as handle:
         number = 0
         pending = handle.readline(MAX_SAMPLE_LINE_BYTES + 1)
         while pending:

@@ -15,22 +15,19 @@ import contextlib
 import os
 import platform
 import secrets
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from bench import host as host_facts
-from bench import ownership
+from bench import interrupts, ownership
 from bench.backends import get_backend
 from bench.backends.base import Backend
 from bench.capacity import check_fits
 from bench.cgroups.layout import detect as detect_layout
-from bench.errors import BenchError
+from bench.errors import BenchError, ResultsStorageError
 from bench.metrics import metric_class
 from bench.metrics.base import (
     Metric,
@@ -85,23 +82,6 @@ def drop_page_cache() -> str | None:
     except OSError as exc:
         return f"cannot drop page cache: {exc.strerror}"
     return None
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt for the duration (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def apply_overrides(scenario: Scenario, overrides: dict[str, Any]) -> Scenario:
@@ -289,32 +269,72 @@ def _execute(
 ) -> RunOutcome:
     """Register the run as alive, run the plan from ``start``, finish on every path."""
     identity = ownership.register(ctx.run_id, store.directory)
-    store.update(process=asdict(identity))
-    _note_concurrent_runs(ctx, store, first=True)
-    ctx.emit(RunEvent("planned", f"run {ctx.run_id}", total=len(steps) - start))
     status = "failed"
-    try:
-        with _sigterm_as_interrupt():
+    failure: dict[str, str] = {}
+    with interrupts.handling():
+        try:
+            store.update(process=asdict(identity))
+            _note_concurrent_runs(ctx, store, first=True)
+            ctx.emit(RunEvent("planned", f"run {ctx.run_id}", total=len(steps) - start))
             _run_steps(ctx, store, steps, metrics, start)
-        status = "complete"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise RunInterrupted(
-            f"run interrupted; {store.counts['samples']} samples kept in {store.directory} "
-            f"(bench run --resume {ctx.run_id} continues it)"
-        ) from None
-    finally:
-        cleanup_errors = ctx.registry.remove_all()
-        _note_concurrent_runs(ctx, store)
-        store.finish(
-            status,
-            load_end=host_facts.load_snapshot(),
-            notes=ctx.notes + cleanup_errors,
-        )
-        ownership.unregister(ctx.run_id)
-        for backend in ctx.backends.values():
-            backend.close()
+            status = "complete"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise RunInterrupted(
+                f"run interrupted; {store.counts['samples']} samples kept in "
+                f"{store.directory} (bench run --resume {ctx.run_id} continues it)"
+            ) from None
+        except BaseException as exc:
+            # the run stops here (a full disk, an error bench did not expect): run.json
+            # says why, beside status failed
+            failure["error"] = str(exc) if isinstance(exc, BenchError) else repr(exc)
+            raise
+        finally:
+            interrupts.stopping()  # a second Ctrl-C must not cut the cleanup short
+            try:
+                cleanup_errors = ctx.registry.remove_all()
+                cleanup_errors += _reap_by_name(ctx)
+                # kept in memory if the disk is full: the last record below carries it
+                with contextlib.suppress(ResultsStorageError):
+                    _note_concurrent_runs(ctx, store)
+                store.finish(
+                    status,
+                    load_end=host_facts.load_snapshot(),
+                    notes=ctx.notes + cleanup_errors,
+                    **failure,
+                )
+            finally:
+                ownership.unregister(ctx.run_id)
+                for backend in ctx.backends.values():
+                    backend.close()
     return RunOutcome(ctx.run_id, store.directory, status, dict(store.counts))
+
+
+def _reap_by_name(ctx: RunContext) -> list[str]:
+    """Remove any instance of this run the registry missed, found by its name; say which.
+
+    The registry removes what the run knew of; this asks each backend what exists with
+    the run's suffix in its name, so nothing survives the run whatever path created it.
+    A finding is a bug in bench, reported among the run's notes.
+    """
+    suffix = ownership.run_suffix(ctx.run_id)
+    notes = []
+    for name, backend in ctx.backends.items():
+        try:
+            found = [n for n in backend.leftovers() if ownership.instance_run_suffix(n) == suffix]
+            if not found:
+                continue
+            removed = backend.remove_leftovers(found)
+        except Exception as exc:  # cleanup must try every backend
+            notes.append(f"{name}: could not list or remove this run's leftovers: {exc}")
+            continue
+        still = sorted(set(found) - set(removed))
+        notes.append(
+            f"{name}: {len(found)} instance(s) outside the cleanup registry at the end, "
+            f"removed by name: {', '.join(removed) or 'none'}"
+            + (f"; still present: {', '.join(still)}" if still else "")
+        )
+    return notes
 
 
 def _note_concurrent_runs(ctx: RunContext, store: ResultStore, first: bool = False) -> None:

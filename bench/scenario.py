@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.errors import ScenarioError
+from bench.files import read_text_bounded
 
 SCENARIO_SCHEMA_VERSION = 1
 # A scenario is a few lines: anything past this is not one (and is not read into memory).
@@ -28,7 +29,7 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 ._+-]*$"
 
 
 class _ScenarioYamlError(yaml.YAMLError):
-    """A YAML feature scenario files do not allow (aliases, anchors, explicit tags)."""
+    """What scenario files do not allow (aliases, anchors, explicit tags, a key twice)."""
 
     def __init__(self, problem: str, mark: Any) -> None:
         super().__init__(problem)
@@ -37,11 +38,13 @@ class _ScenarioYamlError(yaml.YAMLError):
 
 
 class _ScenarioLoader(yaml.SafeLoader):
-    """PyYAML's safe loader without aliases, anchors or explicit tags.
+    """PyYAML's safe loader without aliases, anchors, explicit tags or duplicate keys.
 
     Aliases are how a "billion laughs" file expands to gigabytes; tags turn text into
     other types (``!!binary``). A scenario needs neither, so both are refused at parse
-    time, before anything is expanded.
+    time, before anything is expanded. A key given twice in one mapping (``name:`` twice)
+    is a mistake PyYAML silently resolves by keeping the last; it is refused with both
+    lines.
     """
 
     def compose_node(self, parent: Any, index: Any) -> Any:
@@ -62,6 +65,21 @@ class _ScenarioLoader(yaml.SafeLoader):
                 f"YAML tags ({tag}) are not allowed in scenario files", event.start_mark
             )
         return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    continue  # a non-scalar key fails validation later, with its path
+                key = self.construct_object(key_node)
+                if key in first_line:
+                    raise _ScenarioYamlError(
+                        f"duplicate key {key!r} (first on line {first_line[key]})",
+                        key_node.start_mark,
+                    )
+                first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
 
 
 MetricName = Literal["startup", "memory", "density", "limits"]
@@ -515,19 +533,12 @@ def parse_scenario(text: str, source: str = "<string>") -> Scenario:
 
 
 def load_scenario(path: str | Path) -> tuple[Scenario, str]:
-    """Read a scenario file; return the validated model and the file's text."""
-    path = Path(path)
-    try:
-        if path.stat().st_size > MAX_SCENARIO_BYTES:
-            raise ScenarioError(
-                f"{path}: not a scenario: {path.stat().st_size} bytes, more than "
-                f"{MAX_SCENARIO_BYTES} bytes"
-            )
-        text = path.read_text()
-    except OSError as exc:
-        raise ScenarioError(f"{path}: cannot read scenario: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ScenarioError(f"{path}: cannot read scenario: not UTF-8 text") from None
+    """Read a scenario file; return the validated model and the file's text.
+
+    Only a regular file of at most ``MAX_SCENARIO_BYTES`` is read (``bench.files``): a
+    device, a FIFO or a directory is refused without reading or waiting.
+    """
+    text = read_text_bounded(path, MAX_SCENARIO_BYTES, ScenarioError, "scenario")
     return parse_scenario(text, str(path)), text
 
 

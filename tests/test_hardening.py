@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from bench.results import read_run, read_samples
 from bench.runner import RunOutcome, run_scenario
 from bench.scenario import expand_cases, parse_scenario
 from tests.conftest import REPO
+from tests.engine_proxy import EngineProxy
 
 pytestmark = [pytest.mark.cgroups]
 
@@ -140,58 +140,6 @@ def test_an_interrupt_anywhere_leaves_nothing_and_keeps_the_samples(
         assert not left, f"{name} left {left} after {how.name}"
 
 
-class _SocketProxy:
-    """A unix-socket proxy to the Docker engine that can be cut: the engine 'dies'."""
-
-    def __init__(self, path: Path, target: str = "/var/run/docker.sock") -> None:
-        import socket
-
-        self.path = path
-        self.target = target
-        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.server.bind(str(path))
-        self.server.listen(64)
-        self.alive = True
-        self.connections: list[object] = []
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self) -> None:
-        import socket
-
-        while self.alive:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            upstream.connect(self.target)
-            self.connections += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: object, sink: object) -> None:
-        try:
-            while data := source.recv(65536):  # type: ignore[attr-defined]
-                sink.sendall(data)  # type: ignore[attr-defined]
-        except OSError:
-            pass
-        finally:
-            for end in (source, sink):
-                with contextlib.suppress(OSError):
-                    end.close()  # type: ignore[attr-defined]
-
-    def cut(self) -> None:
-        """The engine is gone: refuse new connections and drop the open ones."""
-        self.alive = False
-        self.server.close()
-        for connection in self.connections:
-            with contextlib.suppress(OSError):
-                connection.close()  # type: ignore[attr-defined]
-        self.path.unlink(missing_ok=True)
-
-
 @pytest.mark.docker
 @pytest.mark.usefixtures("process_backend", "docker_backend", "no_leftovers")
 def test_an_engine_that_dies_mid_run_gives_error_samples_and_the_others_go_on(
@@ -200,7 +148,7 @@ def test_an_engine_that_dies_mid_run_gives_error_samples_and_the_others_go_on(
     import json
     import os
 
-    proxy = _SocketProxy(tmp_path / "docker.sock")
+    proxy = EngineProxy(tmp_path / "docker.sock")
     scenario = tmp_path / "mixed.yaml"
     scenario.write_text(
         "name: dies\nbackends: [process, docker]\nsamples: 30\nwarmups: 0\nsettle_s: 0.05\n"

@@ -24,7 +24,6 @@ bands (median, lower, upper); it is migrated to one-block references of its medi
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -59,6 +58,7 @@ from bench.analysis.verdict import (
     percent,
 )
 from bench.errors import BenchError
+from bench.files import read_json_object
 from bench.results import migrate_schema, utc_now_iso, write_json_atomic
 
 BASELINE_SCHEMA_VERSION = 2
@@ -304,14 +304,7 @@ def migrate_baseline(data: dict[str, Any], source: str) -> dict[str, Any]:
 
 def read_baseline(path: Path) -> dict[str, Any]:
     """Read and migrate a baseline file."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise BaselineError(f"{path}: no such baseline file") from None
-    except json.JSONDecodeError as exc:
-        raise BaselineError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise BaselineError(f"{path}: not a bench baseline file")
+    data = read_json_object(path, BaselineError, "baseline file")
     return migrate_baseline(data, str(path))
 
 

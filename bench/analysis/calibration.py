@@ -28,7 +28,6 @@ refused, an older one migrated.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -44,6 +43,7 @@ from bench.analysis.noise import without_noise
 from bench.analysis.stats import VALUE_STAGE, measured, stage_columns, stage_values, view_labels
 from bench.analysis.verdict import BlockNoise
 from bench.errors import BenchError
+from bench.files import read_json_object
 from bench.results import migrate_schema, utc_now_iso, write_json_atomic
 
 CALIBRATION_FILE = "calibration.json"
@@ -303,14 +303,7 @@ def migrate_calibration(data: dict[str, Any], source: str) -> dict[str, Any]:
 
 def read_calibration(path: Path) -> dict[str, Any]:
     """Read and migrate a calibration file."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise CalibrationError(f"{path}: no such calibration file") from None
-    except json.JSONDecodeError as exc:
-        raise CalibrationError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise CalibrationError(f"{path}: not a bench calibration file")
+    data = read_json_object(path, CalibrationError, "calibration file")
     return migrate_calibration(data, str(path))
 
 

@@ -674,10 +674,14 @@ def _row(
         empty = np.empty(0, dtype=np.float64)
         base_blocks = [base.blocks.get(b, empty) for b in block_ids]
         cont_blocks = [cont.blocks.get(b, empty) for b in block_ids]
+        base_runs = cont_runs = None  # paired block by block: each pair shares its run
     else:
         quantity_base = quantity_cont = (metric, backend, case, view, stage)
-        base_blocks = [base.blocks[b] for b in sorted(base.blocks)]
-        cont_blocks = [cont.blocks[b] for b in sorted(cont.blocks)]
+        base_ids, cont_ids = sorted(base.blocks), sorted(cont.blocks)
+        base_blocks = [base.blocks[b] for b in base_ids]
+        cont_blocks = [cont.blocks[b] for b in cont_ids]
+        # across runs the run is the unit of replication (bench.analysis.verdict)
+        base_runs, cont_runs = [r for r, _ in base_ids], [r for r, _ in cont_ids]
     min_abs = mib_in_unit(context.min_abs_mib, unit) if unit_kind(unit) == "size" else 0.0
     verdict = compare_blocks(
         base_blocks,
@@ -691,6 +695,8 @@ def _row(
         paired=context.by_backend,
         confidence=context.confidence,
         seed=context.seed,
+        runs_baseline=base_runs,
+        runs_contender=cont_runs,
     )
     return row_from_verdict(head, verdict, notes)
 

@@ -93,6 +93,7 @@ ANALYSIS_LABELS = (
     "set_value",
     "set_unit",
     "enforced",
+    "verdict_note",
     "applicable",
     "evidence",
     "series",

@@ -20,6 +20,13 @@ sample) makes two runs of the same thing look different. So:
    (backends of one run). With 2-6 blocks a bootstrap over blocks has a handful of
    distinct resamples and its interval is too narrow, which is exactly what makes A/A
    comparisons cry "regression"; the t interval is honest at small block counts.
+   **Across runs** (the sides are different runs) the unit is the **run**, each the mean
+   of its blocks' values: blocks of one run share that run's state (the daemons, the
+   page cache, the neighbours), so they average down the noise inside a run and never
+   the noise between runs. A side with one run borrows the other side's run variance
+   (or the calibration's, below); with one run a side and no calibration, run-to-run
+   noise is unknown: the interval between the blocks is shown, and the verdict is
+   ``inconclusive: run-to-run noise unknown``.
 4. Calibrated noise (``bench calibrate``: block-to-block SD measured by A/A repeats on
    this host) enters twice: each side's variance is the larger of its own and the
    calibrated one, and a side with a single block borrows it. Without a calibration, a
@@ -142,6 +149,8 @@ class Verdict:
     outcome: str
     verdict: str
     notes: tuple[str, ...] = ()
+    # the sides are different runs and nothing measured how much runs differ by chance
+    run_noise_unknown: bool = False
 
     @property
     def directional(self) -> bool:
@@ -206,6 +215,8 @@ def compare_blocks(
     paired: bool = False,
     confidence: float = CONFIDENCE,
     seed: int = BOOTSTRAP_SEED,
+    runs_baseline: Sequence[str] | None = None,
+    runs_contender: Sequence[str] | None = None,
 ) -> Verdict:
     """Compare a contender's blocks of values with a baseline's (see the module docstring).
 
@@ -213,20 +224,33 @@ def compare_blocks(
     ``paired=True`` block i of both sides is the same block (both measured in it);
     blocks missing on either side are then left out. ``absolute=True`` forces an
     absolute comparison; ``min_abs`` is the absolute margin's floor in ``unit``.
+
+    ``runs_baseline`` / ``runs_contender`` name the run of each block. When the sides
+    come from different runs, the run is the unit of replication (point 3 of the module
+    docstring): blocks of one run share that run's state, so they average down only the
+    noise inside it, never the noise between runs.
     """
     base = [as_sorted_array(b) for b in baseline]
     cont = [as_sorted_array(c) for c in contender]
+    base_runs = list(runs_baseline) if runs_baseline is not None else ["" for _ in base]
+    cont_runs = list(runs_contender) if runs_contender is not None else ["" for _ in cont]
     if paired:
         kept = [(b, c) for b, c in zip(base, cont, strict=True) if b.size and c.size]
         base, cont = [b for b, _ in kept], [c for _, c in kept]
+        across_runs = False
     else:
+        base_runs = [r for r, b in zip(base_runs, base, strict=True) if b.size]
+        cont_runs = [r for r, c in zip(cont_runs, cont, strict=True) if c.size]
         base, cont = [b for b in base if b.size], [c for c in cont if c.size]
+        across_runs = runs_baseline is not None and runs_contender is not None
+        across_runs = across_runs and set(base_runs) != set(cont_runs)
     if not base or not cont:
         raise ValueError("compare_blocks() needs at least one finite value on each side")
     mode = resolve_mode(unit, [*base, *cont], absolute=absolute)
     base_key, cont_key = _canonical_key(base), _canonical_key(cont)
     swap = base_key > cont_key
     first, second = (cont, base) if swap else (base, cont)
+    first_runs, second_runs = (cont_runs, base_runs) if swap else (base_runs, cont_runs)
     first_noise, second_noise = (
         (noise_contender, noise_baseline) if swap else (noise_baseline, noise_contender)
     )
@@ -235,6 +259,7 @@ def compare_blocks(
         second,
         _Settings(unit, mode, min_effect, min_abs, first_noise, second_noise, paired, confidence),
         seed,
+        (first_runs, second_runs) if across_runs else None,
     )
     if base_key == cont_key:
         result = _symmetric_interval(result)
@@ -278,24 +303,51 @@ class _Spread:
     notes: tuple[str, ...] = ()
 
 
+def _run_means(z: FloatArray, runs: Sequence[str]) -> FloatArray:
+    """The mean of each run's block values, runs in their first-seen order."""
+    order = list(dict.fromkeys(runs))
+    labels = np.array(runs, dtype=object)
+    return np.array([float(z[labels == run].mean()) for run in order])
+
+
 def _compare(
-    base: list[FloatArray], cont: list[FloatArray], settings: _Settings, seed: int
+    base: list[FloatArray],
+    cont: list[FloatArray],
+    settings: _Settings,
+    seed: int,
+    runs: tuple[Sequence[str], Sequence[str]] | None = None,
 ) -> Verdict:
     ratio_mode = settings.mode == MODE_RATIO
     transform = np.log if ratio_mode else (lambda x: x)
     z_base = transform(np.array([float(np.median(b)) for b in base]))
     z_cont = transform(np.array([float(np.median(c)) for c in cont]))
-    centre_base = float(np.exp(z_base.mean())) if ratio_mode else float(z_base.mean())
-    centre_cont = float(np.exp(z_cont.mean())) if ratio_mode else float(z_cont.mean())
+    # the units of replication: the blocks, or across runs the runs (each run's mean)
+    unit_base, unit_cont = (
+        (_run_means(z_base, runs[0]), _run_means(z_cont, runs[1])) if runs else (z_base, z_cont)
+    )
+    centre_base = float(np.exp(unit_base.mean())) if ratio_mode else float(unit_base.mean())
+    centre_cont = float(np.exp(unit_cont.mean())) if ratio_mode else float(unit_cont.mean())
     effect = (
-        float((z_cont - z_base).mean()) if settings.paired else float(z_cont.mean() - z_base.mean())
+        float((z_cont - z_base).mean())
+        if settings.paired
+        else float(unit_cont.mean() - unit_base.mean())
     )
     margin, margin_source = _margin(settings, centre_base, centre_cont)
     margin_z = math.log1p(margin) if ratio_mode else margin
-    spread = _spread(z_base, z_cont, settings)
+    spread = _spread(unit_base, unit_cont, settings, "run" if runs else "block")
     special = scipy_special()
     tail = 0.5 + settings.confidence / 2
     notes: list[str] = []
+    run_noise_unknown = False
+    if spread is None and runs and max(z_base.size, z_cont.size) > 1:
+        # one run a side and nothing says how much runs differ by chance: the interval
+        # shown covers the noise between blocks of a run only, and decides nothing
+        spread = _spread(z_base, z_cont, settings, "block")
+        run_noise_unknown = True
+        notes.append(
+            "run-to-run noise unknown: one run a side and no calibration; the interval "
+            "covers block-to-block noise inside a run only, so no verdict is drawn from it"
+        )
     if spread is None:
         low_z, high_z = _within_block_interval(base[0], cont[0], ratio_mode, seed)
         p_value = None
@@ -319,7 +371,7 @@ def _compare(
         noise = spread.noise
         notes.extend(spread.notes)
     low_z, high_z = min(low_z, effect), max(high_z, effect)
-    if spread is None and not settings.paired:
+    if (spread is None and not settings.paired) or run_noise_unknown:
         outcome = OUTCOME_INCONCLUSIVE
     else:
         outcome = _outcome(low_z, high_z, margin_z, settings.unit)
@@ -361,6 +413,7 @@ def _compare(
         outcome=outcome,
         verdict="",
         notes=tuple(notes),
+        run_noise_unknown=run_noise_unknown,
     )
     return replace(result, verdict=verdict_words(result, settings.unit))
 
@@ -403,8 +456,13 @@ def _side_source(z: FloatArray, noise: BlockNoise | None, mode: str, index: int)
     return max(choices, key=lambda c: c.variance) if choices else None
 
 
-def _spread(z_base: FloatArray, z_cont: FloatArray, settings: _Settings) -> _Spread | None:
-    """The effect's SE and df from the blocks (and the calibration); None when unknown."""
+def _spread(
+    z_base: FloatArray, z_cont: FloatArray, settings: _Settings, unit: str = "block"
+) -> _Spread | None:
+    """The effect's SE and df from the units (blocks or runs) and the calibration.
+
+    None when unknown. ``unit`` names what one value of ``z_base`` and ``z_cont`` is.
+    """
     if settings.paired:
         return _paired_spread(z_cont - z_base, settings)
     base_source = _side_source(z_base, settings.noise_baseline, settings.mode, 0)
@@ -414,10 +472,10 @@ def _spread(z_base: FloatArray, z_cont: FloatArray, settings: _Settings) -> _Spr
         if cont_source is None:
             return None
         base_source = cont_source
-        notes.append("baseline has one block: its block noise is taken from the contender")
+        notes.append(f"baseline has one {unit}: its {unit} noise is taken from the contender")
     elif cont_source is None:
         cont_source = base_source
-        notes.append("contender has one block: its block noise is taken from the baseline")
+        notes.append(f"contender has one {unit}: its {unit} noise is taken from the baseline")
     # Var(effect) = sum over distinct estimates of variance x (1/K of each side using it);
     # a side borrowing the other's estimate shares its degrees of freedom.
     coefficients: dict[str, float] = {}
@@ -546,7 +604,7 @@ def verdict_words(verdict: Verdict, unit: str) -> str:
     if outcome == OUTCOME_EQUIVALENT:
         return f"equivalent within {margin_text(verdict, unit)}"
     if outcome == OUTCOME_INCONCLUSIVE:
-        if verdict.noise == NOISE_UNKNOWN:
+        if verdict.noise == NOISE_UNKNOWN or verdict.run_noise_unknown:
             return "inconclusive: run-to-run noise unknown"
         return OUTCOME_INCONCLUSIVE
     if outcome not in DIRECTIONAL_OUTCOMES:

@@ -52,6 +52,7 @@ from bench.cgroups.readers import (
     read_pids,
 )
 from bench.errors import BackendUnavailable, BenchError
+from bench.interrupts import deferred
 from bench.scenario import InstanceSpec
 
 BENCH_LABEL = "io.bench.managed"
@@ -236,15 +237,19 @@ class Backend(ABC):
         Pass ``instance`` (already in the caller's cleanup registry) so that whatever the
         create call left behind is reachable for removal even when a later step raises.
         Limits in ``spec`` are applied as ``capabilities.limits`` declares, before the
-        payload runs.
+        payload runs. SIGINT and SIGTERM wait until these calls returned (see
+        ``bench.interrupts``).
         """
         instance = instance or Instance(self.name, name, spec, run_id)
-        instance.t_ns["create"] = now_ns()
-        self._create(instance)
-        instance.t_ns["created"] = now_ns()
-        self._before_start(instance)
-        self._start(instance)
-        instance.t_ns["started"] = now_ns()
+        # an interrupt waits for the engine calls in flight: raised inside one, it would
+        # leave an instance the engine goes on creating with no handle to remove it by
+        with deferred():
+            instance.t_ns["create"] = now_ns()
+            self._create(instance)
+            instance.t_ns["created"] = now_ns()
+            self._before_start(instance)
+            self._start(instance)
+            instance.t_ns["started"] = now_ns()
         return instance
 
     def wait_ready(self, instance: Instance, timeout_s: float) -> None:
@@ -266,9 +271,10 @@ class Backend(ABC):
         """
         if instance.stopped:
             return
-        self._remove(instance)
-        instance.stopped = True
-        instance.t_ns["removed"] = now_ns()
+        with deferred():
+            self._remove(instance)
+            instance.stopped = True
+            instance.t_ns["removed"] = now_ns()
 
     def wait_gone(self, instance: Instance, timeout_s: float = 10.0) -> None:
         """Wait until every host process of the instance has exited; stamps ``gone``.

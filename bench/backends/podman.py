@@ -196,6 +196,9 @@ class PodmanBackend(Backend):
                 errors="replace",
                 timeout=timeout_s,
                 check=False,
+                # its own session: a Ctrl-C at the terminal reaches bench alone, which lets
+                # a create in flight finish (bench.interrupts) instead of killing it halfway
+                start_new_session=True,
             )
         except subprocess.TimeoutExpired:
             raise InstanceTimeout(

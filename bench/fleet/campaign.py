@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.files import read_text_bounded
 from bench.fleet.merge import LOG_NAME, CampaignError, merge_campaign
+from bench.scenario import MAX_SCENARIO_BYTES
 
 if TYPE_CHECKING:
     from bench.report.site import PublishOutcome
@@ -111,9 +113,10 @@ def run_campaign(
     """
     import yaml
 
-    if not scenario.is_file():
+    if not scenario.exists():
         raise CampaignError(f"{scenario}: no such scenario file")
-    name = str((yaml.safe_load(scenario.read_text()) or {}).get("name", scenario.stem))
+    text = read_text_bounded(scenario, MAX_SCENARIO_BYTES, CampaignError, "scenario")
+    name = str((yaml.safe_load(text) or {}).get("name", scenario.stem))
     campaign = campaign_id or new_campaign_id(name)
     results = results.resolve()
     directory = results / "campaigns" / campaign
@@ -166,8 +169,9 @@ def inventory_hosts(inventory: Path, group: str = "lab") -> list[str]:
     import yaml
 
     try:
-        data = yaml.safe_load(inventory.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
+        text = read_text_bounded(inventory, MAX_SCENARIO_BYTES, CampaignError, "inventory")
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
         raise CampaignError(f"{inventory}: cannot read the inventory ({exc})") from None
     found: list[str] = []
 

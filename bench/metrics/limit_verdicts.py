@@ -3,8 +3,9 @@
 What held is decided here from measured numbers only, with fixed inputs in tests:
 - memory: enforced when the payload was killed for the limit and peak usage stayed
   within the limit plus a tolerance;
-- cpu: enforced when the cores measured (CPU time over wall time, after a warm-up) are
-  within a tolerance of the quota and throttling was seen;
+- cpu: enforced when the cores measured (CPU time over wall time, after a warm-up) stayed
+  at or under the quota plus a tolerance and the kernel throttled the group; less than the
+  quota on a busy host is contention, said in the verdict's note, not a failure;
 - pids: enforced when forks were refused exactly at the limit and the pids ``max``
   event counter rose.
 """
@@ -35,6 +36,8 @@ class LimitCheck:
     evidence: dict[str, Any] = field(default_factory=dict)
     series: dict[str, list[list[float]]] = field(default_factory=dict)
     error: str | None = None
+    # how the verdict was reached, in words (the CPU check's contention note)
+    note: str = ""
 
 
 def downsample(
@@ -71,13 +74,47 @@ def rate_series(usage: list[tuple[int, Any]]) -> list[tuple[int, float]]:
     ]
 
 
+@dataclass(frozen=True)
+class CpuVerdict:
+    """Whether a CPU quota held, and the words that say how it was judged."""
+
+    enforced: bool
+    note: str
+
+
 def cpu_verdict(
     measured_cores: float | None, quota_cores: float, throttled_delta: int | None, tolerance: float
-) -> bool:
-    """Enforced when measured is within ``tolerance`` of the quota and throttling was seen."""
+) -> CpuVerdict:
+    """Judge a quota on the kernel's evidence: never above Q, and throttled while wanting more.
+
+    Enforced when the cores used stayed at or under ``Q x (1 + tolerance)`` and the kernel
+    throttled the group (``nr_throttled`` rose): the payload runs more busy threads than
+    Q, so an applied quota always throttles it. A payload that got *less* than Q on a busy
+    host (contention: other work took the cores) is still enforced, and the note says how
+    much the host delivered; what a quota promises is a ceiling, not a share. Not
+    enforced: usage over the ceiling, or no throttling at all (the quota never acted:
+    not applied, or never reached, and either way not shown). Pure.
+    """
     if measured_cores is None or throttled_delta is None:
-        return False
-    return abs(measured_cores - quota_cores) <= tolerance * quota_cores and throttled_delta > 0
+        return CpuVerdict(False, "no usage or throttling counters could be read")
+    used = f"{measured_cores:.3g} of {quota_cores:g} cores"
+    ceiling = quota_cores * (1 + tolerance)
+    if measured_cores > ceiling:
+        return CpuVerdict(
+            False, f"exceeded: used {used}, over the quota + {tolerance:.0%} tolerance"
+        )
+    if throttled_delta <= 0:
+        return CpuVerdict(
+            False,
+            f"not shown: the kernel never throttled the group (nr_throttled +0) while it "
+            f"used {used}",
+        )
+    if measured_cores < quota_cores * (1 - tolerance):
+        return CpuVerdict(
+            True,
+            f"the host delivered {used} (contention); throttled {throttled_delta} times",
+        )
+    return CpuVerdict(True, f"held at {used}; throttled {throttled_delta} times")
 
 
 def memory_verdict(
@@ -119,13 +156,15 @@ def cpu_check(
     """The CPU check's verdict and record from cumulative (ns, cpu ns) usage points."""
     measured = cpu_cores_used(usage)
     origin = usage[0][0] if usage else 0
+    verdict = cpu_verdict(measured, quota, throttled_delta, options.cpu_tolerance)
     return LimitCheck(
         kind=kind,
         set_value=quota,
         set_unit="cores",
         measured=measured,
         unit="cores",
-        enforced=cpu_verdict(measured, quota, throttled_delta, options.cpu_tolerance),
+        enforced=verdict.enforced,
+        note=verdict.note,
         evidence={
             "nr_throttled_delta": throttled_delta,
             "threads": options.cpu_threads,

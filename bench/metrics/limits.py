@@ -5,8 +5,9 @@ Not "we set a limit" but "the limit held, and here is the measurement":
   the cgroup's limit (the engine's OOM verdict, or a SIGKILL from the host with the
   cgroup's oom_kill counter risen) and peak usage stayed within L + tolerance. A control
   run under L must live.
-- cpu: quota Q cores, more busy threads than Q. Enforced = used CPU / wall within the
-  tolerance of Q, and throttling was seen.
+- cpu: quota Q cores, more busy threads than Q. Enforced = used CPU / wall at or under
+  Q plus the tolerance, and the kernel throttled the group; a busy host that delivered
+  less than Q is noted as contention (``verdict_note``), not counted as a failure.
 - pids: limit P, the probe forks past it. Enforced = forks refused at P and the pids
   ``max`` event counter rose.
 
@@ -342,6 +343,7 @@ def to_sample(check: LimitCheck, backend: Backend, step: Step) -> Sample:
         "set_value": check.set_value,
         "set_unit": check.set_unit,
         "enforced": check.enforced,
+        "verdict_note": check.note or None,
         "applicable": check.enforced is not None,
         "evidence": check.evidence,
         "series": check.series,

@@ -173,13 +173,15 @@ class GuestV2Checks:
         samples = parse_cgroup_samples(console)
         measured = cpu_usage_rate(samples)
         throttled = cpu_throttled_rise(samples)
+        verdict = cpu_verdict(measured, quota, throttled, options.cpu_tolerance)
         return LimitCheck(
             kind="cpu_guest_v2",
             set_value=quota,
             set_unit="cores",
             measured=measured,
             unit="cores",
-            enforced=cpu_verdict(measured, quota, throttled, options.cpu_tolerance),
+            enforced=verdict.enforced,
+            note=verdict.note,
             evidence={
                 "nr_throttled_delta": throttled,
                 "guest_exit_code": code,

@@ -1147,7 +1147,13 @@ def _limits_section(frame: pd.DataFrame, naming: _Naming, ids: _Ids) -> Section:
         set_unit = _fact_text(record.get("label.set_unit"))
         value = _float(record.get("value"))
         reason = evidence.get("reason") if isinstance(evidence, dict) else None
-        verdict_cell = Cell(verdict, detail=str(reason)) if verdict == "n/a" and reason else verdict
+        note = record.get("label.verdict_note")
+        verdict_cell: CellValue = verdict
+        if verdict == "n/a" and reason:
+            verdict_cell = Cell(verdict, detail=str(reason))
+        elif isinstance(note, str) and note:
+            # how the verdict was reached (a CPU quota under contention says so)
+            verdict_cell = Cell(verdict, note)
         error = _fact_text(record.get("error")) if not bool(record["ok"]) else ""
         rows.append(
             [
