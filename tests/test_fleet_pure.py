@@ -249,7 +249,11 @@ def test_merge_compares_by_host_and_kernel_and_says_why_hosts_are_incomparable(
     assert any("cgroup.version differs (1 vs 2)" in r for r in reasons), reasons
     overridden = summary["comparisons"]["kernel-ignoring-cgroup_version"]
     assert overridden["incomparable"] == {}
-    assert any("slower" in v for v in overridden["verdicts"].values()), overridden["verdicts"]
+    # one run per host: nothing measured how much two runs differ by chance, so even a
+    # threefold difference gets no verdict (several boots per kernel do: the kernel matrix)
+    assert set(overridden["verdicts"].values()) == {"inconclusive: run-to-run noise unknown"}, (
+        overridden["verdicts"]
+    )
     assert (directory / "compare-kernel.md").is_file()
     assert json.loads((directory / "compare-host.json").read_text())["group_by"] == "host"
     assert (directory / "report.html").stat().st_size > 10_000

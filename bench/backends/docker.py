@@ -29,13 +29,14 @@ from bench.backends.base import (
     Mechanism,
     now_ns,
 )
-from bench.backends.host_procs import processes_mentioning
+from bench.backends.host_procs import processes_mentioning, wait_for_pid_exit
 from bench.backends.stream import READY_MARKER, DockerStreamDemuxer, wait_for_marker
 from bench.cgroups.events_watch import MemoryEventsWatch
 from bench.cgroups.layout import CgroupLayout
 from bench.cgroups.layout import detect as detect_layout
 from bench.cgroups.readers import cgroup_dir_for_pid
 from bench.errors import BackendUnavailable, InstanceError, InstanceTimeout
+from bench.interrupts import deferred
 from bench.scenario import InstanceSpec
 
 # Which bench backend made a container (docker and gvisor share the engine).
@@ -202,9 +203,17 @@ class DockerBackend(Backend):
         )
 
     def _wait_exit(self, instance: Instance, deadline: float) -> int:
+        # Wait on the container's init through a pidfd first: an interrupt there leaves
+        # nothing half-done, while one inside the engine's long-polling wait call would
+        # drop that HTTP connection unclosed. Once the init is gone, the engine's wait
+        # returns at once, and runs held against interrupts (bench.interrupts).
+        pid = self.main_pid(instance)
+        if pid is not None and not wait_for_pid_exit(pid, deadline):
+            raise InstanceTimeout(f"container {instance.name}: did not exit before the timeout")
         remaining = max(1, int(deadline - time.monotonic() + 0.999))
         try:
-            result = self.client.api.wait(instance.handle["id"], timeout=remaining)
+            with deferred():
+                result = self.client.api.wait(instance.handle["id"], timeout=remaining)
         except Exception as exc:
             if "timed out" in str(exc).lower() or "timeout" in type(exc).__name__.lower():
                 raise InstanceTimeout(
@@ -252,7 +261,8 @@ class DockerBackend(Backend):
         """The container's init on the host (inspected once, after READY, never timed)."""
         handle = instance.handle or {}
         if handle.get("pid") is None and handle.get("id"):
-            state = self.client.api.inspect_container(handle["id"]).get("State", {})
+            with deferred():  # a request cut in half leaves its connection unclosed
+                state = self.client.api.inspect_container(handle["id"]).get("State", {})
             # a container that already exited reports Pid 0 (or a pid that may be reused)
             handle["pid"] = (state.get("Pid") or None) if state.get("Running") else None
         pid = handle.get("pid")
@@ -318,7 +328,8 @@ class DockerBackend(Backend):
         On cgroup v2, also ``oom_kill_final``: the container cgroup's own ``oom_kill``
         counter, its last value before the cgroup vanished (see ``limit_readings``).
         """
-        state = self.client.api.inspect_container(instance.handle["id"]).get("State", {})
+        with deferred():  # a request cut in half leaves its connection unclosed
+            state = self.client.api.inspect_container(instance.handle["id"]).get("State", {})
         return {
             "oom_killed": bool(state.get("OOMKilled")),
             "killed_by_host": state.get("ExitCode") == 128 + 9,

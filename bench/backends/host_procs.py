@@ -5,6 +5,9 @@ Small readers of /proc shared by every backend (each tolerates the process being
 
 from __future__ import annotations
 
+import os
+import select
+import time
 from pathlib import Path
 
 import psutil
@@ -45,3 +48,20 @@ def processes_mentioning(text: str) -> list[int]:
         if any(text in arg for arg in cmdline):
             found.append(proc.pid)
     return found
+
+
+def wait_for_pid_exit(pid: int, deadline: float) -> bool:
+    """Block until ``pid`` exited (True) or the monotonic ``deadline`` passed (False).
+
+    A pidfd wakes the moment the process exits (polling with sleeps would add up to a
+    sleep's length to every exit stamp); a process already gone counts as exited.
+    """
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        exited, _, _ = select.select([pidfd], [], [], max(0.0, deadline - time.monotonic()))
+    finally:
+        os.close(pidfd)
+    return bool(exited)

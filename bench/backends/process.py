@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from bench.backends.base import (
     own_cgroup_reader,
     own_cgroups_layout,
 )
+from bench.backends.host_procs import wait_for_pid_exit
 from bench.backends.stream import READY_MARKER, wait_for_marker
 from bench.cgroups import delegation
 from bench.cgroups import layout as cgroup_layout
@@ -170,12 +169,7 @@ class ProcessBackend(Backend):
         proc: subprocess.Popen[bytes] = instance.handle["proc"]
         # a pidfd wakes us the moment the child exits; Popen.wait(timeout) polls with
         # growing sleeps and would add up to a millisecond to the exit stamp
-        pidfd = os.pidfd_open(proc.pid)
-        try:
-            ready, _, _ = select.select([pidfd], [], [], max(0.0, deadline - time.monotonic()))
-        finally:
-            os.close(pidfd)
-        if not ready:
+        if not wait_for_pid_exit(proc.pid, deadline):
             raise InstanceTimeout(f"process {instance.name}: did not exit before the timeout")
         code = proc.wait()
         self._drain(instance)
