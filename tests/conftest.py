@@ -1,4 +1,4 @@
-"""Shared fixtures: one provisioned engine per session, and a leftover check after each test.
+"""Shared fixtures: one provisioned engine per session, a leftover check after each test, lanes.
 
 Tests that need the real Docker engine or writable cgroups skip with the reason when
 they are absent, except under CI=true, where an absent engine is a failure: a broken
@@ -20,6 +20,25 @@ from bench.errors import BenchError
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
+
+# The suite runs in two lanes (pytest-xdist, ``-n 2 --dist loadgroup`` in pyproject.toml).
+# The fleet test drives a lab host that runs under software emulation for about ten
+# minutes, mostly waiting on it; it and the local provisioning test (both run Ansible
+# against this host, whose package manager takes one at a time) share the fleet lane.
+# Every other test runs in the host lane, one after the other in file order, as if alone:
+# the lab host beside them is other work on a shared machine, which bench must measure
+# through (its noise records say how busy the host was).
+FLEET_LANE = "fleet"
+HOST_LANE = "host"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put every test in its lane (an ``xdist_group``), unless it names one itself."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        fleet = item.get_closest_marker("fleet") or item.get_closest_marker("provision")
+        item.add_marker(pytest.mark.xdist_group(FLEET_LANE if fleet else HOST_LANE))
 
 
 def in_ci() -> bool:
