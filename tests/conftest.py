@@ -21,24 +21,38 @@ from bench.errors import BenchError
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 
-# The suite runs in two lanes (pytest-xdist, ``-n 2 --dist loadgroup`` in pyproject.toml).
-# The fleet test drives a lab host that runs under software emulation for about ten
-# minutes, mostly waiting on it; it and the local provisioning test (both run Ansible
-# against this host, whose package manager takes one at a time) share the fleet lane.
-# Every other test runs in the host lane, one after the other in file order, as if alone:
-# the lab host beside them is other work on a shared machine, which bench must measure
-# through (its noise records say how busy the host was).
-FLEET_LANE = "fleet"
-HOST_LANE = "host"
+# The suite runs in two lanes (pytest-xdist, ``-n 2`` in pyproject.toml; the lanes are
+# this file's scheduler, below). The fleet test drives a lab host that runs under software
+# emulation for about ten minutes, mostly waiting on it; it and the local provisioning
+# test (both run Ansible against this host, whose package manager takes one at a time)
+# share the fleet lane. Every other test runs in the host lane, one after the other in
+# file order, as if alone: the lab host beside them is other work on a shared machine,
+# which bench must measure through (its noise records say how busy the host was).
+FLEET_LANE_TESTS = (
+    "tests/test_fleet.py::",
+    "tests/test_provision.py::test_provision_playbook_is_idempotent",
+)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Put every test in its lane (an ``xdist_group``), unless it names one itself."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is not None:
-            continue
-        fleet = item.get_closest_marker("fleet") or item.get_closest_marker("provision")
-        item.add_marker(pytest.mark.xdist_group(FLEET_LANE if fleet else HOST_LANE))
+def lane_of(nodeid: str) -> str:
+    """The lane a test runs in: ``fleet`` or ``host``."""
+    return "fleet" if nodeid.startswith(FLEET_LANE_TESTS) else "host"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Schedule whole lanes: one worker takes the fleet lane, the other every other test.
+
+    (pytest-xdist's own ``loadgroup`` cannot group under pytest 9, whose node ids it
+    can no longer rename; a scope scheduler whose scopes are the lanes does the same.)
+    """
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Lanes(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return lane_of(nodeid)
+
+    return Lanes(config, log)
 
 
 def in_ci() -> bool:

@@ -55,7 +55,10 @@ def test_density_counts_only_instances_alive_at_the_stop(tmp_path: Path) -> None
     victim = None
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and victim is None:
-        present = process.leftovers()
+        # this run's instances only: another bench run may share the host
+        runs = list(tmp_path.glob("*/*/run.json"))
+        suffix = run_suffix(read_run(runs[0].parent)["run_id"]) if runs else None
+        present = [n for n in process.leftovers() if instance_run_suffix(n) == suffix]
         if len(present) >= 3:
             victim = sorted(present)[0]
         time.sleep(0.05)

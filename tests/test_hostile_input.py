@@ -102,11 +102,16 @@ def test_hostile_results_files_give_one_clear_error(tmp_path: Path) -> None:
     assert MAX_SAMPLE_LINE_BYTES < 2 * 1024**3
 
 
+def _fifo(directory: Path) -> Path:
+    os.mkfifo(directory / "fifo.yaml")
+    return directory / "fifo.yaml"
+
+
 @pytest.mark.parametrize(
     ("make", "kind"),
     [
         (lambda tmp: Path("/dev/zero"), "a character device"),
-        (lambda tmp: (os.mkfifo(tmp / "fifo.yaml"), tmp / "fifo.yaml")[1], "a FIFO"),
+        (_fifo, "a FIFO"),
         (lambda tmp: tmp, "a directory"),
     ],
     ids=["dev-zero", "fifo", "directory"],
