@@ -23,9 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.backends.accel import boot_id
+from bench.backends.host_procs import pid_alive
 
 ACTIVE_DIR = Path("/run/bench/active")
 INSTANCE_NAME = re.compile(r"^bench-([0-9a-f]{6})-\d+(?:\.|$)")
+# the one guest a KVM probe boots, named for the process that probes (no run owns it)
+PROBE_NAME = re.compile(r"^bench-kvmprobe-(\d+)(?:\.|$)")
 
 
 @dataclass(frozen=True)
@@ -141,9 +144,16 @@ def instance_run_suffix(name: str) -> str | None:
 
 
 def owned_by_live_run(name: str, live_suffixes: set[str]) -> bool:
-    """True when the instance belongs to a run that is still alive (``clean`` leaves it)."""
+    """True when the instance belongs to a run that is still alive (``clean`` leaves it).
+
+    A KVM probe's guest belongs to the process probing (its pid is in the name): it is
+    spared while that process lives.
+    """
     suffix = instance_run_suffix(name)
-    return suffix is not None and suffix in live_suffixes
+    if suffix is not None:
+        return suffix in live_suffixes
+    probe = PROBE_NAME.match(name)
+    return probe is not None and pid_alive(int(probe.group(1)))
 
 
 def effective_status(run: dict[str, Any]) -> str:

@@ -335,3 +335,19 @@ def test_a_sweep_of_interrupts_leaves_nothing_and_keeps_every_sample(
         for backend in backends.values():
             backend.close()
     assert any("interrupted" in o for o in outcomes), outcomes
+
+
+def test_a_kvm_probe_guest_belongs_to_its_live_process() -> None:
+    """bench clean (and the leftover check) spare the guest another process is probing."""
+    import os
+    import subprocess
+
+    from bench.ownership import owned_by_live_run
+
+    assert owned_by_live_run(f"bench-kvmprobe-{os.getpid()}.microvm", set())
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    assert not owned_by_live_run(f"bench-kvmprobe-{gone.pid}", set()), "a dead prober's is stray"
+    assert owned_by_live_run("bench-a1b2c3-4", {"a1b2c3"})
+    assert not owned_by_live_run("bench-a1b2c3-4", {"ffffff"})
+    assert not owned_by_live_run("bench-test-hang", {"a1b2c3"})
