@@ -467,11 +467,24 @@ def register(app: typer.Typer, console: Console, err_console: Console) -> None:
         output_format: Annotated[
             CheckFormat, typer.Option("--format", help="Output format.")
         ] = CheckFormat.table,
+        allow_inconclusive: Annotated[
+            bool,
+            typer.Option(
+                "--allow-inconclusive",
+                help="Pass when nothing moved, even where the check could not tell "
+                "(underpowered, or run-to-run noise unknown).",
+            ),
+        ] = False,
     ) -> None:
-        """Check runs against a baseline with compare's verdicts; exit 1 when a quantity moved."""
+        """Check runs against a baseline with compare's verdicts.
+
+        Exit 1 when a quantity moved; 5 when nothing moved but some quantity could not be
+        told (its MDE over the margin, or the noise between runs unknown), unless
+        --allow-inconclusive.
+        """
         import json
 
-        from bench.analysis.baseline import check_dataset, read_baseline
+        from bench.analysis.baseline import EXIT_CANNOT_TELL, check_dataset, read_baseline
 
         try:
             document = read_baseline(baseline_file)
@@ -500,9 +513,10 @@ def register(app: typer.Typer, console: Console, err_console: Console) -> None:
             unjudged = result.unjudged
             if unjudged:
                 warn(
-                    f"{len(unjudged)} of {len(result.rows)} quantities could not be judged "
-                    "(run-to-run noise unknown): run bench calibrate on this host, or "
-                    "write the baseline from runs with repeats"
+                    f"{len(unjudged)} of {len(result.rows)} quantities could not be told "
+                    "(underpowered, or run-to-run noise unknown): run bench calibrate on "
+                    "this host for the runs and blocks a check needs, or write the baseline "
+                    "from more runs"
                 )
             if failures:
                 console.print(
@@ -518,6 +532,8 @@ def register(app: typer.Typer, console: Console, err_console: Console) -> None:
                 )
         if result.failed:
             raise typer.Exit(1)
+        if result.unjudged and not allow_inconclusive:
+            raise typer.Exit(EXIT_CANNOT_TELL)
 
     @app.command()
     def report(
@@ -734,6 +750,7 @@ def _print_comparison(console: Console, report: ComparisonReport) -> None:
             ("margin", "right"),
             ("MDE", "right"),
             ("blocks", "right"),
+            ("p / Holm", "right"),
             ("verdict", "left"),
         ]
         for name, justify in columns:
