@@ -4,15 +4,16 @@ Like Kata's checkmetrics, a baseline file holds, for each host and scenario, one
 reference per measured quantity (metric, backend, case, view, stage): the good runs'
 block medians (a run without repeats is one block). ``bench check`` compares a later
 run's blocks with them using ``bench compare``'s machinery (``bench.analysis.verdict``):
-the margin is ``max(tolerance, calibrated noise)`` (``tolerance`` declared when the
-baseline was written, default 10%), and
+the margin is ``tolerance`` (declared when the baseline was written, default 10%; the
+noise widens the interval, never the margin), the p-values are adjusted over the check's
+rows (Holm), and
 
-- a verdict beyond the margin in either direction fails (much faster than usual is as
-  suspicious as slower: a container that did not really start);
+- a significant move beyond the margin in either direction fails (much faster than
+  usual is as suspicious as slower: a container that did not really start);
 - ``equivalent`` passes;
-- ``inconclusive`` passes and is counted as not judged: when the run-to-run noise is
-  unknown (one block on both sides and no calibration) nothing can be concluded, and
-  the check says so instead of inventing a band.
+- ``inconclusive`` passes, unless the check could not tell (the MDE over the margin, or
+  the run-to-run noise unknown): then ``bench check`` exits 5 unless told
+  ``--allow-inconclusive``, instead of letting an unseen regression through.
 
 For limit checks the reference also records whether the limit held; a limit that held
 in the baseline and no longer holds fails regardless of numbers.

@@ -1,17 +1,17 @@
-"""Host noise calibration: block-to-block noise measured by A/A repeats, stored per host.
+"""Host noise calibration: two levels of noise measured by A/A repeats, stored per host.
 
 ``bench calibrate`` runs one scenario several times, each run with several repeats
 (blocks), on an otherwise unchanged host: every difference between those blocks is
-noise. For every quantity (metric, backend, case, view, stage) it stores the SD of the
-log block medians (``sigma_log``; the block-to-block noise as a fraction is
-``exp(sigma_log) - 1``) and of the block medians themselves (``sigma_abs``, in the
-quantity's unit), with their degrees of freedom (blocks - 1). Comparisons and baseline
-checks then use ``max(min_effect, calibrated noise)`` as their margin, and a side with
-one block borrows the calibrated variance instead of being inconclusive.
+noise. For every quantity (metric, backend, case, view, stage) it stores both levels
+(``bench.analysis.levels``): between the blocks of a run (``sigma_log`` of the log block
+medians, ``sigma_abs`` in the quantity's unit, ``df``) and between runs beyond that
+(``run_sigma_log``, ``run_sigma_abs``, ``run_df``; none with a single run). Comparisons
+and baseline checks put them in the standard error only (never in the margin): a side
+with one run takes the run level from here instead of being inconclusive.
 
 The file lives beside the runs it describes, ``results/<host>/calibration.json``:
 
-    {"schema_version": 1, "kind": "bench-calibration", "host": "<hostname>",
+    {"schema_version": 2, "kind": "bench-calibration", "host": "<hostname>",
      "facts": {<must-match host facts>}, "created_at_utc": ..., "updated_at_utc": ...,
      "bench_version": ...,
      "entries": [{"metric": "startup", "backend": "docker", "mechanism": "container",
@@ -39,7 +39,7 @@ import pandas as pd
 
 from bench import __version__
 from bench.analysis.dataset import Dataset, RunInfo, fact, resolve_fact_path
-from bench.analysis.levels import VarianceComponents, estimate
+from bench.analysis.levels import Design, VarianceComponents, estimate, plan
 from bench.analysis.noise import without_noise
 from bench.analysis.stats import VALUE_STAGE, measured, stage_columns, stage_values, view_labels
 from bench.analysis.verdict import MODE_RATIO, BlockNoise
@@ -503,4 +503,63 @@ def value_entries(calibration: Calibration) -> list[NoiseEntry]:
     return sorted(
         (e for e in calibration.entries if e.stage == VALUE_STAGE),
         key=lambda e: (e.scenario, e.metric, e.case, e.view, e.backend),
+    )
+
+
+# --- designs with the power to see the margin ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Costs:
+    """What one run and one block of a scenario cost on this host, in wall seconds."""
+
+    run_s: float  # a run's fixed part: start, checks, artefacts, teardown
+    block_s: float  # one repeat of the plan
+
+
+def design_costs(dataset: Dataset) -> Costs:
+    """The costs measured by the calibration's own runs (their wall time and blocks)."""
+    from datetime import datetime
+
+    block_s: list[float] = []
+    run_s: list[float] = []
+    frame = dataset.samples
+    windows = None
+    if "label.window_s" in frame.columns and "block" in frame.columns:
+        windows = frame[(frame["metric"] == "noise") & frame["label.window_s"].notna()]
+    for run in dataset.runs.values():
+        per_block: list[float] = []
+        if windows is not None:
+            part = windows[windows["run_id"].astype(str) == run.run_id]
+            per_block = part.groupby("block")["label.window_s"].first().astype(float).tolist()
+        block_s.extend(per_block)
+        started, ended = run.record.get("started_at_utc"), run.record.get("ended_at_utc")
+        if started and ended:
+            wall = (datetime.fromisoformat(ended) - datetime.fromisoformat(started)).total_seconds()
+            run_s.append(max(0.0, wall - sum(per_block)))
+    return Costs(
+        float(np.median(run_s)) if run_s else 0.0, float(np.median(block_s)) if block_s else 0.0
+    )
+
+
+def design_for(entry: NoiseEntry, min_effect: float, costs: Costs) -> Design | None:
+    """The cheapest runs x blocks a side whose MDE is at most ``min_effect`` (None: no levels).
+
+    Ratio quantities on the log scale (the margin as ``log(1 + min_effect)``); sizes and
+    values that can be <= 0 in their unit, against ``min_effect`` x their median.
+    """
+    ratio = entry.sigma_log is not None and entry.unit not in {"MiB", "bytes", "KiB", "GiB"}
+    components = entry.components(MODE_RATIO if ratio else "absolute")
+    if components is None:
+        return None
+    median = float(np.median(entry.block_medians)) if entry.block_medians else 0.0
+    target = math.log1p(min_effect) if ratio else min_effect * abs(median)
+    if target <= 0:
+        return None
+    return plan(
+        components,
+        target,
+        run_cost_s=costs.run_s,
+        block_cost_s=costs.block_s,
+        samples_per_block=round(entry.samples_per_block),
     )

@@ -3,10 +3,10 @@
 Each compared quantity (metric, backend, case, view, stage) gets one row with a
 three-way verdict from ``bench.analysis.verdict``: the unit of evidence is the block
 (one repeat of the plan; a run without repeats is one block), never the pooled sample.
-A row states the ratio with its 95% CI, the absolute difference, the margin it was
-judged against (``max(min_effect, calibrated noise)``, and which of them), the minimum
-detectable effect, and the verdict: ``1.31x slower``, ``larger by 147 MiB``,
-``equivalent within +-5%`` or ``inconclusive``.
+A row states the ratio with its 95% CI, the absolute difference, the declared margin it
+was judged against, the minimum detectable effect, the p-value raw and adjusted over the
+rows (Holm), and the verdict: ``1.31x slower``, ``larger by 147 MiB``, ``equivalent
+within +-5%`` or ``inconclusive`` (with why). Across runs the run is the unit.
 
 Sides are:
 

@@ -107,14 +107,13 @@ def design_mde(
     components: VarianceComponents,
     runs: int,
     blocks_per_run: float,
-    margin: float,
     *,
     power: float = POWER,
     confidence: float = CONFIDENCE,
 ) -> float:
-    """The true effect a comparison of two such sides detects with ``power``.
+    """The smallest true effect a comparison of two such sides tells from none, at ``power``.
 
-    ``margin + (t(1 - alpha/2, df) + t(power, df)) x SE``, SE of the difference of two
+    ``(t(1 - alpha/2, df) + t(power, df)) x SE``, SE of the difference of two
     centres each with ``runs`` runs of ``blocks_per_run`` blocks, df from the design
     (2 (R - 1) at the run level; with a single run a side, Satterthwaite's over the
     calibrated run level and the blocks).
@@ -132,7 +131,7 @@ def design_mde(
         )
     tail = 0.5 + confidence / 2
     factor = float(special.stdtrit(df, tail)) + float(special.stdtrit(df, power))
-    return margin + factor * math.sqrt(variance)
+    return factor * math.sqrt(variance)
 
 
 @dataclass(frozen=True)
@@ -149,7 +148,6 @@ class Design:
 
 def plan(
     components: VarianceComponents,
-    margin: float,
     target_mde: float,
     *,
     run_cost_s: float,
@@ -172,7 +170,9 @@ def plan(
         for blocks in range(1, max_blocks + 1):
             if runs == 1 and blocks == 1:
                 continue
-            mde = design_mde(components, runs, blocks, margin)
+            if runs == 1 and components.run_df <= 0:
+                continue  # one run a side needs a measured run level
+            mde = design_mde(components, runs, blocks)
             cost = runs * (run_cost_s + blocks * block_cost_s)
             design = Design(runs, blocks, samples_per_block, mde, cost, mde <= target_mde)
             if design.meets and (best is None or cost < best.cost_s):

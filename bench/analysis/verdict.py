@@ -27,21 +27,25 @@ sample) makes two runs of the same thing look different. So:
    (or the calibration's, below); with one run a side and no calibration, run-to-run
    noise is unknown: the interval between the blocks is shown, and the verdict is
    ``inconclusive: run-to-run noise unknown``.
-4. Calibrated noise (``bench calibrate``: block-to-block SD measured by A/A repeats on
-   this host) enters twice: each side's variance is the larger of its own and the
-   calibrated one, and a side with a single block borrows it. Without a calibration, a
-   side with one block borrows the other side's block variance (equal variances: the
-   same quantity on the same host); with one block on both sides nothing says how much
-   two runs differ by chance, and a cross-run verdict is then ``inconclusive`` with
-   the within-run interval shown. Backends compared inside one block were interleaved
-   there (ABBA), so that comparison keeps a verdict and says its block noise is unknown.
-5. The margin m is ``max(min_effect, calibrated noise)`` (for absolute rows also
-   ``min_effect`` x the larger centre and a declared absolute floor). The verdict is
-   ``slower``/``faster`` (``larger``/``smaller``, ``higher``/``lower``) when the whole CI
-   lies beyond +-m; ``equivalent within +-m`` when the whole CI lies inside it (two
-   one-sided tests at 2.5% each); ``inconclusive`` otherwise.
-6. The minimum detectable effect is the true effect this design detects with 80%
-   power: ``m + (t(0.975, df) + t(0.80, df)) x SE``.
+4. Calibrated noise (``bench calibrate``: both levels, measured by A/A repeats on this
+   host) enters the standard error only (``bench.analysis.spread``): each side's
+   variance is the larger of its own and the calibrated one, and a side with a single
+   run (or block) takes the level it cannot measure from it. Without a calibration, a
+   side with one unit borrows the other side's (equal variances: the same quantity on
+   the same host); with one unit on both sides nothing says how much they differ by
+   chance, and a cross-run verdict is then ``inconclusive`` with the within-run
+   interval shown. Backends compared inside one block were interleaved there (ABBA), so
+   that comparison keeps a verdict and says its block noise is unknown.
+5. The margin m is declared, never measured: ``min_effect`` (for absolute rows also
+   ``min_effect`` x the larger centre, or a declared absolute floor when larger). The
+   verdict is ``slower``/``faster`` (``larger``/``smaller``, ``higher``/``lower``) when
+   the difference is significant (the CI excludes 0; across many rows the p-value is
+   adjusted by the caller, ``bench.analysis.multiplicity``) and the estimate lies
+   beyond +-m; ``equivalent within +-m`` when the whole CI lies inside it (two one-sided
+   tests at 2.5% each); ``inconclusive`` otherwise.
+6. The minimum detectable effect is the design's resolution: the smallest true effect
+   told from no change with 80% power, ``(t(0.975, df) + t(0.80, df)) x SE``. Over the
+   margin, an inconclusive verdict says the design is underpowered.
 
 Every comparison is symmetric: compare(B, A) is the mirror of compare(A, B), because
 both are computed in one canonical order and mirrored when asked the other way round.
