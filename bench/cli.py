@@ -146,6 +146,14 @@ def run(
             "scenario (and its hash) is unchanged.",
         ),
     ] = None,
+    tune: Annotated[
+        bool,
+        typer.Option(
+            "--tune",
+            help="Hold the CPUs out of deep idle states for the run (/dev/cpu_dma_latency "
+            "0), as pyperf's system tune; recorded in run.json as tuning.",
+        ),
+    ] = False,
     skip_unavailable: Annotated[
         bool,
         typer.Option(
@@ -204,6 +212,7 @@ def run(
                 options = RunOptions(
                     inject_spin_ms=inject_spin_ms,
                     skip_unavailable=skip_unavailable,
+                    tune=tune,
                     overrides=tuple(sorted(overrides.items())),
                 )
                 outcome = run_scenario(

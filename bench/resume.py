@@ -51,6 +51,7 @@ def resume_run(
     options = RunOptions(
         inject_spin_ms=injected.get("inject_spin_ms"),
         overrides=tuple(sorted((run.get("overrides") or {}).items())),
+        tune=bool((run.get("tuning") or {}).get("tune")),  # resumed as it was run
     )
     prepared = _prepare(scenario, options, emit)
     backends = prepared.backends
