@@ -52,6 +52,7 @@ def resume_run(
         inject_spin_ms=injected.get("inject_spin_ms"),
         overrides=tuple(sorted((run.get("overrides") or {}).items())),
         tune=bool((run.get("tuning") or {}).get("tune")),  # resumed as it was run
+        **{k: v for k, v in (run.get("target") or {}).items() if v is not None},
     )
     prepared = _prepare(scenario, options, emit)
     backends = prepared.backends
