@@ -681,7 +681,7 @@ def _print_calibration(
 ) -> None:
     """Both levels of noise per quantity, and the design that resolves ``min_effect``."""
     from bench.analysis.calibration import design_for, value_entries
-    from bench.analysis.units import format_quantity
+    from bench.analysis.units import format_quantity, unit_kind
     from bench.analysis.verdict import percent
 
     target = percent(min_effect)
@@ -698,7 +698,7 @@ def _print_calibration(
     def level(fraction: float | None, sigma: float | None, unit: str) -> str:
         if sigma is None:
             return "-"
-        if fraction is not None and unit not in {"MiB", "bytes"}:
+        if fraction is not None and unit_kind(unit) != "size":
             return percent(fraction)
         return format_quantity(sigma, unit)
 
@@ -706,10 +706,14 @@ def _print_calibration(
         median = sorted(entry.block_medians)[len(entry.block_medians) // 2]
         design = design_for(entry, min_effect, costs) if costs is not None else None
         if design is None:
-            needed, cost = "-", "-"
+            needed = "run level unknown: calibrate with --runs 2 or more"
+            cost = "-"
         else:
-            shown = math.expm1(design.mde) if entry.sigma_log is not None else design.mde
-            mde = percent(shown) if entry.sigma_log is not None else f"{shown:.3g}"
+            mde = (
+                percent(math.expm1(design.mde))
+                if design.log_scale
+                else format_quantity(design.mde, entry.unit)
+            )
             needed = f"{design.runs} x {design.blocks_per_run} (MDE {mde})"
             needed += "" if design.meets else ": not within 12 x 12"
             cost = f"{design.cost_s / 60:.0f} min a side"

@@ -6,11 +6,13 @@ or the block cap. It stops on precision only: the MDE depends on how much the bl
 vary, never on what they show, so the stopping rule cannot bias a comparison (stopping
 when a difference looks significant would).
 
-The MDE here is the one ``bench compare`` would give two runs of this design counting
-the noise between blocks only: ``(t(0.975, K-1) + t(0.80, K-1)) x sqrt(2 s^2 / K)``, s the
-SD of the log block medians. The noise between runs comes on top, and only more runs
-average it down (``bench calibrate`` says how many). This module is on the run path, so
-it uses no scipy: the t quantiles are a table.
+The MDE here is the one of two runs of this design counting the noise between blocks
+only: ``(t(0.975, K-1) + t(0.80, K-1)) x sqrt(2 s^2 / K)``, s the SD of the log block
+medians, with this run's K - 1 degrees of freedom (``bench compare`` of two such runs
+would have about twice as many: this errs on the side of more blocks). The noise
+between runs comes on top, and only more runs average it down (``bench calibrate`` says
+how many). This module is on the run path, so it uses no scipy: the t quantiles are a
+table.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ def t_quantiles(df: int) -> tuple[float, float]:
     From the table up to 30 degrees of freedom; beyond, the normal quantile with two
     Cornish-Fisher terms (within 0.001 of the exact one).
     """
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be >= 1, not {df}")
     if df <= len(_T975):
         return _T975[df - 1], _T80[df - 1]
 

@@ -51,25 +51,28 @@ def engine_pids(names: Iterable[str], proc: str = "/proc") -> list[int]:
     return found
 
 
-def cpu_seconds(pids: Iterable[int], proc: str = "/proc") -> float:
-    """CPU seconds of these processes, every thread's, to the nanosecond (gone ones: 0).
+def cpu_seconds(pids: Iterable[int], proc: str = "/proc") -> dict[int, float]:
+    """CPU seconds of each of these processes, every thread's, to the nanosecond.
 
     Read from each task's ``schedstat`` (run time in ns); /proc/PID/stat's utime and
-    stime count 10 ms ticks, too coarse for a window of tens of milliseconds.
+    stime count 10 ms ticks, too coarse for a window of tens of milliseconds. A process
+    that is gone is left out.
     """
-    total_ns = 0
+    found: dict[int, float] = {}
     for pid in pids:
         try:
             tasks = os.scandir(Path(proc, str(pid), "task"))
         except OSError:
             continue
+        total_ns = 0
         with tasks:
             for task in tasks:
                 try:
                     total_ns += int(Path(task.path, "schedstat").read_text().split()[0])
                 except (OSError, ValueError, IndexError):
                     continue
-    return total_ns / 1e9
+        found[pid] = total_ns / 1e9
+    return found
 
 
 def wait_for_quiet(
@@ -80,24 +83,27 @@ def wait_for_quiet(
     timeout_s: float = TIMEOUT_S,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
-    cpu: Callable[[list[int]], float] = cpu_seconds,
+    cpu: Callable[[list[int]], dict[int, float]] = cpu_seconds,
+    scan: Callable[[Iterable[str]], list[int]] = engine_pids,
 ) -> Quiet:
     """Wait until the named engines used under ``max_core_fraction`` of a core over a window.
 
     Returns at once when there is nothing to watch; otherwise after one quiet window at
-    the least, or at the timeout (then ``quiet`` is False).
+    the least, or at the timeout (then ``quiet`` is False). The engines are looked for
+    again every window, and each process is compared with itself: one that exits (a
+    container's conmon) or starts during a window neither hides nor adds work.
     """
+    wanted = sorted(set(names))
     started = clock()
-    pids = engine_pids(names)
-    if not pids:
+    before = cpu(scan(wanted))
+    if not before:
         return Quiet(0.0, True, 0)
-    before = cpu(pids)
     while True:
         sleep(window_s)
-        after = cpu(pids)
-        used = after - before
+        after = cpu(scan(wanted))
+        used = sum(after[pid] - before[pid] for pid in after.keys() & before.keys())
         if used <= max_core_fraction * window_s:
-            return Quiet(clock() - started, True, len(pids))
+            return Quiet(clock() - started, True, len(after))
         if clock() - started >= timeout_s:
-            return Quiet(clock() - started, False, len(pids))
+            return Quiet(clock() - started, False, len(after))
         before = after

@@ -397,9 +397,9 @@ def _run_steps(
     block: int | None = None
     noise_start = take_snapshot()
     described = ""
-    began = time.monotonic()
+    began = time.monotonic()  # a resumed run's time budget counts from the resume
     stopped = "the block cap"
-    blocks_seen: set[int] = set()
+    blocks_seen: set[int] = {s.block for s in steps[:start]}
     for step in steps[start:]:
         if step.block != block:
             if block is not None:
@@ -434,6 +434,10 @@ def _run_steps(
     if block is not None:
         _record_noise(ctx, block, noise_start)
     if ctx.precision is not None:
+        if not ctx.precision.values:
+            ctx.warn("--target-mde: this scenario measures no replicated quantity (startup)")
+        elif not ctx.precision.short():
+            stopped = "every quantity at or under the target"
         summary = ctx.precision.summary(len(blocks_seen), stopped)
         store.update(precision=summary)
         if summary["short"]:
@@ -457,8 +461,11 @@ def _precision_reached(ctx: RunContext, blocks_done: int, elapsed_s: float) -> s
     tracker, options = ctx.precision, ctx.options
     if tracker is None:
         return None
-    if blocks_done >= max(2, options.min_blocks) and not tracker.short():
-        return "every quantity at or under the target"
+    if blocks_done >= max(2, options.min_blocks):
+        if not tracker.values:
+            return "no replicated quantity to judge"
+        if not tracker.short():
+            return "every quantity at or under the target"
     if options.max_wall_s is not None and elapsed_s >= options.max_wall_s:
         return f"the time budget of {options.max_wall_s:g} s"
     return None

@@ -354,6 +354,7 @@ class CheckRow:
     baseline_blocks: int = 0
     # the design could not tell: the MDE over the margin, or the run-to-run noise unknown
     cannot_tell: bool = False
+    run_noise_unknown: bool = False  # decides nothing: left out of Holm's family
     p_value: float | None = None
     p_adjusted: float | None = None  # Holm, over every row of the check
 
@@ -606,6 +607,7 @@ class _Checker:
                 verdict.underpowered or verdict.run_noise_unknown or verdict.noise == NOISE_UNKNOWN
             ),
             p_value=verdict.p_value,
+            run_noise_unknown=verdict.run_noise_unknown,
         )
 
 
@@ -614,7 +616,9 @@ def corrected_rows(rows: list[CheckRow]) -> list[CheckRow]:
 
     A move no longer significant after the correction is inconclusive, and says so.
     """
-    family = [i for i, row in enumerate(rows) if row.p_value is not None]
+    family = [
+        i for i, row in enumerate(rows) if row.p_value is not None and not row.run_noise_unknown
+    ]
     adjusted = adjust([float(rows[i].p_value or 0.0) for i in family], HOLM)
     result = list(rows)
     for index, p_adjusted in zip(family, adjusted, strict=True):

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from bench.analysis.dataset import Dataset, RunInfo, fact, resolve_fact_path
 from bench.analysis.levels import Design, VarianceComponents, estimate, plan
 from bench.analysis.noise import without_noise
 from bench.analysis.stats import VALUE_STAGE, measured, stage_columns, stage_values, view_labels
+from bench.analysis.units import unit_kind
 from bench.analysis.verdict import MODE_RATIO, BlockNoise
 from bench.errors import BenchError
 from bench.files import read_json_object
@@ -229,7 +230,8 @@ def two_levels(block_medians: Sequence[float], block_runs: Sequence[str]) -> Two
         absolute.block_df,
         math.sqrt(log.run_var) if log and measured_runs else None,
         math.sqrt(absolute.run_var) if measured_runs else None,
-        absolute.run_df if measured_runs else 0.0,
+        # the scale most rows are judged on: the log one when there is one
+        (log or absolute).run_df if measured_runs else 0.0,
     )
 
 
@@ -543,23 +545,26 @@ def design_costs(dataset: Dataset) -> Costs:
 
 
 def design_for(entry: NoiseEntry, min_effect: float, costs: Costs) -> Design | None:
-    """The cheapest runs x blocks a side whose MDE is at most ``min_effect`` (None: no levels).
+    """The cheapest runs x blocks a side whose MDE is at most ``min_effect``.
 
     Ratio quantities on the log scale (the margin as ``log(1 + min_effect)``); sizes and
-    values that can be <= 0 in their unit, against ``min_effect`` x their median.
+    values that can be <= 0 in their unit, against ``min_effect`` x their median. None
+    when the run level was not measured (a calibration of one run, or of one block per
+    run): a design priced as if runs never differed would promise what it cannot keep.
     """
-    ratio = entry.sigma_log is not None and entry.unit not in {"MiB", "bytes", "KiB", "GiB"}
+    ratio = entry.sigma_log is not None and unit_kind(entry.unit) != "size"
     components = entry.components(MODE_RATIO if ratio else "absolute")
-    if components is None:
+    if components is None or entry.run_df <= 0 or entry.run_sigma_abs is None:
         return None
     median = float(np.median(entry.block_medians)) if entry.block_medians else 0.0
     target = math.log1p(min_effect) if ratio else min_effect * abs(median)
     if target <= 0:
         return None
-    return plan(
+    design = plan(
         components,
         target,
         run_cost_s=costs.run_s,
         block_cost_s=costs.block_s,
         samples_per_block=round(entry.samples_per_block),
     )
+    return replace(design, log_scale=ratio)

@@ -22,7 +22,8 @@ observed) / (1 + permutations). The search repeats, always taking the strongest
 remaining candidate, until none is significant. Each segment keeps at least
 ``min_size`` points. 999 permutations give p-values down to 0.001, small enough to
 survive a correction over a site's series (``bench.analysis.multiplicity``); a caller
-that corrects passes ``alpha=1`` and filters on the adjusted p-values. The random orders
+that corrects takes each series' first stage (``strongest_change``), corrects its p
+over the series, and runs ``change_points`` on those that survive. The random orders
 come from a fixed seed, so the same history always gives the same change points.
 """
 

@@ -27,9 +27,9 @@ background load (``bench.analysis.noise``) differs beyond a threshold, every row
 side says so, with the figures.
 
 A calibration (``bench.analysis.calibration``) found beside the runs
-(``results/<host>/calibration.json``) is used unless told otherwise: it raises the
-margin to the host's measured block-to-block noise and supplies the noise a side with
-one block cannot measure.
+(``results/<host>/calibration.json``) is used unless told otherwise: it supplies the
+level of noise a side cannot measure itself (the run level of a side with one run), and
+never lowers what a side's own data show; it never touches the margin.
 """
 
 from __future__ import annotations
@@ -170,6 +170,8 @@ class ComparisonRow:
     notes: tuple[str, ...] = ()  # how the verdict was reached (noise source, borrowed noise)
     # p_value adjusted over every row of the comparison (Holm); None without a p-value
     p_adjusted: float | None = None
+    # its p-value is the blocks' of one run only: shown, never a verdict, not in the family
+    run_noise_unknown: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-safe dict (warnings and notes as lists, non-finite floats as None)."""
@@ -393,9 +395,12 @@ def corrected_for_multiplicity(
     """Rows with their p-values adjusted over the family (every row that has one).
 
     A directional row whose adjusted p is not under 5% is no longer significant: it is
-    inconclusive, and says so with both p-values.
+    inconclusive, and says so with both p-values. A row whose run-to-run noise is unknown
+    decides nothing, and its p-value (of the blocks of one run) is left out of the family.
     """
-    family = [i for i, row in enumerate(rows) if row.p_value is not None]
+    family = [
+        i for i, row in enumerate(rows) if row.p_value is not None and not row.run_noise_unknown
+    ]
     adjusted = adjust([float(rows[i].p_value or 0.0) for i in family], method)
     result = list(rows)
     for index, p_adjusted in zip(family, adjusted, strict=True):
@@ -760,6 +765,7 @@ def row_from_verdict(
         mde=verdict.mde,
         noise=verdict.noise,
         notes=verdict.notes,
+        run_noise_unknown=verdict.run_noise_unknown,
     )
 
 

@@ -144,6 +144,7 @@ class Design:
     mde: float
     cost_s: float
     meets: bool
+    log_scale: bool = False  # the MDE is a log ratio (expm1 gives the fraction)
 
 
 def plan(

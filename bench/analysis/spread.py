@@ -59,16 +59,6 @@ class BlockNoise:
     run_df: float = 0.0
     runs: int = 0
 
-    @property
-    def noise_fraction(self) -> float | None:
-        """The block-to-block SD as a fraction of the quantity (``exp(sigma_log) - 1``)."""
-        return None if self.sigma_log is None else math.expm1(self.sigma_log)
-
-    @property
-    def run_noise_fraction(self) -> float | None:
-        """The run-to-run SD as a fraction of the quantity (None when not measured)."""
-        return None if self.run_sigma_log is None else math.expm1(self.run_sigma_log)
-
     def sigma(self, mode: str) -> float | None:
         """The block-level SD on the scale a row of ``mode`` works on."""
         return self.sigma_log if mode == MODE_RATIO else self.sigma_abs
@@ -116,14 +106,15 @@ def _calibrated_block(noise: BlockNoise | None, mode: str) -> Term | None:
     sigma = noise.sigma(mode) if noise is not None else None
     if noise is None or sigma is None:
         return None
-    return Term(sigma**2, float(noise.df), f"cal-block{id(noise)}", True)
+    # keyed by content: the same calibration looked up twice is one estimate, not two
+    return Term(sigma**2, float(noise.df), f"cal-block{hash(noise)}", True)
 
 
 def _calibrated_run(noise: BlockNoise | None, mode: str) -> Term | None:
     sigma = noise.run_sigma(mode) if noise is not None else None
     if noise is None or sigma is None or noise.run_df <= 0:
         return None
-    return Term(sigma**2, float(noise.run_df), f"cal-run{id(noise)}", True)
+    return Term(sigma**2, float(noise.run_df), f"cal-run{hash(noise)}", True)
 
 
 def block_side_terms(z: FloatArray, noise: BlockNoise | None, mode: str, index: int) -> SideTerms:
@@ -190,14 +181,18 @@ def unpaired_spread(
         else:
             terms.append(block_side_terms(z, noise, mode, index))
     notes: list[str] = []
+
+    def units(index: int) -> int:
+        return len(dict.fromkeys(runs[index])) if runs is not None else int(sides[index].size)
+
     for index, name, other in ((0, "baseline", 1), (1, "contender", 0)):
         if terms[index] or not terms[other]:
             continue
-        # the other side's estimate of one unit's variance, at this side's count of units
-        count = len(dict.fromkeys(runs[index])) if runs is not None else sides[index].size
-        borrowed = max((t for t, _ in terms[other]), key=lambda t: t.variance)
-        terms[index] = [(borrowed, 1 / count)]
-        source = " (calibrated)" if borrowed.calibrated else ""
+        # the other side's variance of one unit (every term of it: both levels of a
+        # calibration), at this side's count of units; the estimates stay shared
+        scale = units(other) / units(index)
+        terms[index] = [(term, coefficient * scale) for term, coefficient in terms[other]]
+        source = " (calibrated)" if any(t.calibrated for t, _ in terms[other]) else ""
         notes.append(
             f"{name} has one {unit}: its {unit} noise is taken from the "
             f"{'contender' if name == 'baseline' else 'baseline'}{source}"

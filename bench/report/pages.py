@@ -193,7 +193,7 @@ def trend_model(host: str, scenario: str, entries: list[dict[str, Any]], page: s
                 candidates.append((key, unit, backend, complete, first))
     adjusted = adjust([c[4].p_value for c in candidates], BENJAMINI_HOCHBERG)
     for (key, unit, backend, complete, first), p_adjusted in zip(candidates, adjusted, strict=True):
-        if p_adjusted > ALPHA:
+        if p_adjusted >= ALPHA:
             continue
         title = next(t for k, _u, t in TREND_FIGURES if k == key)
         for change in change_points([v for _, v in complete]):
