@@ -87,7 +87,15 @@ def test_limits_memory_and_cpu_hold_pids_not_applicable(
     checks = {r["labels"]["view"]: r for r in records}
     over = checks["memory"]["labels"]
     assert over["enforced"] is True, over["evidence"]
-    assert over["evidence"]["engine_oom_killed"] is True
+    # killed for the limit: the engine says OOMKilled, or the host SIGKILLed the sandbox
+    # and its cgroup counted an OOM kill. runsc's shim hands the engine its OOM event only
+    # when the event wins a race with the exit (once in a CI run it did not), so the
+    # kernel's own counter is evidence enough, and the engine's flag is not relied on
+    evidence = over["evidence"]
+    assert evidence["killed"] is True
+    assert evidence["engine_oom_killed"] or (
+        evidence["killed_by_host"] and evidence["oom_kill_count"] >= 1
+    ), evidence
     # the limit covers the Sentry: set as its calibrated footprint plus the scenario's 64 MiB
     assert over["set_value"] == pytest.approx(
         over["evidence"]["calibration_anon_peak_mib"] + 64, abs=1
