@@ -146,6 +146,31 @@ def run(
             "scenario (and its hash) is unchanged.",
         ),
     ] = None,
+    target_mde: Annotated[
+        str | None,
+        typer.Option(
+            "--target-mde",
+            help="Run blocks until every startup quantity's minimum detectable effect "
+            "(between blocks) is at or under this (10% or 0.1), after the scenario's own "
+            "repeats and 2 at least; at most --max-blocks, within --max-wall-s. Stops on "
+            "precision only, never on what the figures show.",
+        ),
+    ] = None,
+    max_blocks: Annotated[
+        int, typer.Option("--max-blocks", min=2, help="With --target-mde: the block cap.")
+    ] = 20,
+    max_wall_s: Annotated[
+        float | None,
+        typer.Option("--max-wall-s", min=1, help="With --target-mde: the time budget (s)."),
+    ] = None,
+    tune: Annotated[
+        bool,
+        typer.Option(
+            "--tune",
+            help="Hold the CPUs out of deep idle states for the run (/dev/cpu_dma_latency "
+            "0), as pyperf's system tune; recorded in run.json as tuning.",
+        ),
+    ] = False,
     skip_unavailable: Annotated[
         bool,
         typer.Option(
@@ -204,6 +229,10 @@ def run(
                 options = RunOptions(
                     inject_spin_ms=inject_spin_ms,
                     skip_unavailable=skip_unavailable,
+                    tune=tune,
+                    target_mde=_fraction(target_mde, "--target-mde"),
+                    max_blocks=max_blocks,
+                    max_wall_s=max_wall_s,
                     overrides=tuple(sorted(overrides.items())),
                 )
                 outcome = run_scenario(
@@ -240,6 +269,20 @@ def run(
             )
     if failed:
         raise typer.Exit(1)
+
+
+def _fraction(text: str | None, option: str) -> float | None:
+    """``10%`` or ``0.1`` as 0.1; a value that is neither is a usage error (exit 2)."""
+    if text is None:
+        return None
+    raw = text.strip()
+    try:
+        value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise ScenarioError(f"{option}: {text!r} is not a fraction (10% or 0.1)") from None
+    if not 0 < value < 1:
+        raise ScenarioError(f"{option}: {text!r} must lie between 0 and 100%")
+    return value
 
 
 def _find_run(run: str, results: Path) -> Path:

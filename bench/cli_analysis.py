@@ -16,6 +16,7 @@ splits the arguments into two sides, each a set of runs (or blocks) pooled by bl
 from __future__ import annotations
 
 import glob
+import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from bench.errors import BenchError, ResultsError
 
 if TYPE_CHECKING:
     from bench.analysis.baseline import CheckRow
-    from bench.analysis.calibration import Calibration
+    from bench.analysis.calibration import Calibration, Costs
     from bench.analysis.compare import ComparisonReport, ComparisonRow, Group
     from bench.analysis.dataset import Dataset
 
@@ -241,8 +242,8 @@ def register(app: typer.Typer, console: Console, err_console: Console) -> None:
             float,
             typer.Option(
                 "--min-effect",
-                help="Declared margin: the smallest change worth a verdict (0.05 = 5%); "
-                "raised to the calibrated noise when that is larger.",
+                help="Declared margin: the smallest change worth a verdict (0.05 = 5%). "
+                "The noise widens the interval, never the margin.",
             ),
         ] = 0.05,
         min_abs_mib: Annotated[
@@ -362,11 +363,22 @@ def register(app: typer.Typer, console: Console, err_console: Console) -> None:
                 "-o", "--output", help="Calibration file (default results/<host>/calibration.json)."
             ),
         ] = None,
+        min_effect: Annotated[
+            float,
+            typer.Option(
+                "--min-effect", help="The margin the printed designs must resolve (0.05 = 5%)."
+            ),
+        ] = 0.05,
     ) -> None:
-        """Measure this host's run-to-run noise by A/A repeats; compare and check use it."""
+        """Measure this host's noise by A/A repeats (both levels); compare and check use it.
+
+        Prints, per quantity, the runs x blocks a side a comparison needs for an MDE at
+        or under the margin, and what that costs in wall time here.
+        """
         from bench.analysis.calibration import (
             CALIBRATION_FILE,
             Calibration,
+            design_costs,
             make_calibration,
             read_calibration,
             write_calibration,
@@ -390,7 +402,9 @@ def register(app: typer.Typer, console: Console, err_console: Console) -> None:
             write_calibration(target, document)
         except BenchError as exc:
             raise fail(exc) from None
-        _print_calibration(console, Calibration.from_document(document, target))
+        _print_calibration(
+            console, Calibration.from_document(document, target), design_costs(dataset), min_effect
+        )
         console.print(f"calibration: {target}", highlight=False, markup=False)
         failed = sum(
             int((run.record.get("counts") or {}).get("failed", 0)) for run in dataset.runs.values()
@@ -406,8 +420,8 @@ def register(app: typer.Typer, console: Console, err_console: Console) -> None:
             float,
             typer.Option(
                 "--tolerance",
-                help="The gate's declared margin (0.10 = 10%); raised to the calibrated noise "
-                "when that is larger.",
+                help="The gate's declared margin (0.10 = 10%). The noise widens the "
+                "interval, never the margin.",
             ),
         ] = 0.10,
         stages: Annotated[
@@ -467,11 +481,24 @@ def register(app: typer.Typer, console: Console, err_console: Console) -> None:
         output_format: Annotated[
             CheckFormat, typer.Option("--format", help="Output format.")
         ] = CheckFormat.table,
+        allow_inconclusive: Annotated[
+            bool,
+            typer.Option(
+                "--allow-inconclusive",
+                help="Pass when nothing moved, even where the check could not tell "
+                "(underpowered, or run-to-run noise unknown).",
+            ),
+        ] = False,
     ) -> None:
-        """Check runs against a baseline with compare's verdicts; exit 1 when a quantity moved."""
+        """Check runs against a baseline with compare's verdicts.
+
+        Exit 1 when a quantity moved; 5 when nothing moved but some quantity could not be
+        told (its MDE over the margin, or the noise between runs unknown), unless
+        --allow-inconclusive.
+        """
         import json
 
-        from bench.analysis.baseline import check_dataset, read_baseline
+        from bench.analysis.baseline import EXIT_CANNOT_TELL, check_dataset, read_baseline
 
         try:
             document = read_baseline(baseline_file)
@@ -500,9 +527,10 @@ def register(app: typer.Typer, console: Console, err_console: Console) -> None:
             unjudged = result.unjudged
             if unjudged:
                 warn(
-                    f"{len(unjudged)} of {len(result.rows)} quantities could not be judged "
-                    "(run-to-run noise unknown): run bench calibrate on this host, or "
-                    "write the baseline from runs with repeats"
+                    f"{len(unjudged)} of {len(result.rows)} quantities could not be told "
+                    "(underpowered, or run-to-run noise unknown): run bench calibrate on "
+                    "this host for the runs and blocks a check needs, or write the baseline "
+                    "from more runs"
                 )
             if failures:
                 console.print(
@@ -518,6 +546,8 @@ def register(app: typer.Typer, console: Console, err_console: Console) -> None:
                 )
         if result.failed:
             raise typer.Exit(1)
+        if result.unjudged and not allow_inconclusive:
+            raise typer.Exit(EXIT_CANNOT_TELL)
 
     @app.command()
     def report(
@@ -646,35 +676,60 @@ def _host_directory(dataset: Dataset) -> Path:
     return run.directory.parent
 
 
-def _print_calibration(console: Console, calibration: Calibration) -> None:
-    from bench.analysis.calibration import value_entries
-    from bench.analysis.units import format_quantity
+def _print_calibration(
+    console: Console, calibration: Calibration, costs: Costs | None, min_effect: float
+) -> None:
+    """Both levels of noise per quantity, and the design that resolves ``min_effect``."""
+    from bench.analysis.calibration import design_for, value_entries
+    from bench.analysis.units import format_quantity, unit_kind
     from bench.analysis.verdict import percent
 
+    target = percent(min_effect)
     table = Table(
-        title=f"block-to-block noise on {calibration.host} (SD of block medians; margins use "
-        "max(min effect, noise))"
+        title=f"noise on {calibration.host}: between the blocks of a run, and between runs "
+        f"beyond that; the runs x blocks a side a comparison needs for an MDE <= {target}"
     )
-    for column in ("scenario", "metric", "backend", "case", "view", "blocks", "median", "noise"):
-        table.add_column(
-            column, justify="right" if column in {"blocks", "median", "noise"} else "left"
-        )
+    columns = ["scenario", "metric", "backend", "case", "view", "runs", "blocks", "median"]
+    columns += ["block noise", "run noise", f"for MDE <= {target}", "costs"]
+    numeric = {"runs", "blocks", "median", "block noise", "run noise", "costs"}
+    for column in columns:
+        table.add_column(column, justify="right" if column in numeric else "left")
+
+    def level(fraction: float | None, sigma: float | None, unit: str) -> str:
+        if sigma is None:
+            return "-"
+        if fraction is not None and unit_kind(unit) != "size":
+            return percent(fraction)
+        return format_quantity(sigma, unit)
+
     for entry in value_entries(calibration):
         median = sorted(entry.block_medians)[len(entry.block_medians) // 2]
-        noise = (
-            percent(entry.noise_fraction)
-            if entry.noise_fraction is not None and entry.unit not in {"MiB", "bytes"}
-            else format_quantity(entry.sigma_abs, entry.unit)
-        )
+        design = design_for(entry, min_effect, costs) if costs is not None else None
+        if design is None:
+            needed = "run level unknown: calibrate with --runs 2 or more"
+            cost = "-"
+        else:
+            mde = (
+                percent(math.expm1(design.mde))
+                if design.log_scale
+                else format_quantity(design.mde, entry.unit)
+            )
+            needed = f"{design.runs} x {design.blocks_per_run} (MDE {mde})"
+            needed += "" if design.meets else ": not within 12 x 12"
+            cost = f"{design.cost_s / 60:.0f} min a side"
         table.add_row(
             Text(entry.scenario),
             entry.metric,
             Text(entry.backend),
             Text(entry.case),
             Text(entry.view or "-"),
+            str(len(entry.runs)),
             str(entry.blocks),
             format_quantity(median, entry.unit),
-            noise,
+            level(entry.noise_fraction, entry.sigma_abs, entry.unit),
+            level(entry.run_noise_fraction, entry.run_sigma_abs, entry.unit),
+            needed,
+            cost,
         )
     console.print(table)
 
@@ -734,6 +789,7 @@ def _print_comparison(console: Console, report: ComparisonReport) -> None:
             ("margin", "right"),
             ("MDE", "right"),
             ("blocks", "right"),
+            ("p / Holm", "right"),
             ("verdict", "left"),
         ]
         for name, justify in columns:

@@ -1,4 +1,4 @@
-"""Host knobs a scenario may set for its run (KSM, THP), always given back.
+"""Host knobs a run may set (KSM, THP, CPU idle latency), always given back.
 
 ``changed_settings`` writes sysfs values and restores the previous ones on every exit
 path, interrupts included. While they are changed, what to restore is also written to
@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import struct
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 SAVED_DIR = Path("/run/bench/host-settings")
 KSM_DIR = Path("/sys/kernel/mm/ksm")
@@ -87,3 +89,32 @@ def ksm_counters(ksm_dir: Path = KSM_DIR) -> dict[str, int]:
         with contextlib.suppress(OSError, ValueError):
             counters[name] = int((ksm_dir / name).read_text())
     return counters
+
+
+CPU_DMA_LATENCY = Path("/dev/cpu_dma_latency")
+
+
+@contextlib.contextmanager
+def low_latency(enabled: bool, path: Path = CPU_DMA_LATENCY) -> Iterator[dict[str, Any]]:
+    """Keep the CPUs out of deep idle states while the block runs (``bench run --tune``).
+
+    The idea of pyperf's ``system tune``: a PM QoS request of 0 us written to
+    ``/dev/cpu_dma_latency`` holds for as long as the file stays open, so a process
+    started after a pause does not first wait for an idle CPU to wake (on the dev
+    machines cpuidle ``haltpoll`` adds ~5 ms to such a start). The kernel drops the
+    request when the file is closed, also when bench is killed: nothing to restore.
+    Yields what was done, for run.json.
+    """
+    if not enabled:
+        yield {"tune": False}
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        yield {"tune": False, "reason": f"cannot open {path}: {exc.strerror}"}
+        return
+    try:
+        os.write(fd, struct.pack("i", 0))
+        yield {"tune": True, "cpu_dma_latency_us": 0, "held_through": str(path)}
+    finally:
+        os.close(fd)

@@ -46,11 +46,15 @@ def resume_run(
     scenario = apply_overrides(scenario, dict(run.get("overrides") or {}))
     plan = run.get("plan") or {}
     backend_names = list(plan.get("backends") or (run.get("backends") or {}))
-    scenario = scenario.model_copy(update={"backends": backend_names})
+    # the blocks as planned (a --target-mde run planned its block cap, not the file's)
+    repeats = int(plan.get("repeats") or scenario.repeats)
+    scenario = scenario.model_copy(update={"backends": backend_names, "repeats": repeats})
     injected = run.get("injected") or {}
     options = RunOptions(
         inject_spin_ms=injected.get("inject_spin_ms"),
         overrides=tuple(sorted((run.get("overrides") or {}).items())),
+        tune=bool((run.get("tuning") or {}).get("tune")),  # resumed as it was run
+        **{k: v for k, v in (run.get("target") or {}).items() if v is not None},
     )
     prepared = _prepare(scenario, options, emit)
     backends = prepared.backends
@@ -84,6 +88,9 @@ def resume_run(
     )
     for metric in prepared.metrics.values():
         metric.restore(previous)
+    if ctx.precision is not None:  # the blocks measured before count towards the target
+        for sample in previous:
+            ctx.precision.add(sample)
     resumes = list(run.get("resumes") or [])
     resumes.append(
         {

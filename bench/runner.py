@@ -17,7 +17,7 @@ import platform
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from bench.backends.base import Backend
 from bench.capacity import check_fits
 from bench.cgroups.layout import detect as detect_layout
 from bench.errors import BenchError, ResultsStorageError
+from bench.host_settings import low_latency
 from bench.metrics import metric_class
 from bench.metrics.base import (
     Metric,
@@ -38,6 +39,7 @@ from bench.metrics.base import (
 )
 from bench.noise import NoiseSnapshot, block_noise, take_snapshot
 from bench.plan import MetricShape, Step, plan_steps
+from bench.precision import PrecisionTracker
 from bench.results import (
     ResultStore,
     new_run_id,
@@ -173,6 +175,12 @@ def run_scenario(
     """
     emit = on_event or (lambda event: None)
     options = options or RunOptions()
+    if options.target_mde is not None:
+        # the blocks the precision target may take; the scenario's own repeats are the least
+        options = replace(options, min_blocks=max(2, scenario.repeats))
+        scenario = scenario.model_copy(
+            update={"repeats": max(options.max_blocks, options.min_blocks)}
+        )
     prepared = _prepare(scenario, options, emit)
     backends = prepared.backends
     try:
@@ -211,6 +219,13 @@ def run_scenario(
                     for k, v in asdict(options).items()
                     if k == "inject_spin_ms" and v is not None
                 },
+                # --target-mde: the blocks run until the figures are precise enough
+                "target": {
+                    k: getattr(options, k)
+                    for k in ("target_mde", "min_blocks", "max_blocks", "max_wall_s")
+                }
+                if options.target_mde is not None
+                else None,
                 "backends": _backend_records(backends),
                 "unavailable": prepared.unavailable,
                 "host": facts,
@@ -247,6 +262,9 @@ def _context(
         emit=emit,
         options=options,
         drop_page_cache=drop_page_cache,
+        precision=(
+            PrecisionTracker(options.target_mde) if options.target_mde is not None else None
+        ),
     )
 
 
@@ -276,7 +294,11 @@ def _execute(
             store.update(process=asdict(identity))
             _note_concurrent_runs(ctx, store, first=True)
             ctx.emit(RunEvent("planned", f"run {ctx.run_id}", total=len(steps) - start))
-            _run_steps(ctx, store, steps, metrics, start)
+            with low_latency(ctx.options.tune) as tuning:
+                store.update(tuning=tuning)
+                if ctx.options.tune and not tuning["tune"]:
+                    ctx.warn(f"--tune not applied: {tuning['reason']}")
+                _run_steps(ctx, store, steps, metrics, start)
             status = "complete"
         except KeyboardInterrupt:
             status = "interrupted"
@@ -375,15 +397,24 @@ def _run_steps(
     block: int | None = None
     noise_start = take_snapshot()
     described = ""
+    began = time.monotonic()  # a resumed run's time budget counts from the resume
+    stopped = "the block cap"
+    blocks_seen: set[int] = {s.block for s in steps[:start]}
     for step in steps[start:]:
         if step.block != block:
             if block is not None:
                 _record_noise(ctx, block, noise_start)
                 _note_concurrent_runs(ctx, store)
+                reason = _precision_reached(ctx, block + 1, time.monotonic() - began)
+                if reason is not None:
+                    stopped = reason
+                    block = None  # its noise is recorded: the loop ends on a boundary
+                    break
                 if ctx.scenario.repeat_gap_s:
                     ctx.phase(f"block {block + 1} done; pausing {ctx.scenario.repeat_gap_s:g} s")
                     time.sleep(ctx.scenario.repeat_gap_s)
             block = step.block
+            blocks_seen.add(block)
             ctx.block = block
             if ctx.scenario.repeats > 1:
                 ctx.phase(f"block {block + 1} of {ctx.scenario.repeats}")
@@ -402,11 +433,42 @@ def _run_steps(
         ctx.emit(RunEvent("step", step=step, total=len(steps)))
     if block is not None:
         _record_noise(ctx, block, noise_start)
+    if ctx.precision is not None:
+        if not ctx.precision.values:
+            ctx.warn("--target-mde: this scenario measures no replicated quantity (startup)")
+        elif not ctx.precision.short():
+            stopped = "every quantity at or under the target"
+        summary = ctx.precision.summary(len(blocks_seen), stopped)
+        store.update(precision=summary)
+        if summary["short"]:
+            ctx.warn(
+                f"--target-mde {ctx.precision.target_mde:.0%} not reached ({stopped}) for: "
+                + ", ".join(map(str, summary["short"]))  # type: ignore[call-overload]
+            )
     ctx.step = -1
     for metric in metrics.values():
         with closing_samples(metric.finish(ctx)) as derived:
             for sample in derived:
                 ctx.record(sample)
+
+
+def _precision_reached(ctx: RunContext, blocks_done: int, elapsed_s: float) -> str | None:
+    """Why the run stops after this block (``--target-mde``), or None to go on.
+
+    Precision only, never significance: every quantity's MDE at or under the target
+    (after two blocks at least, and the scenario's own repeats), or the time budget spent.
+    """
+    tracker, options = ctx.precision, ctx.options
+    if tracker is None:
+        return None
+    if blocks_done >= max(2, options.min_blocks):
+        if not tracker.values:
+            return "no replicated quantity to judge"
+        if not tracker.short():
+            return "every quantity at or under the target"
+    if options.max_wall_s is not None and elapsed_s >= options.max_wall_s:
+        return f"the time budget of {options.max_wall_s:g} s"
+    return None
 
 
 def _record_noise(ctx: RunContext, block: int, start: NoiseSnapshot) -> None:

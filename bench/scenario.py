@@ -291,7 +291,9 @@ class LimitOptions(_Strict):
     cpu_threads: Annotated[int, Field(ge=1)] = Field(2, description="Busy threads (> Q).")
     cpu_seconds: Annotated[float, Field(gt=0)] = Field(4, description="How long to burn.")
     cpu_tolerance: Annotated[float, Field(gt=0, lt=1)] = Field(
-        0.05, description="Measured cores must be within this fraction of Q."
+        0.05,
+        description="Measured cores may exceed Q by this fraction and still count as held "
+        "(the quota is a ceiling; less than Q on a busy host is noted as contention).",
     )
     pids_limit: Annotated[int, Field(ge=2)] = Field(20, description="pids limit P.")
     pids_forks: Annotated[int, Field(ge=1)] = Field(40, description="Forks attempted (> P).")

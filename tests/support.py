@@ -48,3 +48,20 @@ def run_frame(directory: object) -> pd.DataFrame:
 
     frame = load_dataset([directory]).samples  # type: ignore[list-item]
     return frame[frame["metric"] != "noise"].reset_index(drop=True)
+
+
+def assert_quota_held(
+    value_cores: float, quota_cores: float, evidence: dict[str, object], note: str | None
+) -> None:
+    """A CPU quota held, on the kernel's evidence: a ceiling, and throttling while it acted.
+
+    The quota promises a ceiling, not a share: usage stays at or under Q plus the default
+    5% tolerance and the kernel throttled the group. On a busy host the payload may get
+    less than Q (other work took the cores); then the verdict must say so (contention),
+    never fail and never pass silently.
+    """
+    assert 0 < value_cores <= quota_cores * 1.05, f"used {value_cores} of {quota_cores} cores"
+    throttled = evidence["nr_throttled_delta"]
+    assert isinstance(throttled, int) and throttled > 0, evidence
+    if value_cores < quota_cores * 0.95:
+        assert note is not None and "contention" in note, note

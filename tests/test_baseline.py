@@ -235,9 +235,14 @@ def test_cli_baseline_then_check(tmp_path: Path) -> None:
     written = bench("baseline", str(good), "-o", str(path))
     assert written.returncode == 0, written.stderr
     assert json.loads(path.read_text())["kind"] == "bench-baseline"
-    passed = bench("check", str(good), "--baseline", str(path))
+    # a density ramp is one value per run: one run cannot tell how it varies, and a check
+    # that cannot tell fails on its own exit code unless told that is fine
+    untold = bench("check", str(good), "--baseline", str(path))
+    assert untold.returncode == 5, untold.stdout + untold.stderr
+    assert "could not be told" in untold.stderr
+    assert "no quantity moved beyond its margin" in untold.stdout
+    passed = bench("check", str(good), "--baseline", str(path), "--allow-inconclusive")
     assert passed.returncode == 0, passed.stdout + passed.stderr
-    assert "no quantity moved beyond its margin" in passed.stdout
     slow = _with_blocks(tmp_path, "slow", _slower(2.0, backend=None))
     failed = bench("check", str(slow), "--baseline", str(path))
     assert failed.returncode == 1
@@ -249,3 +254,23 @@ def test_cli_baseline_then_check(tmp_path: Path) -> None:
     assert single.returncode == 0 and "has no run-to-run noise" in single.stderr
     no_file = bench("check", str(GOOD), "--baseline", str(tmp_path / "none.json"))
     assert no_file.returncode == 2 and "no such baseline file" in no_file.stderr
+
+
+def test_a_check_that_cannot_tell_says_so_and_does_not_pass(tmp_path: Path) -> None:
+    """A 20% slowdown against a noisy two-run baseline: underpowered, so it cannot pass."""
+    rng = np.random.default_rng(21)
+    good = [
+        write_run(tmp_path, f"good{i}", {"docker": blocks(rng, 2, shift=s, block_sd=0.02)})
+        for i, s in enumerate((0.85, 1.15))  # two runs that disagree by 30%
+    ]
+    document = make_baseline(load_dataset(good))
+    (reference,) = next(iter(document["hosts"]["lab-01"]["scenarios"].values()))["references"]
+    assert reference["block_runs"] == ["good0", "good0", "good1", "good1"]
+    slow = write_run(tmp_path, "slow", {"docker": blocks(rng, 2, shift=1.2, block_sd=0.02)})
+    result = check_dataset(load_dataset(slow), document, calibration=None)
+    (row,) = result.rows
+    assert row.status == STATUS_INCONCLUSIVE and not result.failed
+    assert row.cannot_tell and row in result.unjudged
+    assert row.mde is not None and row.margin is not None and row.mde > row.margin
+    assert row.detail.startswith("inconclusive (underpowered: MDE ")
+    assert row.p_value is not None and row.p_adjusted == row.p_value, "one row: nothing to adjust"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,10 +14,10 @@ from bench.analysis.calibration import (
     CALIBRATION_SCHEMA_VERSION,
     Calibration,
     CalibrationError,
-    block_noise,
     calibrate_dataset,
     make_calibration,
     read_calibration,
+    two_levels,
     write_calibration,
 )
 from bench.analysis.dataset import load_dataset
@@ -42,24 +43,51 @@ def _aa(
     ]
 
 
-def test_block_noise_of_known_medians() -> None:
-    sigma_log, sigma_abs, df = block_noise([1.0, 1.1, 0.9, 1.0])
-    assert df == 3
-    assert sigma_abs == pytest.approx(float(np.std([1.0, 1.1, 0.9, 1.0], ddof=1)))
-    assert sigma_log == pytest.approx(float(np.std(np.log([1.0, 1.1, 0.9, 1.0]), ddof=1)))
-    assert block_noise([-1.0, 1.0])[0] is None, "no log noise for values <= 0"
+def test_two_levels_of_known_medians() -> None:
+    # one run: the block level only
+    one = two_levels([1.0, 1.1, 0.9, 1.0], ["r"] * 4)
+    assert one.df == 3 and one.run_sigma_log is None and one.run_df == 0
+    assert one.sigma_abs == pytest.approx(float(np.std([1.0, 1.1, 0.9, 1.0], ddof=1)))
+    assert one.sigma_log == pytest.approx(float(np.std(np.log([1.0, 1.1, 0.9, 1.0]), ddof=1)))
+    assert two_levels([-1.0, 1.0], ["r", "r"]).sigma_log is None, "no log noise for values <= 0"
     with pytest.raises(CalibrationError):
-        block_noise([1.0])
+        two_levels([1.0], ["r"])
+    # two runs whose blocks agree inside each run and not across: the run level holds it
+    runs = two_levels([1.0, 1.01, 0.99, 1.2, 1.21, 1.19], ["a", "a", "a", "b", "b", "b"])
+    assert runs.sigma_abs == pytest.approx(0.01)
+    assert runs.run_sigma_abs is not None and runs.run_sigma_abs > 0.13
+    # hand-computed ANOVA: MSB = 3 x (0.1^2 + 0.1^2) = 0.06, MSW = 1e-4, n0 = 3
+    assert runs.run_sigma_abs == pytest.approx(((0.06 - 1e-4) / 3) ** 0.5)
+
+
+def test_the_run_level_is_what_one_run_a_side_needs() -> None:
+    # runs of two blocks each, one level each: the variance of a run mean
+    from bench.analysis.levels import estimate
+
+    rng = np.random.default_rng(11)
+    values: list[float] = []
+    labels: list[str] = []
+    for run in range(200):
+        offset = rng.normal(0, 0.05)
+        for _ in range(2):
+            values.append(offset + rng.normal(0, 0.02))
+            labels.append(str(run))
+    components = estimate(values, labels)
+    assert components.run_var == pytest.approx(0.05**2, rel=0.25)
+    assert components.block_var == pytest.approx(0.02**2, rel=0.25)
+    assert components.centre_variance(1, 2) == pytest.approx(0.05**2 + 0.02**2 / 2, rel=0.25)
 
 
 def test_calibration_measures_every_quantity_over_all_blocks(tmp_path: Path) -> None:
     entries = {e.backend: e for e in calibrate_dataset(load_dataset(_aa(tmp_path)))}
     docker = entries["docker"]
-    assert (docker.blocks, docker.df, docker.runs) == (6, 5, ["aa0", "aa1"])
+    assert (docker.blocks, docker.df, docker.runs) == (6, 4, ["aa0", "aa1"])
+    assert docker.block_runs == ["aa0"] * 3 + ["aa1"] * 3
     assert docker.mechanism == "container" and docker.unit == "s"
     assert docker.noise_fraction is not None and 0.01 < docker.noise_fraction < 0.12
+    assert docker.run_sigma_log is not None and docker.run_df >= 1
     noise = docker.noise()
-    assert noise.df == 5 and "6 blocks of synthetic" in noise.source
+    assert noise.df == 4 and noise.runs == 2 and "2 runs x 6 blocks of synthetic" in noise.source
 
 
 def test_calibration_refuses_mixed_scenarios_and_too_few_blocks(tmp_path: Path) -> None:
@@ -139,3 +167,27 @@ def test_backend_order_follows_the_mechanism_then_the_name() -> None:
     colours = order.colours()
     assert colours["process"] == PALETTE[0] and colours["mystery"] == PALETTE[5]
     assert order.mechanism("mystery") == ""
+
+
+def make_calibration_entries(tmp_path: Path) -> list[Any]:
+    return calibrate_dataset(load_dataset(sorted(p.parent for p in tmp_path.glob("*/*/run.json"))))
+
+
+def test_a_schema_1_calibration_is_migrated_to_two_levels(tmp_path: Path) -> None:
+    document = make_calibration(load_dataset(_aa(tmp_path)))
+    old_fields = ("run_sigma_log", "run_sigma_abs", "run_noise_fraction", "run_df", "block_runs")
+    for entry in document["entries"]:
+        for name in old_fields:
+            entry.pop(name)
+        # schema 1 kept one SD over all six blocks
+        medians = np.asarray(entry["block_medians"])
+        entry["sigma_abs"] = float(np.std(medians, ddof=1))
+        entry["df"] = medians.size - 1
+    document["schema_version"] = 1
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(document))
+    migrated = Calibration.read(path)
+    docker = next(e for e in migrated.entries if e.backend == "docker")
+    fresh = next(e for e in make_calibration_entries(tmp_path) if e.backend == "docker")
+    assert docker.df == fresh.df == 4 and docker.block_runs == fresh.block_runs
+    assert docker.run_sigma_abs == pytest.approx(fresh.run_sigma_abs)

@@ -351,9 +351,11 @@ def test_cli_calibrate_from_existing_runs_then_compare_uses_it(tmp_path: Path) -
     path = tmp_path / "lab-01" / "calibration.json"
     assert f"calibration: {path}" in result.stdout and "docker" in result.stdout
     document = json.loads(path.read_text())
-    assert document["kind"] == "bench-calibration" and document["schema_version"] == 1
+    assert document["kind"] == "bench-calibration" and document["schema_version"] == 2
     docker = next(e for e in document["entries"] if e["backend"] == "docker")
-    assert docker["blocks"] == 6 and docker["df"] == 5 and docker["sigma_log"] > 0
+    # two levels: blocks inside a run (6 blocks in 2 runs: 4 df) and runs beyond them
+    assert docker["blocks"] == 6 and docker["df"] == 4 and docker["sigma_log"] > 0
+    assert docker["run_df"] > 0 and docker["run_sigma_log"] is not None
     pair = [*_runs(tmp_path, 1, seed=16, prefix="p-"), *_runs(tmp_path, 1, seed=17, prefix="q-")]
     compared = bench("compare", *map(str, pair), "--format", "json")
     data = json.loads(compared.stdout)

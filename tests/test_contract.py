@@ -144,6 +144,8 @@ def test_a_backend_defined_in_a_test_runs_startup_and_memory_through_the_runner(
     assert all(r["labels"]["mechanism"] == "container" for r in mine)
     assert all(r["labels"]["flavour"] == "coreutils sleep" for r in mine), "metadata merged"
     assert all(r["stages"]["to_ready_s"] > 0 for r in startup)
+    # no engine behind either backend: nothing to wait out before a sample, and it says so
+    assert all(r["labels"]["quiet_wait_s"] == 0 and r["labels"]["quiet"] for r in startup)
     pss = [r for r in mine if r["labels"].get("view") == "pss" and r["labels"]["role"] == "sleep"]
     assert len(pss) == 4 and all(r["value"] > 0 for r in pss)
     overheads = [r for r in mine if r["labels"].get("view") == "pss_overhead"]

@@ -10,12 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.analysis.verdict import (
-    MARGIN_CALIBRATED,
     MARGIN_FLOOR,
     MARGIN_MIN_EFFECT,
     MODE_ABSOLUTE,
     MODE_RATIO,
     NOISE_BLOCKS,
+    NOISE_BOTH,
     NOISE_CALIBRATED,
     NOISE_UNKNOWN,
     NOISE_WITHIN_BLOCK,
@@ -23,6 +23,7 @@ from bench.analysis.verdict import (
     OUTCOME_INCONCLUSIVE,
     BlockNoise,
     compare_blocks,
+    percent,
 )
 from tests.synthetic_runs import blocks
 
@@ -35,7 +36,8 @@ def test_aa_with_six_blocks_a_side_is_equivalent() -> None:
     assert result.ratio_ci_low is not None and result.ratio_ci_high is not None
     assert 1 / 1.05 < result.ratio_ci_low <= result.ratio_ci_high < 1.05
     assert (result.blocks_baseline, result.blocks_contender, result.noise) == (6, 6, NOISE_BLOCKS)
-    assert result.mde is not None and result.margin < result.mde < 0.15
+    # six blocks of 2% noise resolve less than the 5% margin: not underpowered
+    assert result.mde is not None and 0 < result.mde < result.margin and not result.underpowered
 
 
 def test_a_twenty_percent_shift_is_detected() -> None:
@@ -56,9 +58,12 @@ def test_a_shift_near_the_margin_with_few_blocks_is_inconclusive() -> None:
     result = compare_blocks(
         blocks(rng, 3, block_sd=0.03), blocks(rng, 3, shift=1.06, block_sd=0.03)
     )
-    assert result.outcome == OUTCOME_INCONCLUSIVE and result.verdict == "inconclusive"
+    assert result.outcome == OUTCOME_INCONCLUSIVE
     assert result.ratio_ci_low is not None and result.ratio_ci_high is not None
     assert result.ratio_ci_low < 1.05 < result.ratio_ci_high, "the CI straddles the margin"
+    # three blocks of 3% noise cannot see 5%: the row says so rather than just "inconclusive"
+    assert result.mde is not None and result.mde > result.margin
+    assert result.verdict == f"inconclusive (underpowered: MDE {percent(result.mde)} > margin 5%)"
 
 
 def test_one_block_a_side_says_run_to_run_noise_is_unknown() -> None:
@@ -71,7 +76,7 @@ def test_one_block_a_side_says_run_to_run_noise_is_unknown() -> None:
     assert result.ratio_ci_low is not None and result.ratio_ci_low > 1.2, "within-run CI shown"
 
 
-def test_a_calibration_supplies_the_noise_of_single_blocks_and_raises_the_margin() -> None:
+def test_a_calibration_supplies_the_noise_of_single_blocks_and_the_margin_stays_declared() -> None:
     rng = np.random.default_rng(5)
     quiet = BlockNoise(sigma_log=0.02, sigma_abs=0.002, df=5, blocks=6)
     result = compare_blocks(
@@ -80,12 +85,34 @@ def test_a_calibration_supplies_the_noise_of_single_blocks_and_raises_the_margin
     assert result.outcome == "slower" and result.noise == NOISE_CALIBRATED
     assert (result.margin, result.margin_source) == (0.05, MARGIN_MIN_EFFECT)
     assert result.df == 5
+    # noisy: the noise widens the interval, and never the margin (it would count twice)
     noisy = BlockNoise(sigma_log=math.log(1.12), sigma_abs=0.012, df=5, blocks=6)
     wide = compare_blocks(
         blocks(rng, 1), blocks(rng, 1, shift=1.08), noise_baseline=noisy, noise_contender=noisy
     )
-    assert wide.margin == pytest.approx(0.12) and wide.margin_source == MARGIN_CALIBRATED
-    assert wide.outcome == OUTCOME_INCONCLUSIVE
+    assert (wide.margin, wide.margin_source) == (0.05, MARGIN_MIN_EFFECT)
+    assert wide.outcome == OUTCOME_INCONCLUSIVE and wide.underpowered
+    assert "underpowered" in wide.verdict
+
+
+def test_a_real_change_the_noise_once_hid_is_found_with_enough_blocks() -> None:
+    """40 vs 40 blocks of 15% noise: the margin stays 5%, so more blocks buy power.
+
+    With the margin raised to the calibrated noise (15%), a true +20% was inconclusive
+    however many blocks, and a true +12% was at times called "equivalent".
+    """
+    rng = np.random.default_rng(12)
+    noisy = BlockNoise(sigma_log=math.log(1.15), sigma_abs=0.015, df=39, blocks=40)
+
+    def trial(shift: float) -> str:
+        base = blocks(rng, 40, block_sd=0.15)
+        slower = blocks(rng, 40, shift=shift, block_sd=0.15)
+        return compare_blocks(base, slower, noise_baseline=noisy, noise_contender=noisy).outcome
+
+    assert trial(1.2) == "slower"
+    twelve = [trial(1.12) for _ in range(50)]
+    assert OUTCOME_EQUIVALENT not in twelve and "faster" not in twelve, twelve
+    assert twelve.count("slower") >= 10, "near half the trials see +12% (MDE about 15%)"
 
 
 def test_a_side_with_one_block_borrows_the_other_sides_noise() -> None:
@@ -93,7 +120,79 @@ def test_a_side_with_one_block_borrows_the_other_sides_noise() -> None:
     result = compare_blocks(blocks(rng, 5), blocks(rng, 1, shift=1.4))
     assert result.outcome == "slower" and result.noise == NOISE_BLOCKS
     assert result.df == 4, "one shared estimate: its degrees of freedom"
-    assert any("its block noise is taken from the baseline" in n for n in result.notes)
+    assert any(
+        "contender has one block: its block noise is taken from the baseline" in n
+        for n in result.notes
+    )
+
+
+def _across_runs(
+    rng: np.random.Generator, runs: int, per_run: int, *, shift: float = 1.0, run_sd: float = 0.05
+) -> tuple[list[np.ndarray], list[str]]:
+    """Blocks of ``runs`` runs, each run offset by its own run effect."""
+    values: list[np.ndarray] = []
+    labels: list[str] = []
+    for run in range(runs):
+        effect = float(np.exp(rng.normal(0, run_sd)))
+        for block in blocks(rng, per_run, shift=shift * effect, block_sd=0.01):
+            values.append(block)
+            labels.append(f"run{run}-{rng.integers(1 << 30)}")
+    # the labels of one run must agree: rebuild them per run
+    labels = [f"r{i // per_run}" for i in range(len(values))]
+    return values, labels
+
+
+def test_across_runs_the_run_is_the_unit() -> None:
+    """Blocks of one run agree; runs do not: one run a side is never directional."""
+    rng = np.random.default_rng(13)
+    calls = 0
+    for _ in range(100):
+        a, a_runs = _across_runs(rng, 1, 3)
+        b, b_runs = _across_runs(rng, 1, 3)
+        b_runs = [f"b{r}" for r in b_runs]
+        result = compare_blocks(a, b, runs_baseline=a_runs, runs_contender=b_runs)
+        assert result.verdict == "inconclusive: run-to-run noise unknown"
+        assert result.noise == NOISE_BLOCKS and result.p_value is not None  # within-run CI
+        calls += result.directional
+        # the same blocks as if they were independent: directional calls galore
+    assert calls == 0
+
+
+def test_several_runs_a_side_give_a_run_level_interval() -> None:
+    rng = np.random.default_rng(14)
+    a, a_runs = _across_runs(rng, 4, 3)
+    b, b_runs = _across_runs(rng, 4, 3, shift=1.3)
+    b_runs = [f"b{r}" for r in b_runs]
+    result = compare_blocks(a, b, runs_baseline=a_runs, runs_contender=b_runs)
+    assert result.outcome == "slower"
+    assert result.df is not None and result.df <= 6, "the runs' degrees of freedom, not 22"
+
+
+def test_a_calibrated_run_level_lets_one_run_a_side_decide() -> None:
+    rng = np.random.default_rng(15)
+    a, a_runs = _across_runs(rng, 1, 3, run_sd=0.0)
+    b, b_runs = _across_runs(rng, 1, 3, shift=1.5, run_sd=0.0)
+    b_runs = [f"b{r}" for r in b_runs]
+    calibrated = BlockNoise(
+        sigma_log=0.01,
+        sigma_abs=0.001,
+        df=8,
+        blocks=12,
+        run_sigma_log=0.05,
+        run_sigma_abs=0.005,
+        run_df=3.0,
+        runs=4,
+    )
+    result = compare_blocks(
+        a,
+        b,
+        runs_baseline=a_runs,
+        runs_contender=b_runs,
+        noise_baseline=calibrated,
+        noise_contender=calibrated,
+    )
+    assert result.outcome == "slower" and result.noise == NOISE_BOTH
+    assert not result.run_noise_unknown
 
 
 def test_backends_in_one_block_are_paired_and_keep_a_verdict() -> None:
@@ -139,7 +238,9 @@ def test_many_aa_comparisons_give_no_directional_verdict() -> None:
         compare_blocks(blocks(rng, 3, block_sd=0.05), blocks(rng, 3, block_sd=0.05)).outcome
         for _ in range(200)
     ]
-    assert outcomes.count("slower") + outcomes.count("faster") <= 2  # about 0.2% expected
+    # a directional call needs significance at 5% (two-sided) and an effect beyond the
+    # margin: at most 5% of A/A pairs, 2.5% a side (seeded: the same every run)
+    assert outcomes.count("slower") <= 5 and outcomes.count("faster") <= 5
     assert outcomes.count(OUTCOME_INCONCLUSIVE) > 100, "5% block noise, 3 blocks: mostly unsure"
 
 
@@ -148,7 +249,8 @@ def test_mde_shrinks_with_more_blocks() -> None:
     few = compare_blocks(blocks(rng, 3), blocks(rng, 3))
     many = compare_blocks(blocks(rng, 12), blocks(rng, 12))
     assert few.mde is not None and many.mde is not None
-    assert many.margin < many.mde < few.mde
+    assert many.mde < many.margin < few.mde
+    assert few.underpowered and not many.underpowered
 
 
 positive = st.floats(min_value=1e-3, max_value=1e3, allow_nan=False, allow_infinity=False)

@@ -4,15 +4,16 @@ Like Kata's checkmetrics, a baseline file holds, for each host and scenario, one
 reference per measured quantity (metric, backend, case, view, stage): the good runs'
 block medians (a run without repeats is one block). ``bench check`` compares a later
 run's blocks with them using ``bench compare``'s machinery (``bench.analysis.verdict``):
-the margin is ``max(tolerance, calibrated noise)`` (``tolerance`` declared when the
-baseline was written, default 10%), and
+the margin is ``tolerance`` (declared when the baseline was written, default 10%; the
+noise widens the interval, never the margin), the p-values are adjusted over the check's
+rows (Holm), and
 
-- a verdict beyond the margin in either direction fails (much faster than usual is as
-  suspicious as slower: a container that did not really start);
+- a significant move beyond the margin in either direction fails (much faster than
+  usual is as suspicious as slower: a container that did not really start);
 - ``equivalent`` passes;
-- ``inconclusive`` passes and is counted as not judged: when the run-to-run noise is
-  unknown (one block on both sides and no calibration) nothing can be concluded, and
-  the check says so instead of inventing a band.
+- ``inconclusive`` passes, unless the check could not tell (the MDE over the margin, or
+  the run-to-run noise unknown): then ``bench check`` exits 5 unless told
+  ``--allow-inconclusive``, instead of letting an unseen regression through.
 
 For limit checks the reference also records whether the limit held; a limit that held
 in the baseline and no longer holds fails regardless of numbers.
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,6 +45,7 @@ from bench.analysis.compare import (
     facts_agree,
 )
 from bench.analysis.dataset import Dataset, RunInfo, fact, resolve_fact_path
+from bench.analysis.multiplicity import ALPHA, HOLM, adjust
 from bench.analysis.noise import without_noise
 from bench.analysis.order import backend_mechanisms
 from bench.analysis.stats import VALUE_STAGE, accel_of, measured, view_labels
@@ -53,6 +55,7 @@ from bench.analysis.verdict import (
     MODE_RATIO,
     NOISE_UNKNOWN,
     OUTCOME_EQUIVALENT,
+    OUTCOME_INCONCLUSIVE,
     Verdict,
     compare_blocks,
     percent,
@@ -78,6 +81,9 @@ STATUS_NOT_ENFORCED = "limit not enforced"
 FAILING_STATUSES = frozenset(
     {STATUS_ABOVE, STATUS_BELOW, STATUS_MISSING, STATUS_INCOMPARABLE, STATUS_NOT_ENFORCED}
 )
+# bench check exits with this when it could not tell (underpowered, or the noise between
+# runs unknown) and nothing moved; --allow-inconclusive lets such a check pass
+EXIT_CANNOT_TELL = 5
 
 
 def _update_to_2(data: dict[str, Any]) -> dict[str, Any]:
@@ -138,6 +144,8 @@ class Reference:
     median: float
     enforced: bool | None = None
     mechanism: str = ""
+    # the run of each block median (older baselines: empty, the runs unknown)
+    block_runs: list[str] = field(default_factory=list)
 
     def key(self) -> tuple[str, str, str, str, str]:
         """What the reference is about, for matching a run's quantities to it."""
@@ -201,6 +209,7 @@ def references_of(
         if stage != VALUE_STAGE:
             unit = stage_unit(stage, unit)
         medians = [float(np.median(by_block[b])) for b in sorted(by_block)]
+        block_runs = [run_id for run_id, _ in sorted(by_block)]
         centre = (
             float(np.exp(np.mean(np.log(medians))))
             if all(m > 0 for m in medians)
@@ -220,6 +229,7 @@ def references_of(
             median=centre,
             enforced=enforced.get((backend, case, view)),
             mechanism=mechanisms.get(backend, ""),
+            block_runs=block_runs,
         )
     return references
 
@@ -342,6 +352,11 @@ class CheckRow:
     noise: str = ""
     blocks: int = 0
     baseline_blocks: int = 0
+    # the design could not tell: the MDE over the margin, or the run-to-run noise unknown
+    cannot_tell: bool = False
+    run_noise_unknown: bool = False  # decides nothing: left out of Holm's family
+    p_value: float | None = None
+    p_adjusted: float | None = None  # Holm, over every row of the check
 
     @property
     def failed(self) -> bool:
@@ -395,10 +410,8 @@ class CheckResult:
 
     @property
     def unjudged(self) -> list[CheckRow]:
-        """Rows that could not be judged because the run-to-run noise is unknown."""
-        return [
-            r for r in self.rows if r.status == STATUS_INCONCLUSIVE and r.noise == NOISE_UNKNOWN
-        ]
+        """Rows the check could not tell: underpowered, or the run-to-run noise unknown."""
+        return [r for r in self.rows if r.status == STATUS_INCONCLUSIVE and r.cannot_tell]
 
 
 def check_dataset(
@@ -491,7 +504,7 @@ def check_dataset(
                         baseline_blocks=reference.blocks,
                     )
                 )
-    return CheckResult(rows, notes)
+    return CheckResult(corrected_rows(rows), notes)
 
 
 def _host_mismatch(run: RunInfo, facts: dict[str, Any], must_match: Sequence[str]) -> str:
@@ -561,6 +574,9 @@ class _Checker:
             )
             noise = entry.noise() if entry is not None else None
         min_abs = mib_in_unit(self.min_abs_mib, unit) if unit_kind(unit) == "size" else 0.0
+        # the checked run is another run than the baseline's: the run is the unit (older
+        # baselines do not say which run each block came from, and compare block by block)
+        by_runs = bool(reference.block_runs) and self.run.run_id not in reference.block_runs
         verdict = compare_blocks(
             [np.array([m]) for m in reference.block_medians],
             blocks,
@@ -570,6 +586,8 @@ class _Checker:
             min_abs=min_abs or 0.0,
             noise_baseline=noise,
             noise_contender=noise,
+            runs_baseline=reference.block_runs if by_runs else None,
+            runs_contender=[self.run.run_id] * len(blocks) if by_runs else None,
         )
         return CheckRow(
             **common,
@@ -584,7 +602,36 @@ class _Checker:
             margin_source=verdict.margin_source,
             mde=verdict.mde,
             noise=verdict.noise,
+            cannot_tell=verdict.outcome == OUTCOME_INCONCLUSIVE
+            and (
+                verdict.underpowered or verdict.run_noise_unknown or verdict.noise == NOISE_UNKNOWN
+            ),
+            p_value=verdict.p_value,
+            run_noise_unknown=verdict.run_noise_unknown,
         )
+
+
+def corrected_rows(rows: list[CheckRow]) -> list[CheckRow]:
+    """Rows with p-values adjusted over the check (Holm).
+
+    A move no longer significant after the correction is inconclusive, and says so.
+    """
+    family = [
+        i for i, row in enumerate(rows) if row.p_value is not None and not row.run_noise_unknown
+    ]
+    adjusted = adjust([float(rows[i].p_value or 0.0) for i in family], HOLM)
+    result = list(rows)
+    for index, p_adjusted in zip(family, adjusted, strict=True):
+        row = replace(rows[index], p_adjusted=p_adjusted)
+        if row.status in (STATUS_ABOVE, STATUS_BELOW) and p_adjusted >= ALPHA:
+            row = replace(
+                row,
+                status=STATUS_INCONCLUSIVE,
+                detail=f"not significant over {len(family)} rows (Holm: p "
+                f"{row.p_value:.3g} -> {p_adjusted:.3g})",
+            )
+        result[index] = row
+    return result
 
 
 def _status(verdict: Verdict) -> str:

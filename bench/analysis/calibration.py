@@ -1,17 +1,17 @@
-"""Host noise calibration: block-to-block noise measured by A/A repeats, stored per host.
+"""Host noise calibration: two levels of noise measured by A/A repeats, stored per host.
 
 ``bench calibrate`` runs one scenario several times, each run with several repeats
 (blocks), on an otherwise unchanged host: every difference between those blocks is
-noise. For every quantity (metric, backend, case, view, stage) it stores the SD of the
-log block medians (``sigma_log``; the block-to-block noise as a fraction is
-``exp(sigma_log) - 1``) and of the block medians themselves (``sigma_abs``, in the
-quantity's unit), with their degrees of freedom (blocks - 1). Comparisons and baseline
-checks then use ``max(min_effect, calibrated noise)`` as their margin, and a side with
-one block borrows the calibrated variance instead of being inconclusive.
+noise. For every quantity (metric, backend, case, view, stage) it stores both levels
+(``bench.analysis.levels``): between the blocks of a run (``sigma_log`` of the log block
+medians, ``sigma_abs`` in the quantity's unit, ``df``) and between runs beyond that
+(``run_sigma_log``, ``run_sigma_abs``, ``run_df``; none with a single run). Comparisons
+and baseline checks put them in the standard error only (never in the margin): a side
+with one run takes the run level from here instead of being inconclusive.
 
 The file lives beside the runs it describes, ``results/<host>/calibration.json``:
 
-    {"schema_version": 1, "kind": "bench-calibration", "host": "<hostname>",
+    {"schema_version": 2, "kind": "bench-calibration", "host": "<hostname>",
      "facts": {<must-match host facts>}, "created_at_utc": ..., "updated_at_utc": ...,
      "bench_version": ...,
      "entries": [{"metric": "startup", "backend": "docker", "mechanism": "container",
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,22 +39,56 @@ import pandas as pd
 
 from bench import __version__
 from bench.analysis.dataset import Dataset, RunInfo, fact, resolve_fact_path
+from bench.analysis.levels import Design, VarianceComponents, estimate, plan
 from bench.analysis.noise import without_noise
 from bench.analysis.stats import VALUE_STAGE, measured, stage_columns, stage_values, view_labels
-from bench.analysis.verdict import BlockNoise
+from bench.analysis.units import unit_kind
+from bench.analysis.verdict import MODE_RATIO, BlockNoise
 from bench.errors import BenchError
 from bench.files import read_json_object
 from bench.results import migrate_schema, utc_now_iso, write_json_atomic
 
 CALIBRATION_FILE = "calibration.json"
-CALIBRATION_SCHEMA_VERSION = 1
+CALIBRATION_SCHEMA_VERSION = 2
 CALIBRATION_KIND = "bench-calibration"
 MIN_CALIBRATION_BLOCKS = 3
 # Host facts a calibration must share with the runs it is applied to.
 CALIBRATION_HOST_KEYS = ("cpu.model", "cpu.logical_cores", "memory.total_bytes", "cgroup.version")
 
-# schema_version N-1 -> N migrations; empty until the format changes
-_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+def _update_to_2(data: dict[str, Any]) -> dict[str, Any]:
+    """Schema 1 kept one SD over every block; 2 keeps two levels (runs, blocks of a run).
+
+    Blocks were stored sorted by (run, block), so runs of equal length split back into
+    their runs and the two levels are estimated again; an entry whose blocks do not
+    split evenly keeps its one SD as the block level (an overestimate: it holds the run
+    level too) and has no run level.
+    """
+    for entry in data.get("entries", []):
+        medians = list(entry.get("block_medians") or [])
+        runs = list(entry.get("runs") or [])
+        if runs and medians and len(medians) % len(runs) == 0 and len(medians) >= 2:
+            per_run = len(medians) // len(runs)
+            block_runs = [runs[i // per_run] for i in range(len(medians))]
+            levels = two_levels(medians, block_runs)
+            entry.update(
+                sigma_log=levels.sigma_log,
+                sigma_abs=levels.sigma_abs,
+                noise_fraction=(None if levels.sigma_log is None else math.expm1(levels.sigma_log)),
+                df=levels.df,
+                run_sigma_log=levels.run_sigma_log,
+                run_sigma_abs=levels.run_sigma_abs,
+                run_noise_fraction=(
+                    None if levels.run_sigma_log is None else math.expm1(levels.run_sigma_log)
+                ),
+                run_df=levels.run_df,
+                block_runs=block_runs,
+            )
+    return data
+
+
+# schema_version N-1 -> N migrations
+_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {2: _update_to_2}
 
 
 class CalibrationError(BenchError):
@@ -81,25 +115,46 @@ class NoiseEntry:
     blocks: int
     samples_per_block: float
     block_medians: list[float]
-    sigma_log: float | None
+    sigma_log: float | None  # block level: SD of log block medians inside a run
     sigma_abs: float
     noise_fraction: float | None
-    df: int
+    df: float
     measured_at_utc: str = ""
+    # the run level, beyond the blocks' (None with a single run)
+    run_sigma_log: float | None = None
+    run_sigma_abs: float | None = None
+    run_noise_fraction: float | None = None
+    run_df: float = 0.0
+    block_runs: list[str] = field(default_factory=list)  # the run of each block median
 
     def key(self) -> tuple[str, str, str, str, str]:
         """What the entry is about (scenario aside)."""
         return (self.metric, self.backend, self.case, self.view, self.stage)
 
     def noise(self) -> BlockNoise:
-        """The entry as the block noise a verdict uses."""
+        """The entry as the noise a verdict uses (both levels)."""
         when = self.measured_at_utc[:10] or "?"
         return BlockNoise(
             sigma_log=self.sigma_log,
             sigma_abs=self.sigma_abs,
             df=self.df,
             blocks=self.blocks,
-            source=f"calibration of {when}: {self.blocks} blocks of {self.scenario}",
+            source=f"calibration of {when}: {len(self.runs)} runs x {self.blocks} blocks "
+            f"of {self.scenario}",
+            run_sigma_log=self.run_sigma_log,
+            run_sigma_abs=self.run_sigma_abs,
+            run_df=self.run_df,
+            runs=len(self.runs),
+        )
+
+    def components(self, mode: str) -> VarianceComponents | None:
+        """The two levels on the scale of ``mode`` (None: no log scale for values <= 0)."""
+        block = self.sigma_log if mode == MODE_RATIO else self.sigma_abs
+        run = self.run_sigma_log if mode == MODE_RATIO else self.run_sigma_abs
+        if block is None:
+            return None
+        return VarianceComponents(
+            (run or 0.0) ** 2, self.run_df, block**2, float(self.df), len(self.runs), self.blocks
         )
 
 
@@ -130,14 +185,54 @@ def quantity_blocks(
     return result
 
 
-def block_noise(block_medians: Sequence[float]) -> tuple[float | None, float, int]:
-    """(sigma_log, sigma_abs, df) of a quantity's block medians (at least two)."""
+@dataclass(frozen=True)
+class TwoLevels:
+    """Both levels of a quantity's noise, on the log scale and in its unit."""
+
+    sigma_log: float | None
+    sigma_abs: float
+    df: float
+    run_sigma_log: float | None
+    run_sigma_abs: float | None
+    run_df: float
+
+
+def two_levels(block_medians: Sequence[float], block_runs: Sequence[str]) -> TwoLevels:
+    """Block-level and run-level SDs of a quantity (``bench.analysis.levels.estimate``).
+
+    A single run gives the block level only (run fields None); runs of one block each
+    give one SD holding both levels, reported as the block level.
+    """
     medians = np.asarray(block_medians, dtype=np.float64)
     if medians.size < 2:
-        raise CalibrationError("block noise needs at least two blocks")
-    sigma_abs = float(np.std(medians, ddof=1))
-    sigma_log = float(np.std(np.log(medians), ddof=1)) if (medians > 0).all() else None
-    return sigma_log, sigma_abs, int(medians.size - 1)
+        raise CalibrationError("noise needs at least two blocks")
+    scales: list[VarianceComponents | None] = [
+        estimate(np.log(medians), block_runs) if (medians > 0).all() else None,
+        estimate(medians, block_runs),
+    ]
+    absolute = scales[1]
+    assert absolute is not None
+    log = scales[0]
+    runs = len(set(block_runs))
+    if absolute.block_df == 0:  # one block per run: one spread for both levels
+        return TwoLevels(
+            math.sqrt(log.run_var) if log else None,
+            math.sqrt(absolute.run_var),
+            absolute.run_df,
+            None,
+            None,
+            0.0,
+        )
+    measured_runs = runs > 1
+    return TwoLevels(
+        math.sqrt(log.block_var) if log else None,
+        math.sqrt(absolute.block_var),
+        absolute.block_df,
+        math.sqrt(log.run_var) if log and measured_runs else None,
+        math.sqrt(absolute.run_var) if measured_runs else None,
+        # the scale most rows are judged on: the log one when there is one
+        (log or absolute).run_df if measured_runs else 0.0,
+    )
 
 
 def calibrate_dataset(
@@ -168,8 +263,10 @@ def calibrate_dataset(
     for quantity, blocks in quantity_blocks(frame).items():
         if len(blocks) < min_blocks:
             continue
-        medians = [float(np.median(values)) for _, values in sorted(blocks.items())]
-        sigma_log, sigma_abs, df = block_noise(medians)
+        ordered = sorted(blocks.items())
+        medians = [float(np.median(values)) for _, values in ordered]
+        block_runs = [run_id for (run_id, _), _ in ordered]
+        levels = two_levels(medians, block_runs)
         metric, backend, case, view, stage = quantity
         entries.append(
             NoiseEntry(
@@ -187,11 +284,18 @@ def calibrate_dataset(
                 blocks=len(blocks),
                 samples_per_block=float(np.median([v.size for v in blocks.values()])),
                 block_medians=medians,
-                sigma_log=sigma_log,
-                sigma_abs=sigma_abs,
-                noise_fraction=None if sigma_log is None else math.expm1(sigma_log),
-                df=df,
+                sigma_log=levels.sigma_log,
+                sigma_abs=levels.sigma_abs,
+                noise_fraction=None if levels.sigma_log is None else math.expm1(levels.sigma_log),
+                df=levels.df,
                 measured_at_utc=now,
+                run_sigma_log=levels.run_sigma_log,
+                run_sigma_abs=levels.run_sigma_abs,
+                run_noise_fraction=(
+                    None if levels.run_sigma_log is None else math.expm1(levels.run_sigma_log)
+                ),
+                run_df=levels.run_df,
+                block_runs=block_runs,
             )
         )
     if not entries:
@@ -402,3 +506,65 @@ def value_entries(calibration: Calibration) -> list[NoiseEntry]:
         (e for e in calibration.entries if e.stage == VALUE_STAGE),
         key=lambda e: (e.scenario, e.metric, e.case, e.view, e.backend),
     )
+
+
+# --- designs with the power to see the margin ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Costs:
+    """What one run and one block of a scenario cost on this host, in wall seconds."""
+
+    run_s: float  # a run's fixed part: start, checks, artefacts, teardown
+    block_s: float  # one repeat of the plan
+
+
+def design_costs(dataset: Dataset) -> Costs:
+    """The costs measured by the calibration's own runs (their wall time and blocks)."""
+    from datetime import datetime
+
+    block_s: list[float] = []
+    run_s: list[float] = []
+    frame = dataset.samples
+    windows = None
+    if "label.window_s" in frame.columns and "block" in frame.columns:
+        windows = frame[(frame["metric"] == "noise") & frame["label.window_s"].notna()]
+    for run in dataset.runs.values():
+        per_block: list[float] = []
+        if windows is not None:
+            part = windows[windows["run_id"].astype(str) == run.run_id]
+            per_block = part.groupby("block")["label.window_s"].first().astype(float).tolist()
+        block_s.extend(per_block)
+        started, ended = run.record.get("started_at_utc"), run.record.get("ended_at_utc")
+        if started and ended:
+            wall = (datetime.fromisoformat(ended) - datetime.fromisoformat(started)).total_seconds()
+            run_s.append(max(0.0, wall - sum(per_block)))
+    return Costs(
+        float(np.median(run_s)) if run_s else 0.0, float(np.median(block_s)) if block_s else 0.0
+    )
+
+
+def design_for(entry: NoiseEntry, min_effect: float, costs: Costs) -> Design | None:
+    """The cheapest runs x blocks a side whose MDE is at most ``min_effect``.
+
+    Ratio quantities on the log scale (the margin as ``log(1 + min_effect)``); sizes and
+    values that can be <= 0 in their unit, against ``min_effect`` x their median. None
+    when the run level was not measured (a calibration of one run, or of one block per
+    run): a design priced as if runs never differed would promise what it cannot keep.
+    """
+    ratio = entry.sigma_log is not None and unit_kind(entry.unit) != "size"
+    components = entry.components(MODE_RATIO if ratio else "absolute")
+    if components is None or entry.run_df <= 0 or entry.run_sigma_abs is None:
+        return None
+    median = float(np.median(entry.block_medians)) if entry.block_medians else 0.0
+    target = math.log1p(min_effect) if ratio else min_effect * abs(median)
+    if target <= 0:
+        return None
+    design = plan(
+        components,
+        target,
+        run_cost_s=costs.run_s,
+        block_cost_s=costs.block_s,
+        samples_per_block=round(entry.samples_per_block),
+    )
+    return replace(design, log_scale=ratio)

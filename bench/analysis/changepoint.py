@@ -14,12 +14,17 @@ divergence is the energy statistic with alpha = 1::
 
     Q(t) = t(n-t)/n * (2 mean|L-R| - mean|L-L'| - mean|R-R'|)
 
-The best split of a segment maximises Q. It is accepted when Q exceeds what the same
-points in ``permutations`` random orders reach, at significance ``alpha`` (the p value
-is (1 + #permuted >= observed) / (1 + permutations)), and the search repeats on every
-segment, always taking the strongest remaining candidate, until none is significant.
-Each segment keeps at least ``min_size`` points. The random orders come from a fixed
-seed, so the same history always gives the same change points.
+The best split of a segment maximises Q; the candidate of a stage is the best over every
+current segment. It is judged as Matteson and James do: the points are permuted within
+each segment (the changes already found stay), and the statistic of a permutation is
+again the maximum over every segment's best split; the p value is (1 + #permuted >=
+observed) / (1 + permutations). The search repeats, always taking the strongest
+remaining candidate, until none is significant. Each segment keeps at least
+``min_size`` points. 999 permutations give p-values down to 0.001, small enough to
+survive a correction over a site's series (``bench.analysis.multiplicity``); a caller
+that corrects takes each series' first stage (``strongest_change``), corrects its p
+over the series, and runs ``change_points`` on those that survive. The random orders
+come from a fixed seed, so the same history always gives the same change points.
 """
 
 from __future__ import annotations
@@ -30,11 +35,13 @@ import numpy as np
 import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
 
 MIN_SIZE = 3
-PERMUTATIONS = 199
+PERMUTATIONS = 999
 ALPHA = 0.05
 SEED = 20261201
+BATCH_DISTANCES = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -48,37 +55,75 @@ class ChangePoint:
     median_after: float
 
 
+def _split_statistics(values: FloatArray, min_size: int) -> tuple[IntArray, FloatArray]:
+    """Candidate splits t and Q(t) for each row of ``values`` (rows: series of one length).
+
+    ``values`` is (rows, n); the result is (t of shape (m,), Q of shape (rows, m)). The
+    pairwise distances are summed through a 2-D prefix sum, so each row costs O(n^2).
+    """
+    rows, n = values.shape
+    distances = np.abs(values[:, :, None] - values[:, None, :])
+    # prefix[r, a, b] = sum of distances[r, :a, :b]
+    prefix = np.zeros((rows, n + 1, n + 1))
+    prefix[:, 1:, 1:] = distances.cumsum(1).cumsum(2)
+    t = np.arange(min_size, n - min_size + 1)
+    m = n - t
+    left = prefix[:, t, t]  # ordered pairs within the left part
+    cross = prefix[:, t, n] - left
+    right = prefix[:, n, n][:, None] - left - 2 * cross
+    between = 2 * cross / (t * m)
+    within_left = np.where(t > 1, left / np.maximum(t * (t - 1), 1), 0.0)
+    within_right = np.where(m > 1, right / np.maximum(m * (m - 1), 1), 0.0)
+    return t, t * m / n * (between - within_left - within_right)
+
+
 def _best_split(values: FloatArray, min_size: int) -> tuple[int, float]:
     """(split index t, Q(t)) maximising the energy divergence over one segment."""
-    n = values.size
-    distances = np.abs(values[:, None] - values[None, :])
-    # prefix[a, b] = sum of distances[:a, :b]
-    prefix = np.zeros((n + 1, n + 1))
-    prefix[1:, 1:] = distances.cumsum(0).cumsum(1)
-    best_t, best_q = -1, -np.inf
-    total = prefix[n, n]
-    for t in range(min_size, n - min_size + 1):
-        left = prefix[t, t]  # ordered pairs within the left part
-        cross = prefix[t, n] - left
-        right = total - left - 2 * cross
-        m = n - t
-        between = 2 * cross / (t * m)
-        within_left = left / (t * (t - 1)) if t > 1 else 0.0
-        within_right = right / (m * (m - 1)) if m > 1 else 0.0
-        q = t * m / n * (between - within_left - within_right)
-        if q > best_q:
-            best_t, best_q = t, float(q)
-    return best_t, best_q
+    if values.size < 2 * min_size:
+        return -1, -np.inf
+    t, q = _split_statistics(values[None, :], min_size)
+    best = int(np.argmax(q[0]))
+    return int(t[best]), float(q[0, best])
+
+
+def _permuted_maxima(
+    segment: FloatArray, min_size: int, rng: np.random.Generator, permutations: int
+) -> FloatArray:
+    """The best split's Q of each of ``permutations`` random orders of one segment.
+
+    Computed in batches of orders (about 2 M distances at a time), which is what makes
+    999 permutations affordable in Python.
+    """
+    maxima = np.full(permutations, -np.inf)
+    if segment.size < 2 * min_size:
+        return maxima
+    batch = max(1, BATCH_DISTANCES // (segment.size * segment.size))
+    for first in range(0, permutations, batch):
+        count = min(batch, permutations - first)
+        orders = rng.permuted(np.broadcast_to(segment, (count, segment.size)), axis=1)
+        maxima[first : first + count] = _split_statistics(orders, min_size)[1].max(axis=1)
+    return maxima
 
 
 def _significance(
-    values: FloatArray, observed: float, min_size: int, rng: np.random.Generator, permutations: int
+    series: FloatArray,
+    segments: list[tuple[int, int]],
+    observed: float,
+    min_size: int,
+    rng: np.random.Generator,
+    permutations: int,
 ) -> float:
-    """The permutation p value of a segment's best split."""
-    exceed = 0
-    for _ in range(permutations):
-        _, q = _best_split(rng.permutation(values), min_size)
-        exceed += q >= observed
+    """The permutation p value of a stage's best split, permuting within every segment.
+
+    A permutation's statistic is the maximum over every segment's best split, each
+    segment permuted on its own (the changes already found stay where they are).
+    """
+    strongest = np.full(permutations, -np.inf)
+    for start, stop in segments:
+        strongest = np.maximum(
+            strongest, _permuted_maxima(series[start:stop], min_size, rng, permutations)
+        )
+    exceed = int(np.count_nonzero(strongest >= observed))
     return (1 + exceed) / (1 + permutations)
 
 
@@ -113,7 +158,7 @@ def change_points(
         if not candidates:
             break
         q, start, stop, split = max(candidates)
-        p_value = _significance(series[start:stop], q, min_size, rng, permutations)
+        p_value = _significance(series, segments, q, min_size, rng, permutations)
         if p_value > alpha:
             break
         found.append((split, q, p_value))
@@ -129,3 +174,30 @@ def change_points(
             ChangePoint(split, q, p_value, float(np.median(before)), float(np.median(after)))
         )
     return points
+
+
+def strongest_change(
+    values: FloatArray | list[float],
+    *,
+    min_size: int = MIN_SIZE,
+    permutations: int = PERMUTATIONS,
+    seed: int = SEED,
+) -> ChangePoint | None:
+    """The first stage only: the strongest split of the whole series and its p value.
+
+    Whatever its p value (None when the series is too short or flat): a caller testing
+    many series corrects these p values over the family before trusting any, then runs
+    ``change_points`` on the series that survive (whose first stage is this same split).
+    """
+    series = np.asarray(values, dtype=np.float64)
+    if series.size < 2 * min_size or not np.isfinite(series).all() or np.ptp(series) == 0:
+        return None
+    segments = [(0, series.size)]
+    split, q = _best_split(series, min_size)
+    if split < 0:
+        return None
+    rng = np.random.default_rng(seed)
+    p_value = _significance(series, segments, q, min_size, rng, permutations)
+    return ChangePoint(
+        split, q, p_value, float(np.median(series[:split])), float(np.median(series[split:]))
+    )

@@ -3,10 +3,10 @@
 Each compared quantity (metric, backend, case, view, stage) gets one row with a
 three-way verdict from ``bench.analysis.verdict``: the unit of evidence is the block
 (one repeat of the plan; a run without repeats is one block), never the pooled sample.
-A row states the ratio with its 95% CI, the absolute difference, the margin it was
-judged against (``max(min_effect, calibrated noise)``, and which of them), the minimum
-detectable effect, and the verdict: ``1.31x slower``, ``larger by 147 MiB``,
-``equivalent within +-5%`` or ``inconclusive``.
+A row states the ratio with its 95% CI, the absolute difference, the declared margin it
+was judged against, the minimum detectable effect, the p-value raw and adjusted over the
+rows (Holm), and the verdict: ``1.31x slower``, ``larger by 147 MiB``, ``equivalent
+within +-5%`` or ``inconclusive`` (with why). Across runs the run is the unit.
 
 Sides are:
 
@@ -27,9 +27,9 @@ background load (``bench.analysis.noise``) differs beyond a threshold, every row
 side says so, with the figures.
 
 A calibration (``bench.analysis.calibration``) found beside the runs
-(``results/<host>/calibration.json``) is used unless told otherwise: it raises the
-margin to the host's measured block-to-block noise and supplies the noise a side with
-one block cannot measure.
+(``results/<host>/calibration.json``) is used unless told otherwise: it supplies the
+level of noise a side cannot measure itself (the run level of a side with one run), and
+never lowers what a side's own data show; it never touches the margin.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import io
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -48,6 +48,7 @@ import pandas as pd
 from bench.analysis.columns import equals, isin, unique_text
 from bench.analysis.columns import text as column_text
 from bench.analysis.dataset import Dataset, fact, resolve_fact_path
+from bench.analysis.multiplicity import ALPHA, HOLM, METHOD_NAMES, adjust
 from bench.analysis.noise import LoadComparison, compare_load, noise_table, without_noise
 from bench.analysis.order import BackendOrder
 from bench.analysis.stats import (
@@ -65,8 +66,10 @@ from bench.analysis.stats import (
 from bench.analysis.units import format_quantity, mib_in_unit, unit_kind
 from bench.analysis.verdict import (
     DEFAULT_MIN_EFFECT,
+    DIRECTIONAL_OUTCOMES,
     MODE_RATIO,
     OUTCOME_INCOMPARABLE,
+    OUTCOME_INCONCLUSIVE,
     OUTCOME_MISSING,
     BlockNoise,
     Verdict,
@@ -165,6 +168,10 @@ class ComparisonRow:
     noise: str = ""
     mechanism: str = ""
     notes: tuple[str, ...] = ()  # how the verdict was reached (noise source, borrowed noise)
+    # p_value adjusted over every row of the comparison (Holm); None without a p-value
+    p_adjusted: float | None = None
+    # its p-value is the blocks' of one run only: shown, never a verdict, not in the family
+    run_noise_unknown: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-safe dict (warnings and notes as lists, non-finite floats as None)."""
@@ -358,6 +365,7 @@ def compare_dataset(
                     context,
                 )
             )
+    rows = corrected_for_multiplicity(rows)
     return ComparisonReport(
         group_by=group_by,
         baseline=base_group.label,
@@ -365,8 +373,9 @@ def compare_dataset(
         rows=rows,
         incomparable=incomparable,
         settings={
-            "statistic": "t interval on block medians (log scale for ratios); paired by "
-            "block for backends of one run",
+            "statistic": "t interval on block medians (log scale for ratios; across runs "
+            "on run means); paired by block for backends of one run; directional when "
+            "significant after Holm's correction over the rows and beyond the margin",
             "min_effect": min_effect,
             "min_abs_mib": min_abs_mib,
             "confidence": confidence,
@@ -378,6 +387,33 @@ def compare_dataset(
         load=load,
         notes=calibration_notes,
     )
+
+
+def corrected_for_multiplicity(
+    rows: list[ComparisonRow], method: str = HOLM
+) -> list[ComparisonRow]:
+    """Rows with their p-values adjusted over the family (every row that has one).
+
+    A directional row whose adjusted p is not under 5% is no longer significant: it is
+    inconclusive, and says so with both p-values. A row whose run-to-run noise is unknown
+    decides nothing, and its p-value (of the blocks of one run) is left out of the family.
+    """
+    family = [
+        i for i, row in enumerate(rows) if row.p_value is not None and not row.run_noise_unknown
+    ]
+    adjusted = adjust([float(rows[i].p_value or 0.0) for i in family], method)
+    result = list(rows)
+    for index, p_adjusted in zip(family, adjusted, strict=True):
+        row = replace(rows[index], p_adjusted=p_adjusted)
+        if row.outcome in DIRECTIONAL_OUTCOMES and p_adjusted >= ALPHA:
+            row = replace(
+                row,
+                outcome=OUTCOME_INCONCLUSIVE,
+                verdict=f"inconclusive: not significant over {len(family)} rows "
+                f"({METHOD_NAMES[method]}: p {row.p_value:.3g} -> {p_adjusted:.3g})",
+            )
+        result[index] = row
+    return result
 
 
 def _resolve_calibration(
@@ -729,6 +765,7 @@ def row_from_verdict(
         mde=verdict.mde,
         noise=verdict.noise,
         notes=verdict.notes,
+        run_noise_unknown=verdict.run_noise_unknown,
     )
 
 
@@ -820,8 +857,19 @@ def format_difference(row: ComparisonRow) -> str:
     return text
 
 
+def format_p(row: ComparisonRow) -> str:
+    """The p-value and, beside it, the same adjusted over the comparison's rows (Holm).
+
+    ``0.003 / 0.021``; ``-`` without one (noise unknown).
+    """
+    if row.p_value is None:
+        return "-"
+    adjusted = row.p_adjusted if row.p_adjusted is not None else row.p_value
+    return f"{row.p_value:.2g} / {adjusted:.2g}"
+
+
 def format_margin(row: ComparisonRow) -> str:
-    """``+-5% (min effect)``, ``+-7.2% (calibrated noise)``, ``+-1.00 MiB (absolute floor)``."""
+    """``+-5% (min effect)`` or ``+-1.00 MiB (absolute floor)``: declared, never measured."""
     if row.margin is None:
         return "-"
     if row.mode == MODE_RATIO:
@@ -864,6 +912,7 @@ RESULT_COLUMNS = (
     "margin",
     "MDE",
     "blocks",
+    "p / Holm",
     "verdict",
     "warnings",
 )
@@ -879,6 +928,7 @@ def figure_cells(row: ComparisonRow) -> list[str]:
         format_margin(row),
         format_mde(row),
         format_blocks(row),
+        format_p(row),
     ]
 
 
@@ -892,11 +942,13 @@ def method_text(report: ComparisonReport) -> str:
     settings = report.settings
     confidence = settings.get("confidence", CONFIDENCE)
     return (
-        f"Verdicts from a {confidence:.0%} t interval on block medians (the block, a repeat "
-        "of the plan, is the unit; log scale for ratios, absolute for sizes and limits); "
-        "slower/faster when the interval lies beyond the margin, equivalent when inside "
-        f"it. Margin = max(min effect {percent(settings.get('min_effect', 0.05))}, "
-        "calibrated noise); MDE = the effect detected with 80% power."
+        f"Verdicts from a {confidence:.0%} t interval on block medians (inside a run the "
+        "block is the unit, across runs the run; log scale for ratios, absolute for sizes "
+        "and limits); slower/faster when the difference is significant after Holm's "
+        "correction over every row and beyond the margin, equivalent when the interval "
+        f"lies inside it. Margin = min effect {percent(settings.get('min_effect', 0.05))}, "
+        "declared; MDE = the smallest effect this design tells from no change with 80% "
+        "power (underpowered when it exceeds the margin)."
     )
 
 

@@ -27,21 +27,25 @@ sample) makes two runs of the same thing look different. So:
    (or the calibration's, below); with one run a side and no calibration, run-to-run
    noise is unknown: the interval between the blocks is shown, and the verdict is
    ``inconclusive: run-to-run noise unknown``.
-4. Calibrated noise (``bench calibrate``: block-to-block SD measured by A/A repeats on
-   this host) enters twice: each side's variance is the larger of its own and the
-   calibrated one, and a side with a single block borrows it. Without a calibration, a
-   side with one block borrows the other side's block variance (equal variances: the
-   same quantity on the same host); with one block on both sides nothing says how much
-   two runs differ by chance, and a cross-run verdict is then ``inconclusive`` with
-   the within-run interval shown. Backends compared inside one block were interleaved
-   there (ABBA), so that comparison keeps a verdict and says its block noise is unknown.
-5. The margin m is ``max(min_effect, calibrated noise)`` (for absolute rows also
-   ``min_effect`` x the larger centre and a declared absolute floor). The verdict is
-   ``slower``/``faster`` (``larger``/``smaller``, ``higher``/``lower``) when the whole CI
-   lies beyond +-m; ``equivalent within +-m`` when the whole CI lies inside it (two
-   one-sided tests at 2.5% each); ``inconclusive`` otherwise.
-6. The minimum detectable effect is the true effect this design detects with 80%
-   power: ``m + (t(0.975, df) + t(0.80, df)) x SE``.
+4. Calibrated noise (``bench calibrate``: both levels, measured by A/A repeats on this
+   host) enters the standard error only (``bench.analysis.spread``): each side's
+   variance is the larger of its own and the calibrated one, and a side with a single
+   run (or block) takes the level it cannot measure from it. Without a calibration, a
+   side with one unit borrows the other side's (equal variances: the same quantity on
+   the same host); with one unit on both sides nothing says how much they differ by
+   chance, and a cross-run verdict is then ``inconclusive`` with the within-run
+   interval shown. Backends compared inside one block were interleaved there (ABBA), so
+   that comparison keeps a verdict and says its block noise is unknown.
+5. The margin m is declared, never measured: ``min_effect`` (for absolute rows also
+   ``min_effect`` x the larger centre, or a declared absolute floor when larger). The
+   verdict is ``slower``/``faster`` (``larger``/``smaller``, ``higher``/``lower``) when
+   the difference is significant (the CI excludes 0; across many rows the p-value is
+   adjusted by the caller, ``bench.analysis.multiplicity``) and the estimate lies
+   beyond +-m; ``equivalent within +-m`` when the whole CI lies inside it (two one-sided
+   tests at 2.5% each); ``inconclusive`` otherwise.
+6. The minimum detectable effect is the design's resolution: the smallest true effect
+   told from no change with 80% power, ``(t(0.975, df) + t(0.80, df)) x SE``. Over the
+   margin, an inconclusive verdict says the design is underpowered.
 
 Every comparison is symmetric: compare(B, A) is the mirror of compare(A, B), because
 both are computed in one canonical order and mirrored when asked the other way round.
@@ -56,6 +60,19 @@ from dataclasses import dataclass, replace
 import numpy as np
 import numpy.typing as npt
 
+from bench.analysis.spread import (
+    MODE_ABSOLUTE,
+    MODE_RATIO,
+    NOISE_BLOCKS,
+    NOISE_BOTH,
+    NOISE_CALIBRATED,
+    NOISE_UNKNOWN,
+    NOISE_WITHIN_BLOCK,
+    BlockNoise,
+    paired_spread,
+    run_means,
+    unpaired_spread,
+)
 from bench.analysis.stats import (
     BOOTSTRAP_RESAMPLES,
     BOOTSTRAP_SEED,
@@ -68,12 +85,37 @@ from bench.analysis.stats import (
 )
 from bench.analysis.units import format_quantity, unit_kind
 
+__all__ = [
+    "DEFAULT_MIN_EFFECT",
+    "DIRECTIONAL_OUTCOMES",
+    "MARGIN_FLOOR",
+    "MARGIN_MIN_EFFECT",
+    "MODE_ABSOLUTE",
+    "MODE_RATIO",
+    "NOISE_BLOCKS",
+    "NOISE_BOTH",
+    "NOISE_CALIBRATED",
+    "NOISE_UNKNOWN",
+    "NOISE_WITHIN_BLOCK",
+    "OUTCOME_EQUIVALENT",
+    "OUTCOME_INCOMPARABLE",
+    "OUTCOME_INCONCLUSIVE",
+    "OUTCOME_MISSING",
+    "BlockNoise",
+    "Verdict",
+    "compare_blocks",
+    "margin_text",
+    "percent",
+    "resolve_mode",
+    "scaled_text",
+    "signed_quantity",
+    "verdict_words",
+]
+
 DEFAULT_MIN_EFFECT = 0.05
 POWER = 0.80
 RATIO_DRAWS = 4000
 
-MODE_RATIO = "ratio"
-MODE_ABSOLUTE = "absolute"
 
 OUTCOME_EQUIVALENT = "equivalent"
 OUTCOME_INCONCLUSIVE = "inconclusive"
@@ -88,39 +130,7 @@ DIRECTIONAL_OUTCOMES = frozenset(word for pair in _MORE_LESS.values() for word i
 _MIRROR = {a: b for a, b in _MORE_LESS.values()} | {b: a for a, b in _MORE_LESS.values()}
 
 MARGIN_MIN_EFFECT = "min effect"
-MARGIN_CALIBRATED = "calibrated noise"
 MARGIN_FLOOR = "absolute floor"
-
-NOISE_BLOCKS = "blocks"
-NOISE_CALIBRATED = "calibration"
-NOISE_BOTH = "blocks+calibration"
-NOISE_UNKNOWN = "unknown"
-NOISE_WITHIN_BLOCK = "within one block"
-
-
-@dataclass(frozen=True)
-class BlockNoise:
-    """Block-to-block noise of one quantity, measured on this host by A/A repeats.
-
-    ``sigma_log`` is the SD of the log block medians (None when a median was <= 0),
-    ``sigma_abs`` the SD of the block medians in the quantity's unit; ``df`` their
-    degrees of freedom (blocks - 1).
-    """
-
-    sigma_log: float | None
-    sigma_abs: float
-    df: int
-    blocks: int
-    source: str = "calibration"
-
-    @property
-    def noise_fraction(self) -> float | None:
-        """The block-to-block SD as a fraction of the quantity (``exp(sigma_log) - 1``)."""
-        return None if self.sigma_log is None else math.expm1(self.sigma_log)
-
-    def sigma(self, mode: str) -> float | None:
-        """The SD on the scale a row of ``mode`` works on."""
-        return self.sigma_log if mode == MODE_RATIO else self.sigma_abs
 
 
 @dataclass(frozen=True)
@@ -151,6 +161,11 @@ class Verdict:
     notes: tuple[str, ...] = ()
     # the sides are different runs and nothing measured how much runs differ by chance
     run_noise_unknown: bool = False
+
+    @property
+    def underpowered(self) -> bool:
+        """The design could not detect an effect of the margin's size (MDE over it)."""
+        return self.mde is not None and self.mde > self.margin
 
     @property
     def directional(self) -> bool:
@@ -293,23 +308,6 @@ class _Settings:
     confidence: float
 
 
-@dataclass(frozen=True)
-class _Spread:
-    """The effect's standard error, its degrees of freedom, and where the noise came from."""
-
-    se: float
-    df: float
-    noise: str
-    notes: tuple[str, ...] = ()
-
-
-def _run_means(z: FloatArray, runs: Sequence[str]) -> FloatArray:
-    """The mean of each run's block values, runs in their first-seen order."""
-    order = list(dict.fromkeys(runs))
-    labels = np.array(runs, dtype=object)
-    return np.array([float(z[labels == run].mean()) for run in order])
-
-
 def _compare(
     base: list[FloatArray],
     cont: list[FloatArray],
@@ -323,7 +321,7 @@ def _compare(
     z_cont = transform(np.array([float(np.median(c)) for c in cont]))
     # the units of replication: the blocks, or across runs the runs (each run's mean)
     unit_base, unit_cont = (
-        (_run_means(z_base, runs[0]), _run_means(z_cont, runs[1])) if runs else (z_base, z_cont)
+        (run_means(z_base, runs[0]), run_means(z_cont, runs[1])) if runs else (z_base, z_cont)
     )
     centre_base = float(np.exp(unit_base.mean())) if ratio_mode else float(unit_base.mean())
     centre_cont = float(np.exp(unit_cont.mean())) if ratio_mode else float(unit_cont.mean())
@@ -334,7 +332,12 @@ def _compare(
     )
     margin, margin_source = _margin(settings, centre_base, centre_cont)
     margin_z = math.log1p(margin) if ratio_mode else margin
-    spread = _spread(unit_base, unit_cont, settings, "run" if runs else "block")
+    noises = (settings.noise_baseline, settings.noise_contender)
+    spread = (
+        paired_spread(z_cont - z_base, noises, settings.mode)
+        if settings.paired
+        else unpaired_spread((z_base, z_cont), runs, noises, settings.mode)
+    )
     special = scipy_special()
     tail = 0.5 + settings.confidence / 2
     notes: list[str] = []
@@ -342,11 +345,12 @@ def _compare(
     if spread is None and runs and max(z_base.size, z_cont.size) > 1:
         # one run a side and nothing says how much runs differ by chance: the interval
         # shown covers the noise between blocks of a run only, and decides nothing
-        spread = _spread(z_base, z_cont, settings, "block")
+        spread = unpaired_spread((z_base, z_cont), None, noises, settings.mode)
         run_noise_unknown = True
         notes.append(
-            "run-to-run noise unknown: one run a side and no calibration; the interval "
-            "covers block-to-block noise inside a run only, so no verdict is drawn from it"
+            "run-to-run noise unknown: one run a side and no calibration of it; the "
+            "interval covers block-to-block noise inside a run only, so no verdict is "
+            "drawn from it"
         )
     if spread is None:
         low_z, high_z = _within_block_interval(base[0], cont[0], ratio_mode, seed)
@@ -367,14 +371,15 @@ def _compare(
         else:
             p_value = 1.0 if effect == 0 else 0.0
         df = spread.df
-        mde_z = margin_z + (critical + float(special.stdtrit(spread.df, POWER))) * spread.se
+        # the smallest true effect this design tells from no change with 80% power
+        mde_z = (critical + float(special.stdtrit(spread.df, POWER))) * spread.se
         noise = spread.noise
         notes.extend(spread.notes)
     low_z, high_z = min(low_z, effect), max(high_z, effect)
     if (spread is None and not settings.paired) or run_noise_unknown:
         outcome = OUTCOME_INCONCLUSIVE
     else:
-        outcome = _outcome(low_z, high_z, margin_z, settings.unit)
+        outcome = _outcome(effect, low_z, high_z, margin_z, settings.unit)
     if ratio_mode:
         ratio: float | None = math.exp(effect)
         ratio_low: float | None = math.exp(low_z)
@@ -419,110 +424,23 @@ def _compare(
 
 
 def _margin(settings: _Settings, centre_base: float, centre_cont: float) -> tuple[float, str]:
-    """The declared margin, raised to the calibrated noise; and which of them won."""
-    noises = [n for n in (settings.noise_baseline, settings.noise_contender) if n is not None]
+    """The declared margin (never the measured noise: that belongs in the SE); its source."""
     if settings.mode == MODE_RATIO:
-        calibrated = max((n.noise_fraction or 0.0 for n in noises), default=0.0)
-        if calibrated > settings.min_effect:
-            return calibrated, MARGIN_CALIBRATED
         return settings.min_effect, MARGIN_MIN_EFFECT
     candidates = [
         (settings.min_effect * max(abs(centre_base), abs(centre_cont)), MARGIN_MIN_EFFECT),
         (settings.min_abs, MARGIN_FLOOR),
-        (max((n.sigma_abs for n in noises), default=0.0), MARGIN_CALIBRATED),
     ]
     value, source = max(candidates, key=lambda c: c[0])
     return value, source
 
 
-@dataclass(frozen=True)
-class _Source:
-    """One estimate of a block variance: its value, degrees of freedom and identity."""
-
-    variance: float
-    df: float
-    key: str
-    calibrated: bool
-
-
-def _side_source(z: FloatArray, noise: BlockNoise | None, mode: str, index: int) -> _Source | None:
-    """The larger of a side's own block variance and the calibrated one (None: neither)."""
-    choices = []
-    if z.size > 1:
-        choices.append(_Source(float(np.var(z, ddof=1)), z.size - 1.0, f"data{index}", False))
-    sigma = noise.sigma(mode) if noise is not None else None
-    if noise is not None and sigma is not None:
-        choices.append(_Source(sigma**2, float(noise.df), f"cal{hash(noise)}", True))
-    return max(choices, key=lambda c: c.variance) if choices else None
-
-
-def _spread(
-    z_base: FloatArray, z_cont: FloatArray, settings: _Settings, unit: str = "block"
-) -> _Spread | None:
-    """The effect's SE and df from the units (blocks or runs) and the calibration.
-
-    None when unknown. ``unit`` names what one value of ``z_base`` and ``z_cont`` is.
-    """
-    if settings.paired:
-        return _paired_spread(z_cont - z_base, settings)
-    base_source = _side_source(z_base, settings.noise_baseline, settings.mode, 0)
-    cont_source = _side_source(z_cont, settings.noise_contender, settings.mode, 1)
-    notes: list[str] = []
-    if base_source is None:
-        if cont_source is None:
-            return None
-        base_source = cont_source
-        notes.append(f"baseline has one {unit}: its {unit} noise is taken from the contender")
-    elif cont_source is None:
-        cont_source = base_source
-        notes.append(f"contender has one {unit}: its {unit} noise is taken from the baseline")
-    # Var(effect) = sum over distinct estimates of variance x (1/K of each side using it);
-    # a side borrowing the other's estimate shares its degrees of freedom.
-    coefficients: dict[str, float] = {}
-    sources: dict[str, _Source] = {}
-    for source, count in ((base_source, z_base.size), (cont_source, z_cont.size)):
-        coefficients[source.key] = coefficients.get(source.key, 0.0) + 1 / count
-        sources[source.key] = source
-    terms = [(sources[k].variance * c, sources[k].df) for k, c in coefficients.items()]
-    total = sum(term for term, _ in terms)
-    kinds = {s.calibrated for s in sources.values()}
-    noise = (
-        NOISE_BOTH
-        if kinds == {True, False}
-        else NOISE_CALIBRATED
-        if True in kinds
-        else NOISE_BLOCKS
-    )
-    return _Spread(math.sqrt(total), _satterthwaite(terms), noise, tuple(notes))
-
-
-def _paired_spread(differences: FloatArray, settings: _Settings) -> _Spread | None:
-    if differences.size > 1:
-        variance = float(np.var(differences, ddof=1))
-        return _Spread(math.sqrt(variance / differences.size), differences.size - 1.0, NOISE_BLOCKS)
-    noises = [settings.noise_baseline, settings.noise_contender]
-    sigmas = [n.sigma(settings.mode) if n is not None else None for n in noises]
-    if any(s is None for s in sigmas):
-        return None
-    variance = sum(float(s) ** 2 for s in sigmas if s is not None)
-    df = float(min(n.df for n in noises if n is not None))
-    return _Spread(math.sqrt(variance), df, NOISE_CALIBRATED)
-
-
-def _satterthwaite(terms: list[tuple[float, float]]) -> float:
-    """Welch-Satterthwaite degrees of freedom of a sum of independent variance terms."""
-    total = sum(term for term, _ in terms)
-    denominator = sum(term**2 / df for term, df in terms if df > 0)
-    if total <= 0 or denominator <= 0:
-        return max(1.0, min(df for _, df in terms))
-    return max(1.0, total**2 / denominator)
-
-
-def _outcome(low: float, high: float, margin: float, unit: str) -> str:
+def _outcome(effect: float, low: float, high: float, margin: float, unit: str) -> str:
+    """Significant and beyond the margin: directional; the CI inside +-margin: equivalent."""
     more, less = _MORE_LESS[unit_kind(unit)]
-    if low > margin:
+    if low > 0 and effect > margin:
         return more
-    if high < -margin:
+    if high < 0 and effect < -margin:
         return less
     if low > -margin and high < margin:
         return OUTCOME_EQUIVALENT
@@ -588,6 +506,13 @@ def signed_quantity(value: float | None, unit: str) -> str:
     return text
 
 
+def scaled_text(value: float | None, verdict: Verdict, unit: str) -> str:
+    """A margin or an MDE in words: a percentage (ratio rows) or a quantity (absolute)."""
+    if value is None:
+        return "-"
+    return percent(value) if verdict.mode == MODE_RATIO else format_quantity(value, unit)
+
+
 def margin_text(verdict: Verdict, unit: str) -> str:
     """``+-5%`` or ``+-1.00 MiB``."""
     if verdict.mode == MODE_RATIO:
@@ -606,6 +531,11 @@ def verdict_words(verdict: Verdict, unit: str) -> str:
     if outcome == OUTCOME_INCONCLUSIVE:
         if verdict.noise == NOISE_UNKNOWN or verdict.run_noise_unknown:
             return "inconclusive: run-to-run noise unknown"
+        if verdict.underpowered:
+            return (
+                f"inconclusive (underpowered: MDE {scaled_text(verdict.mde, verdict, unit)} "
+                f"> margin {scaled_text(verdict.margin, verdict, unit)})"
+            )
         return OUTCOME_INCONCLUSIVE
     if outcome not in DIRECTIONAL_OUTCOMES:
         return outcome

@@ -20,7 +20,9 @@ report or comparison ever branches on a backend's name:
   ``Instance.extra["cmdline_extra"]`` reaches the guest's init (guest-internal checks);
 - ``capabilities.roles``: the roles of the host processes ``host_processes`` returns;
 - ``capabilities.footprint_estimate_mib``: what an idle instance costs the host beyond
-  its payload and guest RAM, for refusing a scenario that cannot fit before it starts.
+  its payload and guest RAM, for refusing a scenario that cannot fit before it starts;
+- ``capabilities.engine_processes``: the daemons instances are made through, whose
+  cleanup after an instance is waited out before the next sample.
 
 ``metadata()`` is merged into the labels of every sample the backend's instances
 produce (like PKB's ``GetResourceMetadata``). Backends register themselves by subclassing
@@ -107,6 +109,9 @@ class Capabilities:
     # host memory one idle instance costs beyond its payload (and beyond its guest RAM,
     # for a guest): a planning estimate, used only to refuse a scenario that cannot fit
     footprint_estimate_mib: float = 2.0
+    # the daemons instances are made through (their command names): their work after an
+    # instance ended is waited out before the next sample (bench.quiescence)
+    engine_processes: tuple[str, ...] = ()
 
     def limit(self, kind: str) -> LimitSupport:
         """How ``kind`` (memory, cpu, pids) is applied; not applicable if undeclared."""

@@ -59,6 +59,7 @@ class DockerBackend(Backend):
         },
         roles=("container", "containerd-shim"),
         footprint_estimate_mib=6.0,
+        engine_processes=("dockerd", "containerd"),
     )
     # The OCI runtime the engine runs containers with; None: the engine's default (runc).
     runtime: str | None = None

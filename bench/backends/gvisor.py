@@ -67,6 +67,7 @@ class GvisorBackend(DockerBackend):
         roles=("sandbox", "containerd-shim"),
         runtime_in_limit=True,
         footprint_estimate_mib=30.0,
+        engine_processes=("dockerd", "containerd"),
     )
 
     def check_available(self) -> None:

@@ -96,6 +96,7 @@ class LibvirtBackend(GuestBackend):
             "pids": LimitSupport(None, PIDS_NOT_APPLICABLE),
         },
         roles=("qemu",),
+        engine_processes=("libvirtd", "virtlogd"),
         runtime_in_limit=True,
         guest_kernel=True,
         footprint_estimate_mib=40.0,

@@ -141,6 +141,7 @@ class PodmanBackend(Backend):
             "pids": LimitSupport("create", "podman --pids-limit at create"),
         },
         roles=("container", "conmon"),
+        engine_processes=("conmon",),
         # measured here: PSS 0.7 MiB idle (conmon 0.5, probe 0.2); the container's cgroup
         # peaks at ~4.3 MiB while runc sets it up
         footprint_estimate_mib=4.0,

@@ -26,6 +26,8 @@ from typing import Any, ClassVar
 from bench.backends.base import NAME_PREFIX, Backend, Instance, now_ns
 from bench.cgroups.layout import CgroupLayout
 from bench.plan import Step
+from bench.precision import PrecisionTracker
+from bench.quiescence import Quiet, wait_for_quiet
 from bench.samples import Sample
 from bench.scenario import InstanceSpec, Scenario
 
@@ -48,12 +50,21 @@ class RunOptions:
     ``inject_spin_ms``: the probe spins this long before READY in every backend, a known
     slowdown for checking that comparisons detect one; the scenario stays identical.
     ``skip_unavailable``: measure the backends that are available and record why the
-    others are not, instead of refusing the run. ``overrides``: scenario fields the
+    others are not, instead of refusing the run. ``tune``: hold the CPUs out of deep
+    idle states for the run (recorded as ``tuning`` in run.json). ``overrides``: scenario fields the
     command line changed, recorded as such.
     """
 
     inject_spin_ms: float | None = None
     skip_unavailable: bool = False
+    # hold the CPUs out of deep idle for the run (bench.host_settings.low_latency)
+    tune: bool = False
+    # --target-mde: blocks until every quantity's MDE is at or under it (bench.precision),
+    # at least min_blocks, at most max_blocks, within max_wall_s
+    target_mde: float | None = None
+    min_blocks: int = 2
+    max_blocks: int = 20
+    max_wall_s: float | None = None
     # command-line overrides of scenario fields (samples, warmups, backends, seed, repeats)
     overrides: tuple[tuple[str, Any], ...] = ()
 
@@ -110,6 +121,8 @@ class RunContext:
     emit: Callable[[RunEvent], None] = lambda event: None
     options: RunOptions = field(default_factory=RunOptions)
     registry: CleanupRegistry = field(default_factory=CleanupRegistry)
+    # with --target-mde: the block medians so far, and whether they are precise enough
+    precision: PrecisionTracker | None = None
     clock: Callable[[], int] = now_ns
     drop_page_cache: Callable[[], str | None] = lambda: "page cache not dropped"
     notes: list[str] = field(default_factory=list)
@@ -174,6 +187,8 @@ class RunContext:
             for key, value in metadata.items():
                 sample.labels.setdefault(key, value)
         self.sink(sample)
+        if self.precision is not None:
+            self.precision.add(sample)
         self.emit(RunEvent("sample", sample=sample))
         return sample
 
@@ -190,6 +205,11 @@ class RunContext:
         if message not in self.notes:
             self.notes.append(message)
             self.emit(RunEvent("warning", message))
+
+    def wait_quiet(self) -> Quiet:
+        """Wait until the run's engines finished their work after the last instance."""
+        names = {n for b in self.backends.values() for n in b.capabilities.engine_processes}
+        return wait_for_quiet(sorted(names))
 
     def spec_for(self, spec: InstanceSpec) -> InstanceSpec:
         """The spec as this run starts it (run options such as an injected spin applied)."""

@@ -118,6 +118,8 @@ def measure_startup(ctx: RunContext, backend: Backend, step: Step) -> Sample:
     """
     timeout_s = ctx.scenario.timeout_s
     spec = ctx.spec_for(step.case.spec)
+    # the engines' cleanup after the last instance is not this one's startup
+    quiet = ctx.wait_quiet()
     instance = ctx.new_instance(backend, spec)
     error: str | None = None
     try:
@@ -147,6 +149,8 @@ def measure_startup(ctx: RunContext, backend: Backend, step: Step) -> Sample:
     # what ran just before: a process after a container starts slower (the engine's own
     # asynchronous cleanup); recorded so that such a mixture can be told apart
     labels["after_backend"] = ctx.previous_backend
+    labels["quiet_wait_s"] = round(quiet.waited_s, 4)
+    labels["quiet"] = quiet.quiet
     if instance.exit_code is not None:
         labels["exit_code"] = instance.exit_code
     return Sample(

@@ -811,7 +811,7 @@ def _comparison_table(report: ComparisonReport, caption: str, with_run: bool) ->
         rows.append(cells)
         classes.append(f"outcome-{row.outcome.split(' ')[0]}")
     numeric_from = 2 if with_run else 1
-    numeric = frozenset(range(numeric_from, numeric_from + 7))
+    numeric = frozenset(range(numeric_from, numeric_from + 8))
     return Table(columns, rows, caption, numeric, classes, css="wide")
 
 

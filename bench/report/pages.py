@@ -8,10 +8,12 @@ no samples. Links are relative paths between pages of the site.
 from __future__ import annotations
 
 import math
+from datetime import datetime, timedelta
 from typing import Any
 
 from bench import __version__
-from bench.analysis.changepoint import change_points
+from bench.analysis.changepoint import ChangePoint, change_points, strongest_change
+from bench.analysis.multiplicity import ALPHA, BENJAMINI_HOCHBERG, adjust
 from bench.analysis.order import PALETTE, mechanism_rank
 from bench.analysis.units import display_scale, format_quantity
 from bench.report import figures
@@ -36,9 +38,13 @@ from bench.results import utc_now_iso
 STATUS_CSS = {"complete": "ok", "failed": "fail", "abandoned": "fail", "interrupted": "fail"}
 CHANGE_POINT_METHOD = (
     "Change points: E-Divisive (Matteson and James, JASA 2014; the method of MongoDB's "
-    "performance CI, Daly et al., ICPE 2020) on the run figures in time order, each split "
-    "accepted by a permutation test (199 permutations, p <= 0.05), segments of at least 3 "
-    "runs. Marked with a dotted line where the later segment starts."
+    "performance CI, Daly et al., ICPE 2020) on the figures of complete runs in time "
+    "order, each split judged by a permutation test within every segment (999 "
+    "permutations), segments of at least 3 runs. The strongest split of each series is "
+    "corrected over every series of this page (Benjamini-Hochberg: p / BH); a series "
+    "whose split survives is searched for further changes at p <= 0.05. Marked with a "
+    "dotted line where the later segment starts. Runs that did not complete are drawn "
+    "hollow and left out of the search."
 )
 
 
@@ -161,6 +167,9 @@ def trend_model(host: str, scenario: str, entries: list[dict[str, Any]], page: s
     backends = sorted(mechanisms, key=lambda b: (mechanism_rank(mechanisms[b]), b))
     colours = {b: PALETTE[i % len(PALETTE)] for i, b in enumerate(backends)}
     kernels = sorted({e["kernel"] for e in entries})
+    figures_by_key: dict[str, figures.Figure] = {}
+    # the first stage of every series of the page, corrected over them all (BH)
+    candidates: list[tuple[str, str, str, list[tuple[dict[str, Any], float]], ChangePoint]] = []
     for key, unit, title in TREND_FIGURES:
         series = []
         for backend in backends:
@@ -175,36 +184,51 @@ def trend_model(host: str, scenario: str, entries: list[dict[str, Any]], page: s
         if not series:
             continue
         figure = _trend_figure(title, unit, series, colours, kernels)
-        for backend, points in series:
-            for change in change_points([v for _, v in points]):
-                before, after = points[change.index - 1][0], points[change.index][0]
-                changes.append(
-                    [
-                        backend,
-                        title,
-                        Cell(after["run_id"], href=_relative(page, after["page"])),
-                        f"{_value_text(change.median_before, unit)} → "
-                        f"{_value_text(change.median_after, unit)}",
-                        f"{change.p_value:.3f}",
-                        _what_changed(before, after),
-                    ]
-                )
-                figure["layout"].setdefault("shapes", []).append(
-                    {
-                        "type": "line",
-                        "xref": "x",
-                        "yref": "paper",
-                        "x0": after["started_at_utc"],
-                        "x1": after["started_at_utc"],
-                        "y0": 0,
-                        "y1": 1,
-                        "line": {"color": colours[backend], "dash": "dot", "width": 2},
-                    }
-                )
+        figures_by_key[key] = figure
         items.append(ids.plot(figure))
+        for backend, points in series:
+            complete = [(e, v) for e, v in points if e.get("status", "complete") == "complete"]
+            first = strongest_change([v for _, v in complete])
+            if first is not None:
+                candidates.append((key, unit, backend, complete, first))
+    adjusted = adjust([c[4].p_value for c in candidates], BENJAMINI_HOCHBERG)
+    for (key, unit, backend, complete, first), p_adjusted in zip(candidates, adjusted, strict=True):
+        if p_adjusted >= ALPHA:
+            continue
+        title = next(t for k, _u, t in TREND_FIGURES if k == key)
+        for change in change_points([v for _, v in complete]):
+            before, after = complete[change.index - 1][0], complete[change.index][0]
+            p_text = (
+                f"{change.p_value:.3f} / {p_adjusted:.3f}"
+                if change.index == first.index
+                else f"{change.p_value:.3f} (within the series)"
+            )
+            changes.append(
+                [
+                    backend,
+                    title,
+                    Cell(after["run_id"], href=_relative(page, after["page"])),
+                    f"{_value_text(change.median_before, unit)} → "
+                    f"{_value_text(change.median_after, unit)}",
+                    p_text,
+                    _what_changed(before, after),
+                ]
+            )
+            figures_by_key[key]["layout"].setdefault("shapes", []).append(
+                {
+                    "type": "line",
+                    "xref": "x",
+                    "yref": "paper",
+                    "x0": after["started_at_utc"],
+                    "x1": after["started_at_utc"],
+                    "y0": 0,
+                    "y1": 1,
+                    "line": {"color": colours[backend], "dash": "dot", "width": 2},
+                }
+            )
     summary: list[Item] = [
         Table(
-            ["backend", "figure", "first run after", "median before → after", "p", "note"],
+            ["backend", "figure", "first run after", "median before → after", "p / BH", "note"],
             changes,
             CHANGE_POINT_METHOD,
             frozenset({4}),
@@ -267,16 +291,28 @@ def _trend_figure(
                 "marker": {
                     "color": colours[backend],
                     "size": 7,
+                    # a run that did not complete is drawn hollow (and never searched)
                     "symbol": [
                         symbols[kernels.index(entry["kernel"]) % len(symbols)]
+                        + ("" if entry.get("status", "complete") == "complete" else "-open")
                         for entry, _ in points
                     ],
                 },
             }
         )
     values = [v * scale for _, points in series for _, v in points if v > 0]
-    layout = figures.base_layout(title, "run start (UTC); marker shape = kernel", shown)
+    layout = figures.base_layout(
+        title, "run start (UTC); marker shape = kernel; hollow = did not complete", shown
+    )
     layout["xaxis"]["type"] = "date"
+    starts = sorted({entry["started_at_utc"] for _, points in series for entry, _ in points})
+    if len(starts) == 1:
+        # one run: a day around it, not an axis of microseconds
+        centre = datetime.fromisoformat(starts[0])
+        layout["xaxis"]["range"] = [
+            (centre - timedelta(hours=12)).isoformat(),
+            (centre + timedelta(hours=12)).isoformat(),
+        ]
     if values and min(values) > 0 and max(values) / min(values) > 30:
         layout["yaxis"]["type"] = "log"
         layout["yaxis"].update(figures.log_ticks(min(values) / 1.5, max(values) * 1.5))
