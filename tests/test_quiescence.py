@@ -136,12 +136,14 @@ def _favor_mounts() -> dict[str, str]:
 def test_tune_mounts_a_favordynmods_hierarchy_for_the_run_and_clean_removes_a_killed_runs(
     tmp_path: Path,
 ) -> None:
+    # the mount comes and goes; the kernel mode it sets may outlive it (see
+    # cgroup_fast_moves): it only makes moves into cgroups cheaper, never breaks one
     base = tmp_path / "favordynmods"
     mine = base / str(os.getpid())
     with cgroup_fast_moves(True, base) as moves:
         if not moves.get("cgroup_favordynmods"):
             pytest.fail(f"the kernel refused the mount: {moves}")
-        assert moves == {"cgroup_favordynmods": True, "held_through": str(mine)}
+        assert moves["cgroup_favordynmods"] is True and moves["held_through"] == str(mine)
         assert "favordynmods" in _favor_mounts()[str(mine)]
         # a killed run's mount: its pid is gone; bench clean unmounts it, spares the live one
         dead = subprocess.Popen(["true"])
