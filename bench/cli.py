@@ -167,8 +167,10 @@ def run(
         bool,
         typer.Option(
             "--tune",
-            help="Hold the CPUs out of deep idle states for the run (/dev/cpu_dma_latency "
-            "0), as pyperf's system tune; recorded in run.json as tuning.",
+            help="Hold the CPUs out of deep idle states (/dev/cpu_dma_latency 0, as "
+            "pyperf's system tune) and keep moves into cgroups as cheap after a pause as "
+            "back to back (a favordynmods cgroup hierarchy), for the run; recorded in "
+            "run.json as tuning.",
         ),
     ] = False,
     skip_unavailable: Annotated[

@@ -28,7 +28,7 @@ from bench.backends.base import Backend
 from bench.capacity import check_fits
 from bench.cgroups.layout import detect as detect_layout
 from bench.errors import BenchError, ResultsStorageError
-from bench.host_settings import low_latency
+from bench.host_settings import cgroup_fast_moves, low_latency
 from bench.metrics import metric_class
 from bench.metrics.base import (
     Metric,
@@ -294,10 +294,14 @@ def _execute(
             store.update(process=asdict(identity))
             _note_concurrent_runs(ctx, store, first=True)
             ctx.emit(RunEvent("planned", f"run {ctx.run_id}", total=len(steps) - start))
-            with low_latency(ctx.options.tune) as tuning:
-                store.update(tuning=tuning)
-                if ctx.options.tune and not tuning["tune"]:
-                    ctx.warn(f"--tune not applied: {tuning['reason']}")
+            with (
+                low_latency(ctx.options.tune) as tuning,
+                cgroup_fast_moves(ctx.options.tune) as moves,
+            ):
+                store.update(tuning={**tuning, **moves})
+                for applied in (tuning, moves):
+                    if ctx.options.tune and "reason" in applied:
+                        ctx.warn(f"--tune not fully applied: {applied['reason']}")
                 _run_steps(ctx, store, steps, metrics, start)
             status = "complete"
         except KeyboardInterrupt:

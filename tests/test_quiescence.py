@@ -1,15 +1,22 @@
-"""A quiet host before each sample, and the low-latency hold of bench run --tune."""
+"""A quiet host before each sample, and what bench run --tune holds (idle, cgroup moves)."""
 
 from __future__ import annotations
 
 import os
 import struct
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from bench.host_settings import CPU_DMA_LATENCY, low_latency
+from bench.host_settings import (
+    CPU_DMA_LATENCY,
+    FAVOR_DYNMODS_NAME,
+    cgroup_fast_moves,
+    low_latency,
+    restore_abandoned,
+)
 from bench.quiescence import cpu_seconds, engine_pids, wait_for_quiet
 
 
@@ -112,3 +119,43 @@ def test_tune_holds_the_idle_latency_at_zero_while_the_run_lasts() -> None:
         assert untouched == {"tune": False} and current_us() == before
     with low_latency(True, Path("/nonexistent/cpu_dma_latency")) as refused:
         assert refused["tune"] is False and "cannot open" in refused["reason"]
+
+
+def _favor_mounts() -> dict[str, str]:
+    """Mount point -> super options of every favordynmods hierarchy bench mounted."""
+    found = {}
+    with open("/proc/self/mountinfo") as handle:
+        for line in handle:
+            fields = line.split()
+            if f"name={FAVOR_DYNMODS_NAME}" in fields[-1]:
+                found[fields[4]] = fields[-1]
+    return found
+
+
+@pytest.mark.cgroups
+def test_tune_mounts_a_favordynmods_hierarchy_for_the_run_and_clean_removes_a_killed_runs(
+    tmp_path: Path,
+) -> None:
+    # the mount comes and goes; the kernel mode it sets may outlive it (see
+    # cgroup_fast_moves): it only makes moves into cgroups cheaper, never breaks one
+    base = tmp_path / "favordynmods"
+    mine = base / str(os.getpid())
+    with cgroup_fast_moves(True, base) as moves:
+        if not moves.get("cgroup_favordynmods"):
+            pytest.fail(f"the kernel refused the mount: {moves}")
+        assert moves["cgroup_favordynmods"] is True and moves["held_through"] == str(mine)
+        assert "favordynmods" in _favor_mounts()[str(mine)]
+        # a killed run's mount: its pid is gone; bench clean unmounts it, spares the live one
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        left = base / str(dead.pid)
+        left.mkdir()
+        options = f"none,name={FAVOR_DYNMODS_NAME},favordynmods"
+        subprocess.run(["mount", "-t", "cgroup", "-o", options, "cgroup", str(left)], check=True)
+        assert str(left) in _favor_mounts()
+        done = restore_abandoned(tmp_path / "saved", favor_dir=base)
+        assert done == [f"unmounted {left}"] and not left.exists()
+        assert str(mine) in _favor_mounts(), "the live run's mount is spared"
+    assert str(mine) not in _favor_mounts() and not mine.exists(), "given back with the run"
+    with cgroup_fast_moves(False, base) as untouched:
+        assert untouched == {} and str(mine) not in _favor_mounts()

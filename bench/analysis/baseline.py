@@ -45,7 +45,7 @@ from bench.analysis.compare import (
     facts_agree,
 )
 from bench.analysis.dataset import Dataset, RunInfo, fact, resolve_fact_path
-from bench.analysis.multiplicity import ALPHA, HOLM, adjust
+from bench.analysis.multiplicity import ALPHA, HOLM, adjust_family
 from bench.analysis.noise import without_noise
 from bench.analysis.order import backend_mechanisms
 from bench.analysis.stats import VALUE_STAGE, accel_of, measured, view_labels
@@ -616,18 +616,18 @@ def corrected_rows(rows: list[CheckRow]) -> list[CheckRow]:
 
     A move no longer significant after the correction is inconclusive, and says so.
     """
-    family = [
-        i for i, row in enumerate(rows) if row.p_value is not None and not row.run_noise_unknown
-    ]
-    adjusted = adjust([float(rows[i].p_value or 0.0) for i in family], HOLM)
+    adjusted = adjust_family([None if row.run_noise_unknown else row.p_value for row in rows], HOLM)
+    members = sum(p is not None for p in adjusted)
     result = list(rows)
-    for index, p_adjusted in zip(family, adjusted, strict=True):
+    for index, p_adjusted in enumerate(adjusted):
+        if p_adjusted is None:
+            continue
         row = replace(rows[index], p_adjusted=p_adjusted)
         if row.status in (STATUS_ABOVE, STATUS_BELOW) and p_adjusted >= ALPHA:
             row = replace(
                 row,
                 status=STATUS_INCONCLUSIVE,
-                detail=f"not significant over {len(family)} rows (Holm: p "
+                detail=f"not significant over {members} rows (Holm: p "
                 f"{row.p_value:.3g} -> {p_adjusted:.3g})",
             )
         result[index] = row

@@ -32,7 +32,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -71,19 +71,7 @@ def _update_to_2(data: dict[str, Any]) -> dict[str, Any]:
             per_run = len(medians) // len(runs)
             block_runs = [runs[i // per_run] for i in range(len(medians))]
             levels = two_levels(medians, block_runs)
-            entry.update(
-                sigma_log=levels.sigma_log,
-                sigma_abs=levels.sigma_abs,
-                noise_fraction=(None if levels.sigma_log is None else math.expm1(levels.sigma_log)),
-                df=levels.df,
-                run_sigma_log=levels.run_sigma_log,
-                run_sigma_abs=levels.run_sigma_abs,
-                run_noise_fraction=(
-                    None if levels.run_sigma_log is None else math.expm1(levels.run_sigma_log)
-                ),
-                run_df=levels.run_df,
-                block_runs=block_runs,
-            )
+            entry.update(levels.fields(), block_runs=block_runs)
     return data
 
 
@@ -185,6 +173,19 @@ def quantity_blocks(
     return result
 
 
+class LevelFields(TypedDict):
+    """A calibration entry's fields that hold the two levels."""
+
+    sigma_log: float | None
+    sigma_abs: float
+    noise_fraction: float | None
+    df: float
+    run_sigma_log: float | None
+    run_sigma_abs: float | None
+    run_noise_fraction: float | None
+    run_df: float
+
+
 @dataclass(frozen=True)
 class TwoLevels:
     """Both levels of a quantity's noise, on the log scale and in its unit."""
@@ -195,6 +196,21 @@ class TwoLevels:
     run_sigma_log: float | None
     run_sigma_abs: float | None
     run_df: float
+
+    def fields(self) -> LevelFields:
+        """The calibration entry's fields for these levels (the fractions derived)."""
+        return {
+            "sigma_log": self.sigma_log,
+            "sigma_abs": self.sigma_abs,
+            "noise_fraction": None if self.sigma_log is None else math.expm1(self.sigma_log),
+            "df": self.df,
+            "run_sigma_log": self.run_sigma_log,
+            "run_sigma_abs": self.run_sigma_abs,
+            "run_noise_fraction": (
+                None if self.run_sigma_log is None else math.expm1(self.run_sigma_log)
+            ),
+            "run_df": self.run_df,
+        }
 
 
 def two_levels(block_medians: Sequence[float], block_runs: Sequence[str]) -> TwoLevels:
@@ -284,18 +300,9 @@ def calibrate_dataset(
                 blocks=len(blocks),
                 samples_per_block=float(np.median([v.size for v in blocks.values()])),
                 block_medians=medians,
-                sigma_log=levels.sigma_log,
-                sigma_abs=levels.sigma_abs,
-                noise_fraction=None if levels.sigma_log is None else math.expm1(levels.sigma_log),
-                df=levels.df,
                 measured_at_utc=now,
-                run_sigma_log=levels.run_sigma_log,
-                run_sigma_abs=levels.run_sigma_abs,
-                run_noise_fraction=(
-                    None if levels.run_sigma_log is None else math.expm1(levels.run_sigma_log)
-                ),
-                run_df=levels.run_df,
                 block_runs=block_runs,
+                **levels.fields(),
             )
         )
     if not entries:

@@ -48,7 +48,7 @@ import pandas as pd
 from bench.analysis.columns import equals, isin, unique_text
 from bench.analysis.columns import text as column_text
 from bench.analysis.dataset import Dataset, fact, resolve_fact_path
-from bench.analysis.multiplicity import ALPHA, HOLM, METHOD_NAMES, adjust
+from bench.analysis.multiplicity import ALPHA, HOLM, METHOD_NAMES, adjust_family
 from bench.analysis.noise import LoadComparison, compare_load, noise_table, without_noise
 from bench.analysis.order import BackendOrder
 from bench.analysis.stats import (
@@ -398,18 +398,20 @@ def corrected_for_multiplicity(
     inconclusive, and says so with both p-values. A row whose run-to-run noise is unknown
     decides nothing, and its p-value (of the blocks of one run) is left out of the family.
     """
-    family = [
-        i for i, row in enumerate(rows) if row.p_value is not None and not row.run_noise_unknown
-    ]
-    adjusted = adjust([float(rows[i].p_value or 0.0) for i in family], method)
+    adjusted = adjust_family(
+        [None if row.run_noise_unknown else row.p_value for row in rows], method
+    )
+    members = sum(p is not None for p in adjusted)
     result = list(rows)
-    for index, p_adjusted in zip(family, adjusted, strict=True):
+    for index, p_adjusted in enumerate(adjusted):
+        if p_adjusted is None:
+            continue
         row = replace(rows[index], p_adjusted=p_adjusted)
         if row.outcome in DIRECTIONAL_OUTCOMES and p_adjusted >= ALPHA:
             row = replace(
                 row,
                 outcome=OUTCOME_INCONCLUSIVE,
-                verdict=f"inconclusive: not significant over {len(family)} rows "
+                verdict=f"inconclusive: not significant over {members} rows "
                 f"({METHOD_NAMES[method]}: p {row.p_value:.3g} -> {p_adjusted:.3g})",
             )
         result[index] = row

@@ -37,3 +37,18 @@ def adjust(p_values: Sequence[float], method: str = HOLM) -> list[float]:
         list(p_values), alpha=ALPHA, method=method
     )
     return [float(p) for p in corrected]
+
+
+def adjust_family(p_values: Sequence[float | None], method: str = HOLM) -> list[float | None]:
+    """Adjust the members of a family; a None p-value is not a member and stays None.
+
+    The callers' rule for rows that decide nothing (no p-value, or run-to-run noise
+    unknown): they pass None, so a correction over a compare or a check is one rule.
+    """
+    members = [i for i, p in enumerate(p_values) if p is not None]
+    adjusted: list[float | None] = [None] * len(p_values)
+    for index, p_adjusted in zip(
+        members, adjust([float(p_values[i] or 0.0) for i in members], method), strict=True
+    ):
+        adjusted[index] = p_adjusted
+    return adjusted
